@@ -1,0 +1,1 @@
+"""parentage: statistical evidence about an LLM's parentage (the core harness)."""

@@ -1,0 +1,97 @@
+"""The analyze phase: raw records -> evidence.json. No model access; safe to re-run offline.
+
+Re-running with a different significance level or number of bootstrap replicates only needs
+the run directory and the response cache it names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter
+
+from harness.backends.base import GenerateRequest, ScoreRequest
+from harness.cache import Cache
+from harness.config import Suite
+from harness.errors import InputError
+from harness.runstore import RunStore, now
+from probes import probe_class
+from probes.base import Probe, ProbeEvidence, Record
+
+EVIDENCE_SCHEMA_VERSION = 1
+_REQUEST = TypeAdapter(ScoreRequest | GenerateRequest)
+
+
+def suite_of(run: RunStore) -> Suite:
+    return Suite.model_validate(run.start_event()["suite"])
+
+
+def build_probes(suite: Suite) -> list[Probe]:
+    return [probe_class(p.kind)(p) for p in suite.probes]
+
+
+def load_records(run: RunStore, cache: Cache, suite: Suite, probe: Probe) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = {}
+    for m in suite.models:
+        recs = []
+        for raw in run.raw_records(m.name):
+            if raw["probe"] != probe.instance or raw.get("probe_version") != probe.version:
+                continue
+            result = cache.get(raw["key"])
+            if result is None:
+                raise InputError(
+                    f"{run.dir}: record {raw['key'][:12]} of model '{m.name}' is missing from the cache {cache.path}; "
+                    "re-run `parentage run` on the suite to collect it again"
+                )
+            recs.append(Record(m.name, raw["key"], raw["meta"], _REQUEST.validate_python(raw["request"]), result))
+        if recs:
+            out[m.name] = recs
+    return out
+
+
+def analyze_run(
+    run_dir: Path, alpha: float | None = None, bootstrap: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    """Analyse a (finished or partial) run and write evidence.json. Overrides change only the statistics."""
+    run = RunStore.open(run_dir)
+    start = run.start_event()
+    suite = suite_of(run)
+    overrides = {k: v for k, v in (("alpha", alpha), ("bootstrap", bootstrap), ("seed", seed)) if v is not None}
+    if overrides:
+        suite = suite.model_copy(update={"stats": suite.stats.model_copy(update=overrides)})
+    cache = Cache(Path(start["cache_dir"]))
+    seeds = np.random.SeedSequence(suite.stats.seed).spawn(len(suite.probes))
+    probes_ev: list[ProbeEvidence] = []
+    try:
+        for probe, ss in zip(build_probes(suite), seeds):
+            records = load_records(run, cache, suite, probe)
+            if not records:
+                probes_ev.append(
+                    ProbeEvidence(
+                        probe=probe.id,
+                        instance=probe.instance,
+                        version=probe.version,
+                        status="skipped",
+                        reason="no records were collected for this probe",
+                    )
+                )
+                continue
+            probes_ev.append(probe.analyze(records, suite, np.random.default_rng(ss)))
+    finally:
+        cache.close()
+    complete = bool(run.events("collect_end"))
+    evidence = {
+        "schema_version": EVIDENCE_SCHEMA_VERSION,
+        "run_id": run.run_id,
+        "suite": suite.name,
+        "created": now(),
+        "collection_complete": complete,
+        "stats": suite.stats.model_dump(),
+        "models": {m.name: {"role": m.role, "backend": m.backend, "notes": m.notes} for m in suite.models},
+        "probes": [p.model_dump(mode="json") for p in probes_ev],
+    }
+    run.write_json("evidence.json", evidence)
+    run.event("analysis", stats=suite.stats.model_dump(), probes=[p.instance for p in probes_ev], complete=complete)
+    return evidence

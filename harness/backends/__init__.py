@@ -1,0 +1,25 @@
+"""Backend registry. Entries are import strings so heavy libraries (torch, vllm) load only when chosen.
+
+Adding a backend: write one module with a :class:`~harness.backends.base.Backend` subclass and
+add one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from harness.config import ModelSpec
+
+BACKENDS: dict[str, str] = {
+    "hf": "harness.backends.hf:HFBackend",
+}
+
+
+def backend_class(name: str):
+    """Import and return the backend class registered as ``name``."""
+    module, _, attr = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_backend(spec: ModelSpec):
+    return backend_class(spec.backend)(spec)

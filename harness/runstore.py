@@ -1,0 +1,123 @@
+"""The run directory: ``results/<run-id>/``.
+
+* ``run.jsonl``: append-only typed events (run_start with the resolved config and provenance,
+  model fingerprints, per-probe collection counts, analysis results, run_end). Every line is
+  flushed and fsynced, so a killed run leaves a readable log.
+* ``raw/<model>.jsonl``: one line per answered request (probe, cache key, bookkeeping, summary).
+  Bulk arrays (log-prob matrices) live in the response cache named in run_start.
+* ``evidence.json``, ``report.md``, ``figures/``: written by ``analyze`` and ``report``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.errors import InputError, StorageError
+
+EVENT_TYPES = (
+    "run_start",
+    "model_loaded",
+    "probe_skipped",
+    "probe_collected",
+    "model_failed",
+    "run_interrupted",
+    "collect_end",
+    "analysis",
+    "run_end",
+)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunStore:
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.log_path = self.dir / "run.jsonl"
+        self.raw_dir = self.dir / "raw"
+
+    @classmethod
+    def create(cls, output_dir: Path, suite_name: str, run_id: str | None = None) -> RunStore:
+        run_id = run_id or f"{suite_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        store = cls(Path(output_dir) / run_id)
+        try:
+            store.raw_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create run directory {store.dir}: {e}") from e
+        return store
+
+    @classmethod
+    def open(cls, directory: Path) -> RunStore:
+        store = cls(Path(directory))
+        if not store.log_path.exists():
+            raise InputError(f"{directory}: not a run directory (no run.jsonl)")
+        return store
+
+    @property
+    def run_id(self) -> str:
+        return self.dir.name
+
+    def _append(self, path: Path, obj: dict[str, Any]) -> None:
+        line = json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+        try:
+            with path.open("a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise StorageError(f"cannot append to {path}: {e}") from e
+
+    def event(self, type_: str, **fields: Any) -> None:
+        assert type_ in EVENT_TYPES, type_
+        self._append(self.log_path, {"event": type_, "time": now(), **fields})
+
+    def append_raw(self, model: str, record: dict[str, Any]) -> None:
+        self._append(self.raw_dir / f"{model}.jsonl", record)
+
+    def events(self, type_: str | None = None) -> list[dict[str, Any]]:
+        """Parsed events; a truncated last line (killed mid-write) is ignored, not fatal."""
+        out = []
+        lines = self.log_path.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines, 1):
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                if i == len(lines):
+                    continue
+                raise InputError(f"{self.log_path}:{i}: corrupt event line") from None
+            if type_ is None or ev.get("event") == type_:
+                out.append(ev)
+        return out
+
+    def start_event(self) -> dict[str, Any]:
+        starts = self.events("run_start")
+        if not starts:
+            raise InputError(f"{self.log_path}: no run_start event")
+        return starts[-1]
+
+    def raw_records(self, model: str) -> list[dict[str, Any]]:
+        """Raw records of a model, de-duplicated by (probe instance, key) across resumed runs."""
+        path = self.raw_dir / f"{model}.jsonl"
+        if not path.exists():
+            return []
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill; its answer is still in the cache and is re-logged on resume
+            seen[(rec["probe"], rec["key"])] = rec
+        return list(seen.values())
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        path = self.dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+        tmp.replace(path)
+        return path

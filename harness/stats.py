@@ -1,0 +1,93 @@
+"""Statistics shared by probes: cluster bootstrap, p-values, multiple-comparison correction.
+
+Conventions: the resampling unit is the cluster (a text, a question), never a token; every
+random draw comes from a ``numpy.random.Generator`` passed in explicitly (no global seeds).
+Statistics are written as functions of per-cluster *sums* so a bootstrap replicate is just a
+weighted sum, which keeps thousands of replicates cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float
+    low: float
+    high: float
+    se: float
+    replicates: np.ndarray
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+
+def bootstrap_weights(n: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """(replicates, n) resampling counts: how often each cluster is drawn in each replicate."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=replicates).astype(float)
+
+
+def cluster_bootstrap(
+    per_cluster: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    rng: np.random.Generator,
+    replicates: int = 1000,
+    alpha: float = 0.05,
+    weights: np.ndarray | None = None,
+) -> Interval:
+    """Percentile CI for ``statistic(sums)`` where sums are over clusters.
+
+    ``per_cluster`` is (n_clusters, m) sufficient statistics; ``statistic`` maps an array of
+    shape (..., m) of summed statistics to (...). Pass ``weights`` to share one set of
+    resamples across several statistics (so their replicates are paired).
+    """
+    per_cluster = np.asarray(per_cluster, dtype=float)
+    if weights is None:
+        weights = bootstrap_weights(per_cluster.shape[0], replicates, rng)
+    value = float(statistic(per_cluster.sum(axis=0)))
+    reps = np.asarray(statistic(weights @ per_cluster), dtype=float)
+    finite = reps[np.isfinite(reps)]
+    if finite.size == 0:
+        return Interval(value, float("nan"), float("nan"), float("nan"), reps)
+    low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    return Interval(value, float(low), float(high), float(finite.std(ddof=1)), reps)
+
+
+def z_pvalue(estimate: float, null: float, se: float, alternative: str = "two-sided") -> float:
+    """Normal-approximation p-value with a bootstrap standard error."""
+    if not np.isfinite(se) or se <= 0:
+        return float("nan")
+    z = (estimate - null) / se
+    if alternative == "greater":
+        return float(sps.norm.sf(z))
+    if alternative == "less":
+        return float(sps.norm.cdf(z))
+    return float(2 * sps.norm.sf(abs(z)))
+
+
+def adjust(pvalues: list[float], method: str = "holm") -> list[float]:
+    """Holm or Benjamini-Hochberg adjusted p-values (NaNs pass through untouched)."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if not ok.any():
+        return out.tolist()
+    from scipy.stats import false_discovery_control
+
+    q = p[ok]
+    if method == "bh":
+        out[ok] = false_discovery_control(q, method="bh")
+    else:
+        m = q.size
+        order = np.argsort(q)
+        adj = np.maximum.accumulate((m - np.arange(m)) * q[order])
+        res = np.empty(m)
+        res[order] = np.minimum(adj, 1.0)
+        out[ok] = res
+    return out.tolist()

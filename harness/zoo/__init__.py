@@ -1,0 +1,1 @@
+"""The calibration zoo: model families of known lineage, built on the CPU."""

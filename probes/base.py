@@ -1,0 +1,119 @@
+"""What a probe is: metadata, a pure ``plan`` and a pure ``analyze``.
+
+The split keeps collection and analysis honest: only the runner talks to models (with cache,
+progress and raw-record appends); ``plan`` says what to ask, ``analyze`` turns the raw records
+of every model into evidence and is deterministic given the numpy Generator it is handed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.backends.base import Capabilities, Capability, Request, Result
+from harness.config import ModelSpec, ProbeSpec, Suite
+
+
+class ProbeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One request plus bookkeeping (text id, group...). ``meta`` is not part of the cache key."""
+
+    request: Request
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A probe that cannot run on a model says why; the reason is recorded, never scored."""
+
+    reason: str
+
+
+@dataclass
+class Record:
+    """A raw record as analysis sees it: the request, its bookkeeping and the backend's answer."""
+
+    model: str
+    key: str
+    meta: dict[str, Any]
+    request: Request
+    result: Result
+
+
+class Estimate(BaseModel):
+    """A number as reported: always with its interval and how it was obtained."""
+
+    name: str
+    model: str
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_level: float = 0.95
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    null: str | None = Field(None, description="The null hypothesis the p-value tests.")
+    n: int = Field(0, description="Number of independent units (texts) behind the number.")
+    method: str = ""
+
+
+class ProbeEvidence(BaseModel):
+    """Everything ``analyze`` concludes, as stored in evidence.json (schema versioned there)."""
+
+    probe: str
+    instance: str
+    version: str
+    status: Literal["ok", "skipped", "failed"] = "ok"
+    reason: str | None = None
+    mode: str | None = None
+    summary: str = ""
+    calibrated: bool | None = None
+    estimates: list[Estimate] = Field(default_factory=list)
+    per_model: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+    def estimate(self, name: str, model: str) -> Estimate:
+        return next(e for e in self.estimates if e.name == name and e.model == model)
+
+
+class Probe(ABC):
+    """Base class. Subclasses set the ClassVars and implement ``plan`` and ``analyze``."""
+
+    id: ClassVar[str]
+    version: ClassVar[str]  # part of the cache key: bump it when requests or their meaning change
+    description: ClassVar[str]
+    requires: ClassVar[tuple[Capability, ...]] = ()  # any one of these suffices
+    Params: ClassVar[type[ProbeParams]] = ProbeParams
+
+    def __init__(self, spec: ProbeSpec):
+        self.spec = spec
+        self.params = self.Params.model_validate(spec.params)
+
+    @property
+    def instance(self) -> str:
+        return self.spec.name
+
+    @abstractmethod
+    def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
+        """What to ask ``model``. Pure: no model access."""
+
+    @abstractmethod
+    def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: Any) -> ProbeEvidence:
+        """Raw records of every model -> evidence. Pure and deterministic given ``rng``."""
+
+    def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
+        """Render plots for the report; returns (caption, path) pairs. Optional."""
+        return []
+
+    def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
+        """Markdown for the report. The default lists estimates; probes override for readable tables."""
+        from harness.report import estimates_table
+
+        return estimates_table(evidence.estimates)

@@ -1,0 +1,83 @@
+"""Shared fixtures. Test data (the tiny zoo, SmolLM2) is prepared by `make test-data`; a test
+whose data is missing fails with a message naming that step instead of skipping."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PARENTAGE_HOME", str(REPO / ".cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+MISSING = "run `make test-data` first (it builds the tiny zoo and fetches the real models)"
+
+
+def zoo_path() -> Path:
+    return Path(os.environ.get("PARENTAGE_ZOO", REPO / ".cache" / "zoo" / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def zoo() -> Path:
+    p = zoo_path()
+    if not (p / "zoo.json").exists():
+        pytest.fail(f"tiny zoo not found at {p}: {MISSING}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def manifest(zoo: Path) -> dict:
+    return json.loads((zoo / "zoo.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from harness import assets
+    from harness.errors import InputError
+
+    try:
+        return assets.require("smollm2-gguf")
+    except InputError as e:
+        pytest.fail(str(e))
+
+
+def write_suite(directory: Path, text: str, name: str = "suite.yaml") -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, zoo: Path) -> dict:
+    """The demo suite, run once for the session into a private results dir and cache."""
+    from harness.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    env = {"PARENTAGE_RESULTS": str(root / "results"), "PARENTAGE_CACHE": str(root / "cache")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        assert main(["run", str(REPO / "configs" / "demo.yaml"), "--run-id", "demo"]) == 0
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    run_dir = root / "results" / "demo"
+    return {"dir": run_dir, "evidence": json.loads((run_dir / "evidence.json").read_text()), "root": root}
+
+
+@pytest.fixture()
+def copy_suite(tmp_path: Path):
+    def _copy(src: Path) -> Path:
+        dst = tmp_path / src.name
+        shutil.copy(src, dst)
+        return dst
+
+    return _copy

@@ -1,0 +1,90 @@
+"""CLI behaviour a user relies on: offline re-analysis, listing, exit codes, nothing lost on failure."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from harness.cli import main
+from harness.errors import EXIT_BACKEND, EXIT_BAD_INPUT
+
+
+def test_analyze_reruns_offline_with_another_alpha(demo_run, capsys, monkeypatch):
+    run_dir = demo_run["dir"]
+    before = json.loads((run_dir / "evidence.json").read_text())
+    monkeypatch.setenv("PARENTAGE_ZOO", "/nonexistent")  # no model is needed to re-analyse
+    assert main(["analyze", str(run_dir), "--alpha", "0.01"]) == 0
+    after = json.loads((run_dir / "evidence.json").read_text())
+    assert after["stats"]["alpha"] == 0.01
+
+    def width(ev, name, model):
+        e = next(e for e in ev["probes"][0]["estimates"] if e["name"] == name and e["model"] == model)
+        return e["ci_high"] - e["ci_low"], e["value"], e["ci_level"]
+
+    w5, v5, _ = width(before, "a_hat", "suspect")
+    w1, v1, level = width(after, "a_hat", "suspect")
+    assert v1 == v5 and w1 > w5 and level == 0.99
+    assert main(["report", str(run_dir)]) == 0
+    assert "alpha 0.01" in (run_dir / "report.md").read_text()
+    # put the original evidence back for other tests sharing the session fixture
+    assert main(["analyze", str(run_dir)]) == 0
+    assert "suspect: a_hat = " in capsys.readouterr().out
+
+
+def test_run_records_provenance(demo_run):
+    events = [json.loads(x) for x in (demo_run["dir"] / "run.jsonl").read_text().splitlines()]
+    start = events[0]
+    assert start["event"] == "run_start"
+    assert start["suite"]["stats"]["seed"] == 20260601
+    assert start["environment"]["packages"]["torch"] and "git" in start["environment"]
+    loaded = [e for e in events if e["event"] == "model_loaded"]
+    assert [e["model"] for e in loaded] == [
+        "suspect",
+        "parent_a",
+        "parent_b",
+        "sibling",
+        "a_ft",
+        "independent",
+        "student",
+    ]
+    for e in loaded:
+        fp = e["fingerprint"]
+        assert fp["weights_sha256"] and fp["chat_template_sha256"] and fp["dtype"] == "float32"
+    assert "run_end" in [e["event"] for e in events]
+
+
+def test_list_names_probes_and_backends(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "logit_interpolation" in out and "hf " in out
+
+
+def test_broken_model_fails_with_backend_exit_code_and_keeps_earlier_models(tmp_path, zoo, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(zoo / "parent_b", broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        f"""name: broken
+models:
+  - {{name: suspect, role: suspect, path: {zoo}/linear_0.6}}
+  - {{name: parent_a, role: parent, path: {zoo}/parent_a}}
+  - {{name: parent_b, role: parent, path: {broken}}}
+probes:
+  - {{kind: logit_interpolation, params: {{max_texts: 8}}}}
+output_dir: {tmp_path}/results
+cache_dir: {tmp_path}/cache
+"""
+    )
+    assert main(["run", str(suite), "--run-id", "r"]) == EXIT_BACKEND
+    err = capsys.readouterr().err
+    assert "model 'parent_b': cannot load" in err
+    run_dir = tmp_path / "results" / "r"
+    assert len((run_dir / "raw" / "suspect.jsonl").read_text().splitlines()) == 8
+    assert len((run_dir / "raw" / "parent_a.jsonl").read_text().splitlines()) == 8
+    assert any(json.loads(x)["event"] == "model_failed" for x in (run_dir / "run.jsonl").read_text().splitlines())
+
+
+def test_analyze_on_a_non_run_directory_is_bad_input(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert "not a run directory" in capsys.readouterr().err

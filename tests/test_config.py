@@ -1,0 +1,125 @@
+"""Suite validation: every malformed suite gets one line naming file, line and field; exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.config import load_suite
+from harness.errors import EXIT_BAD_INPUT
+
+VALID = """\
+name: t
+models:
+  - name: s
+    role: suspect
+    path: m1
+  - name: a
+    role: parent
+    path: m2
+probes:
+  - kind: logit_interpolation
+stats:
+  bootstrap: 200
+"""
+
+
+@pytest.fixture()
+def suite_dir(tmp_path: Path) -> Path:
+    for m in ("m1", "m2"):
+        (tmp_path / m).mkdir()
+        (tmp_path / m / "config.json").write_text("{}")
+    return tmp_path
+
+
+def edit(line_no: int, new: str) -> str:
+    lines = VALID.splitlines()
+    lines[line_no - 1] = new
+    return "\n".join(lines) + "\n"
+
+
+# (case, YAML text, expected line, expected field, expected message fragment)
+CASES = [
+    ("yaml-syntax", edit(4, "    role: suspect: x"), 4, "", "invalid YAML: mapping values are not allowed here"),
+    ("unknown-key", edit(5, "    paht: m1"), 5, "models[0].paht", "unknown key 'paht'"),
+    ("unknown-probe", edit(10, "  - kind: logits"), 10, "probes[0].kind", "unknown probe 'logits'; known:"),
+    ("missing-path", edit(8, "    path: nowhere"), 8, "models[1].path", "model path does not exist"),
+    ("wrong-type", edit(12, "  bootstrap: many"), 12, "stats.bootstrap", "valid integer"),
+    ("duplicate-name", edit(6, "  - name: s"), 6, "models[1].name", "duplicate model name 's' (also models[0])"),
+    ("duplicate-key", edit(5, "    role: parent"), 5, "", "duplicate key 'role' (first on line 4)"),
+    (
+        "unknown-backend",
+        VALID.replace("    path: m2\n", "    path: m2\n    backend: tgi\n"),
+        9,
+        "models[1].backend",
+        "unknown backend 'tgi'",
+    ),
+    (
+        "probe-param",
+        VALID.replace("logit_interpolation\n", "logit_interpolation\n    params: {max_tokens: 1}\n"),
+        11,
+        "probes[0].params.max_tokens",
+        "greater than or equal to 4",
+    ),
+    ("role-enum", edit(7, "    role: father"), 7, "models[1].role", "'suspect', 'parent' or 'control'"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "line", "field", "fragment"), CASES, ids=[c[0] for c in CASES])
+def test_malformed_suite_reports_file_line_field(suite_dir, capsys, case, text, line, field, fragment):
+    path = suite_dir / f"{case}.yaml"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    prefix = f"{path}:{line}: " + (f"{field}: " if field else "")
+    assert err[0].startswith(prefix), (err[0], prefix)
+    assert fragment in err[0]
+
+
+def test_valid_suite_passes_and_resolves_paths(suite_dir, capsys):
+    path = suite_dir / "ok.yaml"
+    path.write_text(VALID)
+    assert main(["validate", str(path)]) == 0
+    assert "ok (2 models, 1 probes)" in capsys.readouterr().out
+    suite = load_suite(path)
+    assert suite.models[0].path == str(suite_dir / "m1")  # relative to the suite file, not the cwd
+    assert suite.probes[0].params["max_tokens"] == 64  # probe defaults are filled in and recorded
+
+
+def test_all_problems_reported_in_one_pass(suite_dir, capsys):
+    text = edit(8, "    path: nowhere").replace("  - name: a", "  - name: s")
+    path = suite_dir / "two.yaml"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [e.split(": ")[1] for e in err] == ["models[1].name", "models[1].path"]
+
+
+def test_env_expansion_and_unset_variable(suite_dir, monkeypatch, capsys):
+    monkeypatch.setenv("MODEL_ROOT", str(suite_dir))
+    path = suite_dir / "env.yaml"
+    path.write_text(edit(5, "    path: ${MODEL_ROOT}/m1").replace("path: m2", "path: ${NOPE_UNSET}/m2"))
+    assert main(["validate", str(path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err == f"{path}:8: models[1].path: environment variable NOPE_UNSET is not set and has no default"
+
+
+def test_shipped_configs_validate(zoo):
+    repo = Path(__file__).resolve().parent.parent
+    for cfg in sorted((repo / "configs").glob("*.yaml")):
+        load_suite(cfg)
+
+
+def test_json_schema_is_current():
+    import json
+
+    from harness.config import suite_json_schema
+
+    repo = Path(__file__).resolve().parent.parent
+    shipped = json.loads((repo / "harness" / "schema" / "suite.schema.json").read_text())
+    assert shipped == suite_json_schema(), "regenerate with: parentage schema --out harness/schema/suite.schema.json"
+    assert shipped["additionalProperties"] is False
+    assert set(shipped["properties"]) >= {"name", "models", "probes", "stats", "output_dir"}
