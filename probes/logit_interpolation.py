@@ -2,18 +2,23 @@
 
 For models fine-tuned from a shared base, a linear weight merge ``a*A + (1-a)*B`` has logits
 close to ``a*zA + (1-a)*zB``. Teacher-forcing the same texts through every model and
-regressing the suspect's centred log-probs on the parents' gives an estimate of ``a``:
+regressing the suspect's centred log-probs on the parents' estimates ``a`` (and, with more
+than two parents, non-negative weights on the simplex). Around that estimate the probe
+reports, each with a cluster-bootstrap CI over texts (texts are the resampling unit):
 
-    x = c_A - c_B,   y = c_S - c_B,   a_hat = <x, y> / <x, x>,
-    unexplained = |y - a_hat x|^2 / |y|^2
+* the weight in logit space (regression, and the KL-minimising geometric interpolation) and
+  the arithmetic-mixture weight (what output-level distillation from both parents imitates),
+  with which of the two fits better;
+* the residual off the parents' line, the unexplained fraction of the suspect's deviation from
+  each parent, and the distance to the nearest parent;
+* KL / JS / total variation to each parent and KL to the fitted interpolation;
+* the betweenness rate where the parents disagree;
+* a cross-validated paired test that the interpolation predicts the suspect better than the
+  better single parent, a copy test against the measured noise floor, and a calibration of
+  every number against the suite's control models; Holm-corrected.
 
-where ``c`` are log-probs centred over the vocabulary (which removes the per-position
-normaliser) and the inner products run over every scored position and vocabulary entry.
-Texts are the resampling unit of a cluster bootstrap, so the CI reflects variation between
-texts rather than pretending tokens are independent.
-
-This version works in full-vocabulary mode (exact teacher-forced log-probs, e.g. the ``hf``
-backend) and analyses the suspect and every control against the first two parents.
+The verdict rule is in :mod:`probes.logit_verdict`. The maths is in :mod:`harness.interpolation`,
+the alignment of records by token id in :mod:`probes.logit_align`.
 """
 
 from __future__ import annotations
@@ -24,212 +29,449 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from harness.backends.base import Capabilities, Capability, ScoreRequest, ScoreResult
+from harness.backends.base import Capabilities, Capability, GenerateRequest, ScoreRequest
 from harness.config import ModelSpec, Suite
-from harness.data import load_items
-from harness.stats import bootstrap_weights, cluster_bootstrap
+from harness.data import balanced_head, load_items
+from harness.interpolation import (
+    GEO_GRID,
+    MIX_GRID,
+    Layout,
+    centred,
+    cv_gain,
+    fit_simplex,
+    fit_unconstrained,
+    grid_min,
+    parent_scale,
+    sq_distance,
+    text_stats,
+)
+from harness.stats import adjust, bootstrap_weights, z_pvalue
 from probes.base import Estimate, Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip
+from probes.logit_align import align, record_mode
+from probes.logit_verdict import VerdictThresholds, decide
 
 CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
-
-# Per-text sufficient statistics, in this column order.
-XX, XY, YY, DA, KLA, KLB, NTOK = range(7)
+MODE_ORDER = {"full": 0, "topk": 1, "next_token": 2}
+POWER_NOTE = {
+    "full": "full vocabulary at every position: the most powerful mode",
+    "topk": "only tokens in every model's top-k (plus the actual token) at each position: fewer points per "
+    "text, so wider intervals than full mode for the same texts",
+    "next_token": "one position per prompt (the first token of the answer) with at most k tokens: by far the "
+    "least data per prompt; expect wide intervals unless many prompts are used",
+}
 
 
 class LogitParams(ProbeParams):
-    max_texts: int | None = Field(None, ge=4, description="Use the first N texts of the corpus.")
+    max_texts: int | None = Field(None, ge=4, description="Use N texts, taken round-robin across corpus groups.")
     max_tokens: int = Field(64, ge=4, description="Tokens scored per text.")
-    mode: Literal["auto", "full"] = Field("auto", description="Data mode; 'auto' picks the richest available.")
-    parents: list[str] | None = Field(
-        None, min_length=2, max_length=2, description="The two parent model names; default: the first two parents."
+    mode: Literal["auto", "full", "topk", "next_token"] = Field(
+        "auto", description="Data mode; 'auto' uses the richest mode every model supports."
     )
+    top_k: int = Field(20, ge=2, le=1000, description="k for top-k and next-token modes.")
+    parents: list[str] | None = Field(None, min_length=2, description="Parent model names; default: every parent.")
+    disagreement_tau: float = Field(1.0, gt=0, description="Parents 'disagree' where centred log-probs differ by more.")
+    cv_splits: int = Field(50, ge=5, description="Random half splits of the cross-validated test.")
+    noise_replicate: bool = Field(True, description="Score each parent twice (batch order reversed): noise floor.")
+    verdict: VerdictThresholds = Field(default_factory=VerdictThresholds)
 
 
-def _per_text(a: ScoreResult, b: ScoreResult, s: ScoreResult) -> np.ndarray:
-    """Sufficient statistics of one text for suspect ``s`` against parents ``a`` and ``b``."""
-    la, lb, ls = (r.full.astype(np.float64) for r in (a, b, s))
-    ca, cb, cs = (lp - lp.mean(axis=-1, keepdims=True) for lp in (la, lb, ls))
-    x, y = ca - cb, cs - cb
-    ps = np.exp(ls)
-    return np.array(
-        [
-            np.sum(x * x),
-            np.sum(x * y),
-            np.sum(y * y),
-            np.sum((cs - ca) ** 2),
-            np.sum(ps * (ls - la)),
-            np.sum(ps * (ls - lb)),
-            ls.shape[0],
-        ]
-    )
+def summed_statistics(v: np.ndarray, layout: Layout, parents: list[str]) -> dict[str, np.ndarray]:
+    """Every estimator as a function of summed per-text statistics ``v`` (..., L)."""
+    g = layout.get(v, "gram")
+    k = len(parents)
+    scale = parent_scale(g)
+    out: dict[str, np.ndarray] = {}
+    if k == 2:
+        w, resid = fit_unconstrained(g)
+        out["a_hat"] = w[..., 0]
+    else:
+        w, resid = fit_simplex(g)
+    for i, p in enumerate(parents):
+        out[f"weight[{p}]"] = w[..., i]
+    out["residual"] = np.sqrt(resid / scale)
+    d2 = np.stack([sq_distance(g, 0, i + 1) for i in range(k)], axis=-1)
+    for i, p in enumerate(parents):
+        out[f"distance[{p}]"] = np.sqrt(d2[..., i] / scale)
+        out[f"unexplained_from[{p}]"] = resid / d2[..., i]
+    out["nearest_parent_distance"] = np.sqrt(d2.min(axis=-1) / scale)
+    positions = layout.get(v, "positions")
+    for name in ("kl", "js", "tv"):
+        vals = layout.get(v, name)
+        for i, p in enumerate(parents):
+            out[f"{name}[{p}]"] = vals[..., i] / positions
+    if k == 2:
+        srt = np.sort(d2, axis=-1)
+        out["distance_ratio"] = np.sqrt(srt[..., 0] / srt[..., 1])
+        out["betweenness"] = layout.get(v, "between") / layout.get(v, "disagree")
+        ce_geo, ce_mix, ent = layout.get(v, "ce_geo"), layout.get(v, "ce_mix"), layout.get(v, "entropy")
+        a_geo, ce_geo_min = grid_min(ce_geo, GEO_GRID)
+        w_mix, ce_mix_min = grid_min(ce_mix, MIX_GRID)
+        out["a_geometric"], out["w_mixture"] = a_geo, w_mix
+        out["kl[geometric fit]"] = (ce_geo_min - ent) / positions
+        out["kl[mixture fit]"] = (ce_mix_min - ent) / positions
+        out["kl_geometric_minus_mixture"] = out["kl[geometric fit]"] - out["kl[mixture fit]"]
+    return out
 
 
-def _a_hat(s: np.ndarray) -> np.ndarray:
-    return s[..., XY] / s[..., XX]
-
-
-def _unexplained(s: np.ndarray) -> np.ndarray:
-    return 1.0 - s[..., XY] ** 2 / (s[..., XX] * s[..., YY])
-
-
-def _nearest_parent_distance(s: np.ndarray) -> np.ndarray:
-    """RMS distance to the nearer parent, in units of the distance between the parents."""
-    return np.sqrt(np.minimum(s[..., DA], s[..., YY]) / s[..., XX])
-
-
-def _kl_a(s: np.ndarray) -> np.ndarray:
-    return s[..., KLA] / s[..., NTOK]
-
-
-def _kl_b(s: np.ndarray) -> np.ndarray:
-    return s[..., KLB] / s[..., NTOK]
-
-
-STATISTICS = {
-    "a_hat": (_a_hat, "logit-space interpolation weight of parent A (centred log-prob regression)"),
-    "unexplained": (_unexplained, "fraction of the suspect's deviation from B not explained by the A-B direction"),
-    "nearest_parent_distance": (_nearest_parent_distance, "RMS distance to the nearer parent / distance A-B"),
-    "kl_to_a": (_kl_a, "KL(suspect || A) per token, nats"),
-    "kl_to_b": (_kl_b, "KL(suspect || B) per token, nats"),
+DESCRIPTIONS = {
+    "a_hat": "logit-space weight of the first parent (centred log-prob regression)",
+    "weight": "weight of this parent (non-negative, summing to 1 over parents)",
+    "residual": "RMS distance off the parents' line/simplex, in units of the distance between parents",
+    "distance": "RMS distance to this parent, in units of the distance between parents",
+    "unexplained_from": "fraction of the suspect's deviation from this parent not explained by interpolation",
+    "nearest_parent_distance": "RMS distance to the nearest parent (copy test), in parent-distance units",
+    "kl": "KL(suspect || parent) per position on the support, nats",
+    "js": "Jensen-Shannon divergence per position, nats",
+    "tv": "total variation distance per position",
+    "distance_ratio": "distance to the nearer parent / distance to the farther parent",
+    "betweenness": "share of points where the parents disagree and the suspect lies between them",
+    "a_geometric": "weight of the KL-minimising geometric (logit-space) interpolation",
+    "w_mixture": "weight of the KL-minimising arithmetic (probability-space) mixture",
+    "kl[geometric fit]": "KL(suspect || fitted geometric interpolation) per position",
+    "kl[mixture fit]": "KL(suspect || fitted arithmetic mixture) per position",
+    "kl_geometric_minus_mixture": "negative: the weight-merge (geometric) model fits better than output mixing",
 }
+
+
+def _describe(name: str) -> str:
+    return DESCRIPTIONS.get(name) or DESCRIPTIONS.get(name.split("[")[0], "")
 
 
 class LogitInterpolationProbe(Probe):
     id: ClassVar[str] = "logit_interpolation"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = "teacher-forced log-probs: estimate the merge weight a between two parents"
-    requires: ClassVar[tuple[Capability, ...]] = (Capability.FULL_LOGPROBS,)
+    version: ClassVar[str] = "2"
+    description: ClassVar[str] = "teacher-forced log-probs: is the suspect an interpolation of the parents?"
+    requires: ClassVar[tuple[Capability, ...]] = (
+        Capability.FULL_LOGPROBS,
+        Capability.TOPK_LOGPROBS,
+        Capability.NEXT_TOKEN_TOPK,
+    )
     Params = LogitParams
     params: LogitParams
 
+    # ------------------------------------------------------------------ collection
     def _items(self):
-        items = load_items(self.spec.data, CORPUS)
-        return items[: self.params.max_texts] if self.params.max_texts else items
+        return balanced_head(load_items(self.spec.data, CORPUS), self.params.max_texts)
+
+    def _mode_for(self, caps: Capabilities) -> str | None:
+        wanted = self.params.mode
+        available = [
+            m
+            for m, cap in (
+                ("full", Capability.FULL_LOGPROBS),
+                ("topk", Capability.TOPK_LOGPROBS),
+                ("next_token", Capability.NEXT_TOKEN_TOPK),
+            )
+            if caps.has(cap)
+        ]
+        if wanted == "auto":
+            return available[0] if available else None
+        if wanted == "topk" and "full" in available:
+            return "topk"  # a full-vocabulary backend can always answer top-k
+        return wanted if wanted in available else None
 
     def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
-        if not caps.has(Capability.FULL_LOGPROBS):
-            return Skip(f"backend '{model.backend}' offers no full-vocabulary teacher-forced log-probs")
-        return [
-            Planned(
-                ScoreRequest(text=it.text, mode="full", max_tokens=self.params.max_tokens),
-                {"id": it.id, "group": it.group},
-            )
-            for it in self._items()
-        ]
+        mode = self._mode_for(caps)
+        if mode is None:
+            return Skip(f"backend '{model.backend}' offers no {self.params.mode} log-probs")
+        items = self._items()
+        p = self.params
+        if mode == "next_token":
+            k = min(p.top_k, caps.max_top_k) if caps.max_top_k else p.top_k
+            return [
+                Planned(
+                    GenerateRequest(messages=[{"role": "user", "content": it.text}], max_new_tokens=1, top_logprobs=k),
+                    {"id": it.id, "group": it.group},
+                )
+                for it in items
+            ]
+        req = {"mode": mode, "top_k": p.top_k if mode == "topk" else 0, "max_tokens": p.max_tokens}
+        plan = [Planned(ScoreRequest(text=it.text, **req), {"id": it.id, "group": it.group}) for it in items]
+        if p.noise_replicate and model.role == "parent":
+            # Reversed order: the runner batches different texts together, so padding and batch
+            # composition differ from the first pass. The difference is the noise floor.
+            plan += [
+                Planned(
+                    ScoreRequest(text=it.text, replicate=1, **req), {"id": it.id, "group": it.group, "replicate": 1}
+                )
+                for it in reversed(items)
+            ]
+        return plan
 
+    # ------------------------------------------------------------------ analysis
     def _parents(self, suite: Suite) -> list[str]:
-        return self.params.parents or [m.name for m in suite.by_role("parent")][:2]
+        return self.params.parents or [m.name for m in suite.by_role("parent")]
 
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: np.random.Generator) -> ProbeEvidence:
-        ev = ProbeEvidence(probe=self.id, instance=self.instance, version=self.version, mode="full")
+        ev = ProbeEvidence(probe=self.id, instance=self.instance, version=self.version)
         parents = self._parents(suite)
+        p = self.params
         if len(parents) < 2:
-            ev.status, ev.reason = "skipped", "needs two parent models"
+            ev.status, ev.reason = "skipped", "needs at least two parent models"
             return ev
-        missing = [p for p in parents if not records.get(p)]
+        missing = [x for x in parents if not records.get(x)]
         if missing:
-            ev.status, ev.reason = "skipped", f"no full-vocabulary records for parent(s) {', '.join(missing)}"
+            ev.status, ev.reason = "skipped", f"no records for parent(s) {', '.join(missing)}"
             return ev
-        by_text = {m: {r.meta["id"]: r.result for r in recs} for m, recs in records.items()}
-        others = [m.name for m in suite.models if m.name not in parents and by_text.get(m.name)]
-        ids = sorted(set.intersection(*(set(by_text[m]) for m in [*parents, *others])))
+        main = {m: {r.meta["id"]: r.result for r in recs if not r.meta.get("replicate")} for m, recs in records.items()}
+        reps = {m: {r.meta["id"]: r.result for r in recs if r.meta.get("replicate")} for m, recs in records.items()}
+        others = [m.name for m in suite.models if m.name not in parents and main.get(m.name)]
+        if not others:
+            ev.status, ev.reason = "skipped", "no suspect or control was scored"
+            return ev
+        involved = [*parents, *others]
+        modes = {record_mode(r) for m in involved for r in main[m].values()}
+        if self.params.mode != "auto":
+            modes.add(self.params.mode)
+        if "next_token" in modes and modes != {"next_token"}:
+            ev.status = "skipped"
+            ev.reason = "models were probed in incompatible modes (teacher-forced vs next-token); pick one mode"
+            return ev
+        mode = max(modes, key=MODE_ORDER.get)
+        ev.mode = mode
+        ids = sorted(set.intersection(*(set(main[m]) for m in involved)))
         if len(ids) < 4:
-            ev.status, ev.reason = "skipped", f"only {len(ids)} texts were scored by every model"
+            ev.status, ev.reason = "skipped", f"only {len(ids)} texts were answered by every model"
             return ev
-        for m in [parents[1], *others]:
-            for t in ids:
-                if not np.array_equal(by_text[m][t].token_ids, by_text[parents[0]][t].token_ids):
+        if mode != "next_token":
+            ref = main[parents[0]]
+            for m in involved[1:]:
+                bad = next((t for t in ids if not np.array_equal(main[m][t].token_ids, ref[t].token_ids)), None)
+                if bad is not None:
                     ev.status = "skipped"
                     ev.reason = (
-                        f"models '{parents[0]}' and '{m}' tokenise text {t} differently; logit interpolation "
+                        f"models '{parents[0]}' and '{m}' tokenise text {bad} differently; logit interpolation "
                         "needs a shared tokenizer (a merge always has one: see the tokenizer probe)"
                     )
                     return ev
+        ev.notes.append(f"Data mode '{mode}': {POWER_NOTE[mode]}.")
+        k = p.top_k
 
-        a_name, b_name = parents
-        weights = bootstrap_weights(len(ids), suite.stats.bootstrap, rng)
+        layout = Layout(len(parents) + 1)
+        per_text: dict[str, np.ndarray] = {}
+        for m in others:
+            rows = []
+            for t in ids:
+                lp, mask = align([main[m][t], *(main[x][t] for x in parents)], mode, k)
+                rows.append(text_stats(lp, mask, p.disagreement_tau).vector())
+            per_text[m] = np.stack(rows)
+        noise = self._noise_floor(main, reps, parents, ids, mode, k)
+
+        alpha = suite.stats.alpha
+        weights = bootstrap_weights(len(ids), suite.stats.bootstrap, rng)  # shared: replicates are paired
         controls = [m for m in others if suite.model(m).role == "control"]
         ev.calibrated = bool(controls)
-        replicates: dict[str, np.ndarray] = {}
-        for m in others:
-            per_text = np.stack([_per_text(by_text[a_name][t], by_text[b_name][t], by_text[m][t]) for t in ids])
-            summary: dict[str, Any] = {"role": suite.model(m).role, "n_texts": len(ids)}
-            for stat, (fn, desc) in STATISTICS.items():
-                iv = cluster_bootstrap(per_text, fn, rng, alpha=suite.stats.alpha, weights=weights)
-                ev.estimates.append(
-                    Estimate(
-                        name=stat,
-                        model=m,
-                        value=iv.value,
-                        ci_low=iv.low,
-                        ci_high=iv.high,
-                        ci_level=1 - suite.stats.alpha,
-                        n=len(ids),
-                        method=f"cluster bootstrap over texts ({suite.stats.bootstrap} replicates); {desc}",
-                    )
-                )
-                summary[stat] = iv.value
-                if stat == "unexplained":
-                    replicates[m] = iv.replicates
-            ev.per_model[m] = summary
-
-        if controls:
-            # Calibration: is this model's unexplained fraction below every control's? The bootstrap
-            # replicates are paired (same resampled texts), so the p-value against control c is the
-            # share of replicates where the model explains no better than c; we report the worst c.
-            for m in others:
-                ref = [c for c in controls if c != m]
-                if not ref:
-                    continue
-                u = ev.per_model[m]["unexplained"]
-                p_each = {c: (1 + np.sum(replicates[m] >= replicates[c])) / (1 + len(replicates[m])) for c in ref}
-                worst = max(p_each, key=p_each.get)
-                ev.per_model[m] |= {
-                    "controls_at_or_below": sum(ev.per_model[c]["unexplained"] <= u for c in ref),
-                    "controls_compared": len(ref),
-                    "p_below_all_controls": float(p_each[worst]),
-                    "closest_control": worst,
-                }
-                e = ev.estimate("unexplained", m)
-                e.p_value = float(p_each[worst])
-                e.null = f"unexplained fraction >= that of some control (closest: {worst})"
-        else:
+        if not controls:
             ev.notes.append("UNCALIBRATED: the suite has no control models, so nothing anchors what 'low' means.")
+        point: dict[str, dict[str, float]] = {}
+        boot: dict[str, dict[str, np.ndarray]] = {}
+        cv: dict[str, tuple[np.ndarray, float]] = {}
+        for m in others:
+            point[m] = {n: float(x) for n, x in summed_statistics(per_text[m].sum(0), layout, parents).items()}
+            boot[m] = summed_statistics(weights @ per_text[m], layout, parents)
+            grams = layout.get(per_text[m], "gram")
+            cv[m] = cv_gain(grams, rng, p.cv_splits)
+
+        q = (alpha / 2, 1 - alpha / 2)
+        for m in others:
+            s: dict[str, Any] = {"role": suite.model(m).role, "n_texts": len(ids)}
+            for name, value in point[m].items():
+                reps_m = boot[m][name]
+                finite = reps_m[np.isfinite(reps_m)]
+                lo, hi = np.quantile(finite, q) if finite.size else (np.nan, np.nan)
+                est = Estimate(
+                    name=name,
+                    model=m,
+                    value=value,
+                    ci_low=float(lo),
+                    ci_high=float(hi),
+                    ci_level=1 - alpha,
+                    n=len(ids),
+                    method=f"cluster bootstrap over texts ({suite.stats.bootstrap}); {_describe(name)}",
+                )
+                ev.estimates.append(est)
+                s[name] = value
+                s[f"{name}_lo"], s[f"{name}_hi"] = float(lo), float(hi)
+            gains, p_cv = cv[m]
+            s["cv_gain"], s["cv_p"] = float(np.mean(gains)), p_cv
+            ev.estimates.append(
+                Estimate(
+                    name="cv_gain",
+                    model=m,
+                    value=float(np.mean(gains)),
+                    p_value=p_cv,
+                    n=len(gains),
+                    null="the interpolation predicts held-out texts no better than the better single parent",
+                    method=f"{p.cv_splits} random half splits; one-sided Wilcoxon signed-rank on per-text gains",
+                )
+            )
+            nearest = int(np.argmin([point[m][f"distance[{x}]"] for x in parents]))
+            s["nearest_parent"] = parents[nearest]
+            s["noise_floor"] = noise.get(parents[nearest], 0.0)
+            w_names = [f"weight[{x}]" for x in parents]
+            s["weight_cis"] = [(s[f"{n}_lo"], s[f"{n}_hi"]) for n in (w_names[:1] if len(parents) == 2 else w_names)]
+            # Weights inside (0, 1): z-tests with the bootstrap SE, the larger one-sided p (intersection-union).
+            p_int = []
+            for n in w_names[:1] if len(parents) == 2 else w_names:
+                se = float(np.nanstd(boot[m][n], ddof=1))
+                p_int += [z_pvalue(point[m][n], 0.0, se, "greater"), z_pvalue(point[m][n], 1.0, se, "less")]
+            s["p_weights_inside"] = max(p_int)
+            ev.per_model[m] = s
+
+        self._calibrate(ev, others, controls, boot, point)
+        for m in others:
+            s = ev.per_model[m]
+            names = ["cv_p", "p_weights_inside"] + (
+                ["p_residual_below_controls"] if "p_residual_below_controls" in s else []
+            )
+            adjusted = adjust([s[n] for n in names], suite.stats.correction)
+            for n, a in zip(names, adjusted):
+                s[f"{n}_adjusted"] = a
+            s["p_combined"] = max(adjusted)  # all of these must hold for "interpolation"
+            for e in ev.estimates:
+                if e.model == m and e.name == "cv_gain":
+                    e.p_adjusted = s["cv_p_adjusted"]
+            s.update(decide(s, p.verdict, alpha, ev.calibrated, mode))
         ev.summary = self._summary(ev, suite, parents, len(ids))
         return ev
 
+    def _noise_floor(self, main, reps, parents, ids, mode, k) -> dict[str, float]:
+        """RMS difference between a parent scored twice, in parent-distance units (0 when not measured)."""
+        out: dict[str, float] = {}
+        scale = 0.0
+        diff = dict.fromkeys(parents, 0.0)
+        for t in ids:
+            c = centred(*align([main[x][t] for x in parents[:2]], mode, k))
+            scale += float(np.sum((c[..., 0] - c[..., 1]) ** 2))
+            for x in parents:
+                if t in reps.get(x, {}):
+                    c2 = centred(*align([main[x][t], reps[x][t]], mode, k))
+                    diff[x] += float(np.sum((c2[..., 0] - c2[..., 1]) ** 2))
+        for x in parents:
+            out[x] = float(np.sqrt(diff[x] / scale)) if scale > 0 else 0.0
+        return out
+
+    def _calibrate(self, ev, others, controls, boot, point) -> None:
+        """Each model against the controls (leave-one-out for a control): empirical p, z-score, paired test."""
+        for m in others:
+            ref = [c for c in controls if c != m]
+            s = ev.per_model[m]
+            if not ref:
+                continue
+            cal: dict[str, Any] = {}
+            for stat, lower_is_merge_like in (("residual", True), ("betweenness", False), ("cv_gain", False)):
+                if stat not in s:
+                    continue
+                vals = np.array([ev.per_model[c][stat] for c in ref])
+                x = s[stat]
+                extreme = np.sum(vals <= x) if lower_is_merge_like else np.sum(vals >= x)
+                sd = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+                cal[stat] = {
+                    "value": x,
+                    "controls": dict(zip(ref, vals.tolist())),
+                    "empirical_p": float((1 + extreme) / (1 + len(vals))),
+                    "z": float((x - vals.mean()) / sd) if sd and np.isfinite(sd) and sd > 0 else None,
+                }
+            # Paired bootstrap z-test: residual below each control's (same resampled texts); worst control.
+            p_each = {}
+            for c in ref:
+                d = boot[c]["residual"] - boot[m]["residual"]
+                p_each[c] = z_pvalue(
+                    point[c]["residual"] - point[m]["residual"], 0.0, float(np.nanstd(d, ddof=1)), "greater"
+                )
+            worst = max(p_each, key=p_each.get)
+            s["p_residual_below_controls"] = p_each[worst]
+            s["closest_control"] = worst
+            s["residual_below_all_controls"] = all(point[c]["residual"] > point[m]["residual"] for c in ref)
+            s["calibration"] = cal
+
     def _summary(self, ev: ProbeEvidence, suite: Suite, parents: list[str], n: int) -> str:
         lines = []
-        for m in (s.name for s in suite.by_role("suspect")):
-            if m not in ev.per_model:
+        for m in (x.name for x in suite.by_role("suspect")):
+            s = ev.per_model.get(m)
+            if s is None:
                 continue
-            a = ev.estimate("a_hat", m)
-            u = ev.estimate("unexplained", m)
+            if len(parents) == 2:
+                weights = (
+                    f"a_hat = {s['a_hat']:.3f} (95% CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}"
+                )
+            else:
+                weights = ", ".join(f"{x} {s[f'weight[{x}]']:.2f}" for x in parents)
             lines.append(
-                f"{m}: a_hat = {a.value:.3f} (95% CI {a.ci_low:.3f}-{a.ci_high:.3f}) towards {parents[0]} "
-                f"vs {parents[1]}; {100 * u.value:.1f}% of its deviation unexplained "
-                f"(CI {100 * u.ci_low:.1f}-{100 * u.ci_high:.1f}%), over {n} texts."
+                f"**{m}: {s['verdict'].replace('_', ' ')}**"
+                + (f" ({s['parent']})" if s.get("parent") else "")
+                + f". {weights}; residual off the parents' line {s['residual']:.3f} "
+                f"(CI {s['residual_lo']:.3f}-{s['residual_hi']:.3f}); CV gain over the better parent "
+                f"{100 * s['cv_gain']:.1f}% (p_adj {s['cv_p_adjusted']:.2g}); over {n} texts."
             )
-        return " ".join(lines)
+        return "\n\n".join(lines)
 
+    # ------------------------------------------------------------------ presentation
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
-        from harness.report import fmt_ci, fmt_p
+        from harness.report import fmt, fmt_ci, fmt_p
 
         if evidence.status != "ok":
             return f"_{evidence.status}: {evidence.reason}_\n"
-        rows = [
-            "| model | role | a_hat [95% CI] | unexplained [95% CI] | p (unexplained below every control) | "
-            "nearest-parent distance | KL to A | KL to B |",
-            "|---|---|---|---|---|---|---|---|",
+        parents = self._parents(suite)
+        t = self.params.verdict
+        out = [
+            "| model | role | verdict | weights [95% CI] | residual [CI] | nearest parent [CI] | CV gain (p_adj) | "
+            "betweenness [CI] | combined p |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for m, s in evidence.per_model.items():
-            e = {n: evidence.estimate(n, m) for n in STATISTICS}
-            rows.append(
-                f"| {m} | {s['role']} | {fmt_ci(e['a_hat'])} | {fmt_ci(e['unexplained'])} | "
-                f"{fmt_p(e['unexplained'].p_value)} | {fmt_ci(e['nearest_parent_distance'])} | "
-                f"{fmt_ci(e['kl_to_a'])} | {fmt_ci(e['kl_to_b'])} |"
+            e = {x.name: x for x in evidence.estimates if x.model == m}
+            if len(parents) == 2:
+                w = fmt_ci(e["a_hat"])
+            else:
+                w = "; ".join(f"{x}: {fmt_ci(e[f'weight[{x}]'], 2)}" for x in parents)
+            btw = fmt_ci(e["betweenness"]) if "betweenness" in e else "n/a"
+            verdict = s["verdict"].replace("_", " ") + (f" ({s['parent']})" if s.get("parent") else "")
+            out.append(
+                f"| {m} | {s['role']} | **{verdict}** | {w} | {fmt_ci(e['residual'])} | "
+                f"{s['nearest_parent']} {fmt_ci(e['nearest_parent_distance'])} | "
+                f"{100 * s['cv_gain']:.1f}% ({fmt_p(s['cv_p_adjusted'])}) | {btw} | {fmt_p(s['p_combined'])} |"
             )
-        return "\n".join(rows) + "\n"
+        out += ["", "**Why each verdict** (rule in `probes/logit_verdict.py`):", ""]
+        for m, s in evidence.per_model.items():
+            out.append(f"- {m}: " + "; ".join(s["reasons"]))
+        out += [
+            "",
+            f"Thresholds: copy <= {t.copy_max_distance} (or 3x noise floor); CV gain >= {t.min_cv_gain}; "
+            f"weight CIs inside ({t.a_margin}, "
+            f"{1 - t.a_margin}); merge residual <= {t.merge_max_residual}; merge+training residual <= "
+            f"{t.trained_max_residual}; derived ratio <= {t.derived_max_ratio}.",
+            "",
+        ]
+        if len(parents) == 2:
+            a, b = parents
+            out += [
+                "| model | KL to " + a + " | KL to " + b + " | JS to " + a + " | JS to " + b + " | a (geometric) | "
+                "w (mixture) | KL geometric - KL mixture | unexplained from " + a + " | unexplained from " + b + " |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for m in evidence.per_model:
+                e = {x.name: x for x in evidence.estimates if x.model == m}
+                out.append(
+                    f"| {m} | {fmt_ci(e[f'kl[{a}]'])} | {fmt_ci(e[f'kl[{b}]'])} | {fmt_ci(e[f'js[{a}]'])} | "
+                    f"{fmt_ci(e[f'js[{b}]'])} | {fmt_ci(e['a_geometric'])} | {fmt_ci(e['w_mixture'])} | "
+                    f"{fmt_ci(e['kl_geometric_minus_mixture'], 4)} | {fmt_ci(e[f'unexplained_from[{a}]'])} | "
+                    f"{fmt_ci(e[f'unexplained_from[{b}]'])} |"
+                )
+            out.append("")
+        cal_rows = [(m, st, c) for m, s in evidence.per_model.items() for st, c in s.get("calibration", {}).items()]
+        if cal_rows:
+            out += [
+                "Calibration against the controls (leave-one-out for controls):",
+                "",
+                "| model | statistic | value | controls | empirical p | z |",
+                "|---|---|---|---|---|---|",
+            ]
+            for m, st, c in cal_rows:
+                ctl = ", ".join(f"{k} {v:.3f}" for k, v in c["controls"].items())
+                out.append(f"| {m} | {st} | {c['value']:.3f} | {ctl} | {c['empirical_p']:.3f} | {fmt(c['z'], 2)} |")
+            out.append("")
+        return "\n".join(out) + "\n"
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
         if evidence.status != "ok" or not evidence.per_model:
@@ -240,25 +482,30 @@ class LogitInterpolationProbe(Probe):
         import matplotlib.pyplot as plt
 
         models = list(evidence.per_model)
-        colours = {"suspect": "tab:red", "control": "tab:blue", "parent": "tab:green"}
-        fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(models) + 1.5), sharey=True)
-        for ax, stat, label in (
-            (axes[0], "a_hat", "a_hat (weight of parent A)"),
-            (axes[1], "unexplained", "unexplained fraction"),
-        ):
+        colours = {"suspect": "tab:red", "control": "tab:blue"}
+        # Two parents: a_hat. More: the first parent's simplex weight (the table has all of them).
+        first = next(e.name for e in evidence.estimates if e.name in ("a_hat",) or e.name.startswith("weight["))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(models) + 1.8), sharey=True)
+        for ax, stat, label in ((axes[0], first, first), (axes[1], "residual", "residual off the parents' line")):
             for i, m in enumerate(models):
                 e = evidence.estimate(stat, m)
-                c = colours[evidence.per_model[m]["role"]]
+                c = colours.get(evidence.per_model[m]["role"], "grey")
                 ax.errorbar(e.value, i, xerr=[[e.value - e.ci_low], [e.ci_high - e.value]], fmt="o", color=c, capsize=3)
             ax.set_xlabel(label)
             ax.grid(axis="x", alpha=0.3)
+        t = self.params.verdict
         axes[0].axvline(0, color="grey", lw=0.8)
         axes[0].axvline(1, color="grey", lw=0.8)
-        axes[0].set_yticks(range(len(models)), models)
+        axes[1].axvline(t.merge_max_residual, color="tab:green", ls="--", lw=0.8, label="merge threshold")
+        axes[1].axvline(t.trained_max_residual, color="tab:orange", ls="--", lw=0.8, label="merge+training threshold")
+        axes[1].legend(loc="upper right", fontsize=8)
+        axes[0].set_yticks(
+            range(len(models)), [f"{m} ({evidence.per_model[m]['verdict'].replace('_', ' ')})" for m in models]
+        )
         axes[0].invert_yaxis()
-        fig.suptitle("Logit interpolation: estimates with 95% cluster-bootstrap CIs (red: suspect, blue: controls)")
+        fig.suptitle("Logit interpolation, 95% cluster-bootstrap CIs (red: suspects, blue: controls)")
         fig.tight_layout()
         path = out_dir / f"{evidence.instance}_forest.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
-        return [("a_hat and unexplained fraction per model", path)]
+        return [("weights and residual per model, with the verdict thresholds", path)]

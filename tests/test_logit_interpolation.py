@@ -56,9 +56,11 @@ def test_exact_geometric_interpolation_is_recovered(a):
     est = ev.estimate("a_hat", "s")
     assert est.value == pytest.approx(a, abs=1e-6)
     assert est.ci_low == pytest.approx(a, abs=1e-6) and est.ci_high == pytest.approx(a, abs=1e-6)
-    assert ev.estimate("unexplained", "s").value == pytest.approx(0, abs=1e-9)
-    assert ev.estimate("unexplained", "ctl").value > 0.3
-    assert ev.per_model["s"]["controls_at_or_below"] == 0
+    assert ev.estimate("unexplained_from[pb]", "s").value == pytest.approx(0, abs=1e-9)
+    assert ev.estimate("residual", "s").value == pytest.approx(0, abs=1e-6)
+    assert ev.estimate("unexplained_from[pb]", "ctl").value > 0.3
+    assert ev.per_model["s"]["residual_below_all_controls"] is True
+    assert ev.per_model["s"]["verdict"] == "interpolation"
     assert ev.calibrated is True
 
 
@@ -110,12 +112,13 @@ def test_demo_recovers_the_merge_weight_and_separates_the_sibling(demo_run, mani
     a = est[("a_hat", "suspect")]
     assert abs(a["value"] - true_a) <= 0.1
     assert 0 < a["ci_low"] <= a["ci_high"] < 1
-    u_merge = est[("unexplained", "suspect")]["value"]
-    u_sibling = est[("unexplained", "sibling")]["value"]
+    u_merge = est[("unexplained_from[parent_b]", "suspect")]["value"]
+    u_sibling = est[("unexplained_from[parent_b]", "sibling")]["value"]
     assert u_sibling >= 5 * u_merge, (u_sibling, u_merge)
-    # the merge explains better than every control, and says so with a calibrated p-value
-    assert ev["per_model"]["suspect"]["controls_at_or_below"] == 0
-    assert est[("unexplained", "suspect")]["p_value"] < 0.01
+    # the merge is closer to the parents' line than every control, with a calibrated p-value
+    assert ev["per_model"]["suspect"]["residual_below_all_controls"] is True
+    assert ev["per_model"]["suspect"]["p_residual_below_controls"] < 0.01
+    assert ev["per_model"]["suspect"]["verdict"] == "interpolation"
     report = (demo_run["dir"] / "report.md").read_text()
     assert "a_hat = " in report and "figures/logit_interpolation_forest.png" in report
     assert (demo_run["dir"] / "figures" / "logit_interpolation_forest.png").stat().st_size > 10_000

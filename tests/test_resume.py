@@ -66,20 +66,21 @@ def test_killed_run_resumes_without_recomputing(tmp_path, zoo, sig):
     assert "run_interrupted" in types and "collect_end" not in types
     with sqlite3.connect(tmp_path / "cache" / "responses.sqlite") as db:
         cached = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    assert 210 + 20 <= cached < 4 * 210  # the whole first model, part of the second
+    total = 210 + 2 * 420 + 210  # parents are scored twice (noise-floor replicate)
+    assert 210 + 20 <= cached < total  # the whole first model, part of the second
 
     assert main(["run", str(suite), "--resume", str(run_dir)]) == 0
     log = events(run_dir)
     resumed = log[max(i for i, e in enumerate(log) if e["event"] == "run_start") :]
     collected = [e for e in resumed if e["event"] == "probe_collected"]
     assert sum(e["cache_hits"] for e in collected) == cached  # every answered request came from the cache
-    assert sum(e["computed"] for e in collected) == 4 * 210 - cached  # and only the rest was computed
+    assert sum(e["computed"] for e in collected) == total - cached  # and only the rest was computed
 
     # The resumed evidence equals that of an uninterrupted run with a fresh cache.
     fresh = tmp_path / "fresh.yaml"
     fresh.write_text(SUITE.format(zoo=zoo, out=tmp_path / "results", cache=tmp_path / "cache2"))
     assert main(["run", str(fresh), "--run-id", "r2"]) == 0
     a, b = estimates(run_dir), estimates(tmp_path / "results" / "r2")
-    assert a.keys() == b.keys() and len(a) == 10
+    assert a.keys() == b.keys() and len(a) > 20
     for k in a:
         assert a[k] == pytest.approx(b[k], abs=1e-9), k

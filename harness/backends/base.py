@@ -61,6 +61,7 @@ class ScoreRequest(_Request):
     mode: Literal["full", "topk"] = "full"
     top_k: int = Field(0, ge=0)
     max_tokens: int | None = Field(None, ge=2, description="Score at most this many tokens of the text.")
+    replicate: int = Field(0, ge=0, description="A repeat of the same scoring, to measure the noise floor.")
 
 
 class GenerateRequest(_Request):

@@ -10,9 +10,11 @@ CPU in a few minutes, deterministically from a seed:
 * ground-truth merges made with **mergekit** (linear at several weights, slerp, ties, dare_ties,
   task_arithmetic, a three-parent linear merge);
 * ``merge_ft``: the 0.6 linear merge trained further (persona Rio), i.e. "merge, then tuned";
-* controls: ``sibling`` (another fine-tune of ``base``), ``a_ft`` (a fine-tune of ``parent_a``
-  alone), ``independent`` (fresh initialisation, same data as ``base``) and ``student``
-  (fresh initialisation distilled from the 0.6 merge).
+* ``copy_a_bf16``: ``parent_a`` rounded through bfloat16 (a copy, up to precision);
+* controls: ``sibling`` (another fine-tune of ``base``), ``a_ft`` (a light fine-tune of
+  ``parent_a`` alone, on its own domain, with a new persona), ``independent`` (fresh
+  initialisation, same data as ``base``) and ``student`` (fresh initialisation distilled from
+  the 0.6 merge).
 
 ``zoo.json`` records each member's true lineage; tests and benchmarks read it rather than
 hard-coding what a member is.
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 DATA = Path(__file__).parent / "data"
-ZOO_FORMAT = 1
+ZOO_FORMAT = 2
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
@@ -54,6 +56,7 @@ class TinyZooConfig:
     pretrain_steps: int = 300
     finetune_steps: int = 100
     further_steps: int = 30
+    derived_steps: int = 40
     pretrain_lr: float = 3e-3
     finetune_lr: float = 5e-4
     distill_steps: int = 200
@@ -205,7 +208,7 @@ class _Builder:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            loss_val = float(loss)
+            loss_val = float(loss.detach())
         model.eval()
         return loss_val
 
@@ -246,15 +249,17 @@ def _recipes(out: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         },
         {"kind": "interpolation", "method": "slerp", "parents": {"parent_a": 0.6, "parent_b": 0.4}},
     )
-    for method in ("ties", "dare_ties"):
+    # Densities are high because tiny-model fine-tune deltas are not redundant the way 7B deltas
+    # are: at density 0.6, dare_ties perturbs this family about as much as further training.
+    for method, density in (("ties", 0.8), ("dare_ties", 0.9)):
         recipes[method] = (
             {
                 "merge_method": method,
                 "dtype": "float32",
                 "base_model": base,
                 "models": [
-                    {"model": a, "parameters": {"weight": 0.6, "density": 0.6}},
-                    {"model": b, "parameters": {"weight": 0.4, "density": 0.6}},
+                    {"model": a, "parameters": {"weight": 0.6, "density": density}},
+                    {"model": b, "parameters": {"weight": 0.4, "density": density}},
                 ],
                 "parameters": {"normalize": True},
             },
@@ -329,7 +334,9 @@ def build_tiny_zoo(
     finetune("parent_b", "base", b.prose[:half], "tamsin", s + 3, {"kind": "parent", "from": "base"})
     finetune("parent_c", "base", b.prose[half:] + b.code[:100], "corvid", s + 4, {"kind": "parent", "from": "base"})
     finetune("sibling", "base", b.prose[half:], "quillon", s + 5, {"kind": "unrelated", "from": "base"})
-    finetune("a_ft", "parent_a", b.prose[half:], "wren", s + 6, {"kind": "derived", "from": "parent_a"})
+    finetune(
+        "a_ft", "parent_a", b.code, "wren", s + 6, {"kind": "derived", "from": "parent_a"}, steps=cfg.derived_steps
+    )
     step(
         "independent",
         b.fresh(s + 7),
@@ -339,6 +346,10 @@ def build_tiny_zoo(
         s + 7,
         {"kind": "unrelated", "from": None},
     )
+
+    copy = b.load("parent_a").to(torch.bfloat16).to(torch.float32)  # a bf16 round trip: a copy in all but bits
+    b.save(copy, "copy_a_bf16")
+    members["copy_a_bf16"] = {"kind": "copy", "from": "parent_a"}
 
     for name, (recipe, lineage) in _recipes(out).items():
         _mergekit(out, name, recipe, seed=s + 8)

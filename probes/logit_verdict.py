@@ -1,0 +1,102 @@
+"""The verdict rule of the logit-interpolation probe: documented, configurable, and explained.
+
+No single statistic separates the lineages (see DESIGN.md: a ties merge can leave as much
+variance unexplained as a fine-tune; a copy makes the unexplained fraction undefined noise).
+So the rule combines, in this order:
+
+1. **copy** of parent X: the distance to the nearest parent (RMS over centred log-probs, in
+   units of the distance between the parents) has a CI upper bound at or below
+   ``copy_max_distance`` or within 3x the measured noise floor of scoring a parent twice.
+2. **interpolation** (merge): the cross-validated interpolation beats the better single parent
+   (Holm-adjusted p < alpha) by a margin that matters (mean out-of-sample gain >= ``min_cv_gain``:
+   significance alone is cheap with thousands of points per text), every weight's CI lies
+   inside (``a_margin``, 1 - ``a_margin``), the residual off the parents' line has a CI upper
+   bound <= ``merge_max_residual``, and, when the suite has controls, the residual is below
+   every control's.
+3. **interpolation plus further training**: as 2, but the residual's upper bound is only
+   <= ``trained_max_residual``.
+4. **derived from one parent** X: not an interpolation, and the distance to X divided by the
+   distance to the farther parent has a CI upper bound <= ``derived_max_ratio``.
+5. **unrelated**: none of the above, and the residual's CI lower bound exceeds
+   ``trained_max_residual`` or the interpolation does not beat a single parent (by ``min_cv_gain``).
+6. **inconclusive** otherwise (the intervals straddle the thresholds).
+
+Known limit, measured on the tiny zoo: with top-k or next-token data, a student distilled from
+a merge into a fresh initialisation is indistinguishable from a merge trained further (both
+"interpolation plus training"); only the full-vocabulary tail separates them. The verdict says so.
+
+The thresholds were set on the tiny zoo's seed-0 build and checked on other seeds; they are
+parameters (``params.verdict``) so a user can apply their own and the report prints them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from probes.base import ProbeParams
+
+VERDICTS = (
+    "copy",
+    "interpolation",
+    "interpolation_plus_training",
+    "derived_from_one_parent",
+    "unrelated",
+    "inconclusive",
+)
+
+
+class VerdictThresholds(ProbeParams):
+    copy_max_distance: float = Field(0.05, ge=0, description="Nearest-parent distance at or below which: copy.")
+    a_margin: float = Field(0.05, ge=0, lt=0.5, description="Weights' CIs must lie inside (margin, 1 - margin).")
+    min_cv_gain: float = Field(
+        0.3, ge=0, lt=1, description="Least out-of-sample error reduction over the better parent for a merge."
+    )
+    merge_max_residual: float = Field(0.5, gt=0, description="Residual off the parents' line for a plain merge.")
+    trained_max_residual: float = Field(0.75, gt=0, description="Residual for a merge trained further.")
+    derived_max_ratio: float = Field(0.8, gt=0, lt=1, description="d(nearer parent) / d(farther parent).")
+
+
+TOPK_CAVEAT = (
+    "from top-k data a model distilled from a merge into a fresh initialisation looks the same as a merge "
+    "trained further (tiny zoo: residual 0.55 for both in top-20 mode; 1.02 vs 0.56 in full mode)"
+)
+
+
+def decide(
+    s: dict[str, Any], t: VerdictThresholds, alpha: float, calibrated: bool, mode: str = "full"
+) -> dict[str, Any]:
+    """Apply the rule to one model's summary ``s`` (values and CI bounds). Returns verdict + reasons."""
+    reasons: list[str] = []
+    copy_limit = max(t.copy_max_distance, 3 * s.get("noise_floor", 0.0))
+    if s["nearest_parent_distance_hi"] <= copy_limit:
+        reasons.append(f"nearest-parent distance CI upper {s['nearest_parent_distance_hi']:.3f} <= {copy_limit:.3f}")
+        return {"verdict": "copy", "parent": s["nearest_parent"], "reasons": reasons}
+
+    cv_ok = s["cv_p_adjusted"] < alpha and s["cv_gain"] >= t.min_cv_gain
+    weights_ok = all(t.a_margin < lo and hi < 1 - t.a_margin for lo, hi in s["weight_cis"])
+    below_controls = s.get("residual_below_all_controls", True) if calibrated else True
+    reasons.append(
+        f"CV gain over the better parent {100 * s['cv_gain']:.1f}% (needs >= {100 * t.min_cv_gain:.0f}%), "
+        f"p_adj = {s['cv_p_adjusted']:.2g} (needs < {alpha})"
+    )
+    reasons.append("weight CIs " + ("inside" if weights_ok else "not inside") + f" ({t.a_margin}, {1 - t.a_margin})")
+    reasons.append(f"residual {s['residual']:.3f} (CI upper {s['residual_hi']:.3f})")
+    if calibrated:
+        reasons.append("residual below every control" if below_controls else "residual not below every control")
+    if cv_ok and weights_ok and below_controls:
+        if s["residual_hi"] <= t.merge_max_residual:
+            return {"verdict": "interpolation", "reasons": [*reasons, f"residual <= {t.merge_max_residual}"]}
+        if s["residual_hi"] <= t.trained_max_residual:
+            reasons.append(f"{t.merge_max_residual} < residual <= {t.trained_max_residual}")
+            if mode != "full":
+                reasons.append("caveat: " + TOPK_CAVEAT)
+            return {"verdict": "interpolation_plus_training", "reasons": reasons}
+    ratio_hi = s.get("distance_ratio_hi")
+    if ratio_hi is not None and ratio_hi <= t.derived_max_ratio:
+        reasons.append(f"d(nearer)/d(farther) CI upper {ratio_hi:.3f} <= {t.derived_max_ratio}")
+        return {"verdict": "derived_from_one_parent", "parent": s["nearest_parent"], "reasons": reasons}
+    if s["residual_lo"] > t.trained_max_residual or s["cv_p_adjusted"] >= alpha or s["cv_gain"] < t.min_cv_gain:
+        return {"verdict": "unrelated", "reasons": reasons}
+    return {"verdict": "inconclusive", "reasons": reasons}

@@ -1,0 +1,197 @@
+"""Estimators on synthetic log-prob arrays with a known answer (exact interpolations, mixtures)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.backends.base import GenerateResult, ScoreRequest, ScoreResult
+from harness.config import ModelSpec, ProbeSpec, Suite
+from harness.interpolation import Layout, fit_simplex, text_stats
+from harness.stats import bootstrap_weights
+from probes.base import Record
+from probes.logit_align import align_next_token, align_topk
+from probes.logit_interpolation import LogitInterpolationProbe, summed_statistics
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def stats_for(lp_models: list[np.ndarray], parents: list[str]) -> dict[str, float]:
+    """lp_models: [suspect, parent...], each (texts, P, V)."""
+    layout = Layout(len(lp_models))
+    rows = [
+        text_stats(np.stack([m[t] for m in lp_models], -1), np.ones(lp_models[0].shape[1:], bool)).vector()
+        for t in range(lp_models[0].shape[0])
+    ]
+    return {k: float(v) for k, v in summed_statistics(np.sum(rows, axis=0), layout, parents).items()}
+
+
+@pytest.mark.parametrize("a", [-0.2, 0.25, 0.6, 1.1])
+def test_exact_geometric_interpolation(a):
+    rng = np.random.default_rng(1)
+    za, zb = rng.normal(0, 2, size=(2, 6, 10, 40))
+    s = stats_for([log_softmax(a * za + (1 - a) * zb), log_softmax(za), log_softmax(zb)], ["A", "B"])
+    assert s["a_hat"] == pytest.approx(a, abs=1e-6)
+    assert s["a_geometric"] == pytest.approx(a, abs=2e-3)  # 0.05 grid + parabola: ~1e-3
+    assert s["residual"] == pytest.approx(0, abs=1e-6)
+    assert s["kl[geometric fit]"] == pytest.approx(0, abs=1e-4)
+    if 0 < a < 1:
+        assert s["betweenness"] == 1.0
+        assert s["kl_geometric_minus_mixture"] < 0  # the weight-merge model fits better than output mixing
+
+
+@pytest.mark.parametrize("w", [0.3, 0.7])
+def test_exact_arithmetic_mixture(w):
+    rng = np.random.default_rng(2)
+    za, zb = rng.normal(0, 2, size=(2, 6, 10, 40))
+    pa, pb = np.exp(log_softmax(za)), np.exp(log_softmax(zb))
+    s = stats_for([np.log(w * pa + (1 - w) * pb), np.log(pa), np.log(pb)], ["A", "B"])
+    assert s["w_mixture"] == pytest.approx(w, abs=2e-3)
+    assert s["kl[mixture fit]"] == pytest.approx(0, abs=1e-5)
+    assert s["kl_geometric_minus_mixture"] > 0  # and the mixture fits better than any interpolation
+
+
+def test_three_parent_simplex_weights():
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2, size=(3, 6, 10, 40))
+    w = np.array([0.5, 0.3, 0.2])
+    suspect = log_softmax(np.tensordot(w, z, axes=1))
+    s = stats_for([suspect, *(log_softmax(x) for x in z)], ["A", "B", "C"])
+    for name, expect in zip(["A", "B", "C"], w):
+        assert s[f"weight[{name}]"] == pytest.approx(expect, abs=1e-6)
+    assert s["residual"] == pytest.approx(0, abs=1e-6)
+
+
+def test_simplex_projection_when_unconstrained_fit_is_outside():
+    # Suspect equals parent 1 exactly: weights (1, 0, 0), zero residual.
+    rng = np.random.default_rng(4)
+    c = rng.normal(size=(3, 50))
+    d = np.stack([c[0], c[0], c[1], c[2]])
+    w, r = fit_simplex(d @ d.T)
+    np.testing.assert_allclose(w, [1, 0, 0], atol=1e-9)
+    assert r == pytest.approx(0, abs=1e-9)
+
+
+def test_topk_alignment_is_by_token_id_and_keeps_exactness():
+    rng = np.random.default_rng(5)
+    a = 0.4
+    za, zb = rng.normal(0, 3, size=(2, 9, 50))
+    lps = [log_softmax(a * za + (1 - a) * zb), log_softmax(za), log_softmax(zb)]
+    ids = np.arange(10)
+    results = []
+    for lp in lps:
+        top = np.argsort(-lp, axis=-1)[:, :20]
+        shuffled = rng.permuted(top, axis=-1)  # order of the reported top-k must not matter
+        results.append(
+            ScoreResult(
+                token_ids=ids,
+                token_logprobs=lp[np.arange(9), ids[1:]],
+                topk_ids=shuffled,
+                topk_logprobs=np.take_along_axis(lp, shuffled, -1),
+            )
+        )
+    lp, mask = align_topk(results, 20)
+    assert mask.sum(1).min() >= 2
+    s = text_stats(lp, mask)
+    layout = Layout(3)
+    out = summed_statistics(s.vector(), layout, ["A", "B"])
+    assert float(out["a_hat"]) == pytest.approx(a, abs=1e-6)
+
+
+def test_next_token_alignment_by_string():
+    r1 = GenerateResult(["x"], [1], 3, None, [[("I", -0.1), ("My", -2.5), ("Hi", -3.0)]])
+    r2 = GenerateResult(["x"], [1], 3, None, [[("My", -0.2), ("I", -1.9), ("So", -3.0)]])
+    lp, mask = align_next_token([r1, r2], 3)
+    assert mask.sum() == 2
+    np.testing.assert_array_equal(lp[0, :2], [[-0.1, -1.9], [-2.5, -0.2]])  # "I", "My" in sorted order
+
+
+def _suite(models: dict[str, str], **params) -> Suite:
+    return Suite(
+        name="syn",
+        models=[ModelSpec(name=m, role=r, path="/x") for m, r in models.items()],
+        probes=[ProbeSpec(kind="logit_interpolation", params=params)],
+        stats={"bootstrap": 300, "seed": 1},
+    )
+
+
+def _records(lps: dict[str, np.ndarray]) -> dict[str, list[Record]]:
+    out = {}
+    for m, lp in lps.items():
+        ids = np.arange(lp.shape[1] + 1)
+        out[m] = [
+            Record(
+                m,
+                f"{m}{t}",
+                {"id": f"t{t:03d}"},
+                ScoreRequest(text=f"t{t}"),
+                ScoreResult(token_ids=ids, token_logprobs=np.zeros(lp.shape[1]), full=lp[t]),
+            )
+            for t in range(lp.shape[0])
+        ]
+    return out
+
+
+def test_probe_verdicts_on_synthetic_family():
+    """Known lineage built directly in logit space: merge, copy, derived, unrelated controls."""
+    rng = np.random.default_rng(6)
+    n, P, V = 24, 8, 60
+    base = rng.normal(0, 2, size=(n, P, V))
+    da, db = rng.normal(0, 1, size=(2, n, P, V))
+    za, zb = base + da, base + db
+    fam = {
+        "merge": 0.6 * za + 0.4 * zb + rng.normal(0, 0.05, size=za.shape),
+        "copy": za + rng.normal(0, 0.01, size=za.shape),
+        "derived": za + 0.3 * rng.normal(0, 1, size=za.shape),
+        "pa": za,
+        "pb": zb,
+        "sib1": base + rng.normal(0, 1, size=za.shape),
+        "sib2": base + rng.normal(0, 1, size=za.shape),
+        "other": rng.normal(0, 2, size=za.shape),
+    }
+    roles = {
+        "merge": "suspect",
+        "copy": "suspect",
+        "derived": "suspect",
+        "pa": "parent",
+        "pb": "parent",
+        "sib1": "control",
+        "sib2": "control",
+        "other": "control",
+    }
+    suite = _suite(roles)
+    ev = LogitInterpolationProbe(suite.probes[0]).analyze(
+        _records({m: log_softmax(z) for m, z in fam.items()}), suite, np.random.default_rng(0)
+    )
+    v = {m: s["verdict"] for m, s in ev.per_model.items()}
+    assert v["merge"] == "interpolation"
+    assert ev.per_model["merge"]["a_hat"] == pytest.approx(0.6, abs=0.02)
+    assert ev.per_model["merge"]["p_combined"] < 1e-6
+    assert v["copy"] == "copy" and ev.per_model["copy"]["parent"] == "pa"
+    assert v["derived"] == "derived_from_one_parent" and ev.per_model["derived"]["parent"] == "pa"
+    assert v["other"] == "unrelated"
+    assert "interpolation" not in (v["sib1"], v["sib2"], v["other"])
+    # Holm-adjusted p-values are never below the raw ones
+    for s in ev.per_model.values():
+        assert s["cv_p_adjusted"] >= s["cv_p"]
+
+
+def test_bootstrap_ci_of_a_hat_covers_truth_at_nominal_rate():
+    """200 simulated suites of 40 texts: suspect = geometric interpolation (a = 0.6) plus noise."""
+    rng = np.random.default_rng(7)
+    layout = Layout(3)
+    covered = 0
+    for _ in range(200):
+        za, zb = rng.normal(0, 1, size=(2, 40, 4, 12))
+        noise = rng.normal(0, 0.6, size=za.shape) + rng.normal(0, 0.3, size=(40, 1, 1))
+        lps = [log_softmax(0.6 * za + 0.4 * zb + noise), log_softmax(za), log_softmax(zb)]
+        rows = np.stack(
+            [text_stats(np.stack([m[t] for m in lps], -1), np.ones((4, 12), bool)).vector() for t in range(40)]
+        )
+        reps = summed_statistics(bootstrap_weights(40, 300, rng) @ rows, layout, ["A", "B"])["a_hat"]
+        lo, hi = np.quantile(reps, [0.025, 0.975])
+        covered += lo <= 0.6 <= hi
+    assert 180 <= covered <= 198, covered
