@@ -175,7 +175,9 @@ def _design(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def fit_unconstrained(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares weights on the affine hull of the parents (sum to 1, any sign) and the residual."""
     xtx, xty, yty = _design(gram)
-    w = np.linalg.solve(xtx, xty[..., None])[..., 0]
+    # pinv, not solve: a bootstrap replicate drawn from texts with no usable positions (possible in
+    # next-token mode) has X'X = 0; it yields NaN statistics downstream instead of an exception.
+    w = (np.linalg.pinv(xtx) @ xty[..., None])[..., 0]
     resid = yty - np.einsum("...i,...i->...", w, xty)
     full = np.concatenate([w, 1 - w.sum(axis=-1, keepdims=True)], axis=-1)
     return full, np.maximum(resid, 0.0)

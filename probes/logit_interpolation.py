@@ -76,7 +76,15 @@ class LogitParams(ProbeParams):
 
 
 def summed_statistics(v: np.ndarray, layout: Layout, parents: list[str]) -> dict[str, np.ndarray]:
-    """Every estimator as a function of summed per-text statistics ``v`` (..., L)."""
+    """Every estimator as a function of summed per-text statistics ``v`` (..., L).
+
+    Degenerate sums (no usable positions) give NaN, which the CIs skip and the report prints as n/a.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _summed_statistics(v, layout, parents)
+
+
+def _summed_statistics(v: np.ndarray, layout: Layout, parents: list[str]) -> dict[str, np.ndarray]:
     g = layout.get(v, "gram")
     k = len(parents)
     scale = parent_scale(g)
