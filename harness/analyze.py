@@ -6,6 +6,7 @@ the run directory and the response cache it names.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +34,25 @@ def build_probes(suite: Suite) -> list[Probe]:
 
 
 def load_records(run: RunStore, cache: Cache, suite: Suite, probe: Probe) -> dict[str, list[Record]]:
+    """Records of one probe per model. Answers stay in the cache until a probe reads them."""
     out: dict[str, list[Record]] = {}
     for m in suite.models:
-        recs = []
-        for raw in run.raw_records(m.name):
-            if raw["probe"] != probe.instance or raw.get("probe_version") != probe.version:
-                continue
-            result = cache.get(raw["key"])
-            if result is None:
-                raise InputError(
-                    f"{run.dir}: record {raw['key'][:12]} of model '{m.name}' is missing from the cache {cache.path}; "
-                    "re-run `parentage run` on the suite to collect it again"
-                )
-            recs.append(Record(m.name, raw["key"], raw["meta"], _REQUEST.validate_python(raw["request"]), result))
+        raws = [
+            r
+            for r in run.raw_records(m.name)
+            if r["probe"] == probe.instance and r.get("probe_version") == probe.version
+        ]
+        present = cache.contains([r["key"] for r in raws])
+        missing = [r["key"] for r in raws if r["key"] not in present]
+        if missing:
+            raise InputError(
+                f"{run.dir}: {len(missing)} answers of model '{m.name}' (e.g. {missing[0][:12]}) are missing from "
+                f"the cache {cache.path}; re-run `parentage run` on the suite to collect them again"
+            )
+        recs = [
+            Record(m.name, r["key"], r["meta"], _REQUEST.validate_python(r["request"]), partial(cache.get, r["key"]))
+            for r in raws
+        ]
         if recs:
             out[m.name] = recs
     return out

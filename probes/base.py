@@ -8,6 +8,7 @@ of every model into evidence and is deterministic given the numpy Generator it i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -39,13 +40,21 @@ class Skip:
 
 @dataclass
 class Record:
-    """A raw record as analysis sees it: the request, its bookkeeping and the backend's answer."""
+    """A raw record as analysis sees it: the request, its bookkeeping and the backend's answer.
+
+    The answer may be given as a loader: full-vocabulary log-prob matrices of a real model run to
+    gigabytes, so analysis reads each from the cache when it needs it and lets it go after.
+    """
 
     model: str
     key: str
     meta: dict[str, Any]
     request: Request
-    result: Result
+    answer: Result | Callable[[], Result] = field(repr=False)
+
+    @property
+    def result(self) -> Result:
+        return self.answer() if callable(self.answer) else self.answer
 
 
 class Estimate(BaseModel):

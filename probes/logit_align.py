@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.backends.base import GenerateResult, ScoreResult
+from harness.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 
 MODES = ("full", "topk", "next_token")
 
 
-def record_mode(result: ScoreResult | GenerateResult) -> str:
-    if isinstance(result, GenerateResult):
-        return "next_token"
-    return "full" if result.full is not None else "topk"
+def request_mode(request: ScoreRequest | GenerateRequest) -> str:
+    """The data mode a request asked for (known without loading its answer)."""
+    return "next_token" if isinstance(request, GenerateRequest) else request.mode
 
 
 def _topk_of(result: ScoreResult, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -47,7 +47,7 @@ from harness.interpolation import (
 )
 from harness.stats import adjust, bootstrap_weights, z_pvalue
 from probes.base import Estimate, Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip
-from probes.logit_align import align, record_mode
+from probes.logit_align import align, request_mode
 from probes.logit_verdict import VerdictThresholds, decide
 
 CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
@@ -221,14 +221,14 @@ class LogitInterpolationProbe(Probe):
         if missing:
             ev.status, ev.reason = "skipped", f"no records for parent(s) {', '.join(missing)}"
             return ev
-        main = {m: {r.meta["id"]: r.result for r in recs if not r.meta.get("replicate")} for m, recs in records.items()}
-        reps = {m: {r.meta["id"]: r.result for r in recs if r.meta.get("replicate")} for m, recs in records.items()}
+        main = {m: {r.meta["id"]: r for r in recs if not r.meta.get("replicate")} for m, recs in records.items()}
+        reps = {m: {r.meta["id"]: r for r in recs if r.meta.get("replicate")} for m, recs in records.items()}
         others = [m.name for m in suite.models if m.name not in parents and main.get(m.name)]
         if not others:
             ev.status, ev.reason = "skipped", "no suspect or control was scored"
             return ev
         involved = [*parents, *others]
-        modes = {record_mode(r) for m in involved for r in main[m].values()}
+        modes = {request_mode(r.request) for m in involved for r in main[m].values()}
         if self.params.mode != "auto":
             modes.add(self.params.mode)
         if "next_token" in modes and modes != {"next_token"}:
@@ -241,17 +241,6 @@ class LogitInterpolationProbe(Probe):
         if len(ids) < 4:
             ev.status, ev.reason = "skipped", f"only {len(ids)} texts were answered by every model"
             return ev
-        if mode != "next_token":
-            ref = main[parents[0]]
-            for m in involved[1:]:
-                bad = next((t for t in ids if not np.array_equal(main[m][t].token_ids, ref[t].token_ids)), None)
-                if bad is not None:
-                    ev.status = "skipped"
-                    ev.reason = (
-                        f"models '{parents[0]}' and '{m}' tokenise text {bad} differently; logit interpolation "
-                        "needs a shared tokenizer (a merge always has one: see the tokenizer probe)"
-                    )
-                    return ev
         ev.notes.append(f"Data mode '{mode}': {POWER_NOTE[mode]}.")
         k = p.top_k
 
@@ -259,8 +248,26 @@ class LogitInterpolationProbe(Probe):
         per_text: dict[str, np.ndarray] = {}
         for m in others:
             rows = []
-            for t in ids:
-                lp, mask = align([main[m][t], *(main[x][t] for x in parents)], mode, k)
+            for t in ids:  # one text at a time: answers are read from the cache and released
+                results = [main[x][t].result for x in (m, *parents)]
+                if mode != "next_token":
+                    bad = next(
+                        (
+                            x
+                            for x, r in zip((m, *parents), results)
+                            if not np.array_equal(r.token_ids, results[1].token_ids)
+                        ),
+                        None,
+                    )
+                    if bad is not None:
+                        ev.status = "skipped"
+                        ev.reason = (
+                            f"models '{parents[0]}' and '{bad}' tokenise text {t} differently; logit interpolation "
+                            "needs a shared tokenizer (a merge always has one: see the tokenizer probe)"
+                        )
+                        ev.notes = []
+                        return ev
+                lp, mask = align(results, mode, k)
                 rows.append(text_stats(lp, mask, p.disagreement_tau).vector())
             per_text[m] = np.stack(rows)
         noise = self._noise_floor(main, reps, parents, ids, mode, k)
@@ -349,11 +356,11 @@ class LogitInterpolationProbe(Probe):
         scale = 0.0
         diff = dict.fromkeys(parents, 0.0)
         for t in ids:
-            c = centred(*align([main[x][t] for x in parents[:2]], mode, k))
+            c = centred(*align([main[x][t].result for x in parents[:2]], mode, k))
             scale += float(np.sum((c[..., 0] - c[..., 1]) ** 2))
             for x in parents:
                 if t in reps.get(x, {}):
-                    c2 = centred(*align([main[x][t], reps[x][t]], mode, k))
+                    c2 = centred(*align([main[x][t].result, reps[x][t].result], mode, k))
                     diff[x] += float(np.sum((c2[..., 0] - c2[..., 1]) ** 2))
         for x in parents:
             out[x] = float(np.sqrt(diff[x] / scale)) if scale > 0 else 0.0

@@ -209,6 +209,8 @@ class HFBackend(Backend):
                 logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
                 targets = ids[:, 1:].to(logprobs.device)
                 actual = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                k = max((requests[i].top_k for i in idx if requests[i].mode == "topk"), default=0)
+                top = torch.topk(logprobs, min(k, logprobs.shape[-1]), dim=-1) if k else None  # once per batch
                 for row, i in enumerate(idx):
                     n = len(encoded[i]) - 1
                     req = requests[i]
@@ -219,10 +221,9 @@ class HFBackend(Backend):
                     if req.mode == "full":
                         res.full = logprobs[row, :n].cpu().numpy()
                     else:
-                        k = min(req.top_k, logprobs.shape[-1])
-                        top = torch.topk(logprobs[row, :n], k, dim=-1)
-                        res.topk_ids = top.indices.cpu().numpy()
-                        res.topk_logprobs = top.values.cpu().numpy()
+                        kk = min(req.top_k, logprobs.shape[-1])
+                        res.topk_ids = top.indices[row, :n, :kk].cpu().numpy()
+                        res.topk_logprobs = top.values[row, :n, :kk].cpu().numpy()
                     out[i] = res
         return out  # type: ignore[return-value]
 
