@@ -11,7 +11,7 @@ export HF_HOME         := $(CURDIR)/.cache/hf
 export HF_HUB_OFFLINE  := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-data install lint bench clean
+.PHONY: demo test test-data install lint bench clean check-vllm-resolves
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
 # multi-GB CUDA build; the package itself only asks for a range.
@@ -43,6 +43,13 @@ test: test-data
 bench: test-data
 	$(BIN)/python benchmarks/bench_hf_scoring.py
 	$(BIN)/python benchmarks/bench_logit_power.py
+
+# Resolver dry run (needs PyPI, so it is not part of `make test`): the core's ranges must admit
+# vLLM's own pins (torch==2.14.0, transformers<5.21).
+check-vllm-resolves: $(STAMP)
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra vllm --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu -o /dev/stdout | grep -E '^(vllm|torch|transformers)=='
 
 clean:
 	rm -rf $(VENV) .cache results/*/
