@@ -91,3 +91,11 @@ def adjust(pvalues: list[float], method: str = "holm") -> list[float]:
         res[order] = np.minimum(adj, 1.0)
         out[ok] = res
     return out.tolist()
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion k/n (scipy's implementation)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
