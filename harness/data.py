@@ -24,20 +24,22 @@ class Item:
     group: str = ""
 
 
-def _from_dataset(ds, text_field: str, id_field: str | None, where: str) -> list[Item]:
+def _from_dataset(ds, text_field: str, id_field: str | None, where: str, group_field: str = "group") -> list[Item]:
     if text_field not in ds.column_names:
         raise InputError(f"{where}: no column '{text_field}' (columns: {', '.join(ds.column_names)})")
     if id_field is not None and id_field not in ds.column_names:
         raise InputError(f"{where}: no column '{id_field}' (columns: {', '.join(ds.column_names)})")
     ids = ds[id_field] if id_field else [f"{i:05d}" for i in range(len(ds))]
-    groups = ds["group"] if "group" in ds.column_names else [""] * len(ds)
+    groups = ds[group_field] if group_field in ds.column_names else [""] * len(ds)
     items = [Item(str(i), str(t), str(g or "")) for i, t, g in zip(ids, ds[text_field], groups)]
     if len({it.id for it in items}) != len(items):
         raise InputError(f"{where}: ids in column '{id_field}' are not unique")
     return items
 
 
-def load_file(path: Path, text_field: str = "text", id_field: str | None = "id") -> list[Item]:
+def load_file(
+    path: Path, text_field: str = "text", id_field: str | None = "id", group_field: str = "group"
+) -> list[Item]:
     """Read a local table with `datasets` (JSONL, JSON, CSV or parquet)."""
     from datasets import load_dataset
 
@@ -50,7 +52,7 @@ def load_file(path: Path, text_field: str = "text", id_field: str | None = "id")
         raise InputError(f"{path}: cannot read data file: {type(e).__name__}: {e}") from e
     if id_field is not None and id_field not in ds.column_names:
         id_field = None
-    return _from_dataset(ds, text_field, id_field, str(path))
+    return _from_dataset(ds, text_field, id_field, str(path), group_field)
 
 
 def balanced_head(items: list[Item], n: int | None) -> list[Item]:
@@ -61,7 +63,7 @@ def balanced_head(items: list[Item], n: int | None) -> list[Item]:
     for it in items:
         groups.setdefault(it.group, []).append(it)
     order: list[Item] = []
-    for i in range(max(len(g) for g in groups.values())):
+    for i in range(max((len(g) for g in groups.values()), default=0)):
         order += [g[i] for g in groups.values() if i < len(g)]
     return order[:n]
 

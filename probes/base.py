@@ -86,6 +86,7 @@ class ProbeEvidence(BaseModel):
     calibrated: bool | None = None
     estimates: list[Estimate] = Field(default_factory=list)
     per_model: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = Field(default_factory=dict, description="Probe-specific tables.")
     notes: list[str] = Field(default_factory=list)
 
     def estimate(self, name: str, model: str) -> Estimate:
@@ -100,6 +101,7 @@ class Probe(ABC):
     description: ClassVar[str]
     requires: ClassVar[tuple[Capability, ...]] = ()  # any one of these suffices
     Params: ClassVar[type[ProbeParams]] = ProbeParams
+    example: ClassVar[dict[str, Any]] = {}  # smallest valid params (docs, contract tests)
 
     def __init__(self, spec: ProbeSpec):
         self.spec = spec

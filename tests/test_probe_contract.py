@@ -16,7 +16,7 @@ def test_probe_metadata(kind):
     assert issubclass(cls, Probe)
     assert cls.id == kind
     assert cls.version and cls.description and len(cls.description) < 120
-    cls.Params()  # defaults must be valid
+    cls.Params.model_validate(cls.example)  # the documented minimal parameters are valid
 
 
 @pytest.mark.parametrize("kind", list(PROBES))
@@ -25,7 +25,7 @@ def test_plan_is_pure_and_respects_capabilities(kind):
     suite = Suite(
         name="c",
         models=[ModelSpec(name="s", role="suspect", path="/x"), ModelSpec(name="p", role="parent", path="/y")],
-        probes=[ProbeSpec(kind=kind)],
+        probes=[ProbeSpec(kind=kind, params=cls.example)],
     )
     probe = cls(suite.probes[0])
     everything = Capabilities(supported=list(Capability), max_top_k=20)
