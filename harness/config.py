@@ -119,8 +119,6 @@ class Suite(Strict):
     def _roles(self) -> Suite:
         if not any(m.role == "suspect" for m in self.models):
             raise ValueError("a suite needs at least one model with role: suspect")
-        if not any(m.role == "parent" for m in self.models):
-            raise ValueError("a suite needs at least one model with role: parent")
         return self
 
     def by_role(self, role: Role) -> list[ModelSpec]:
