@@ -94,9 +94,12 @@ def render_report(run_dir: Path) -> Path:
             out += ["**Uncalibrated:** this suite has no control models, so there is no reference for the numbers.", ""]
         if ev.summary:
             out += [ev.summary, ""]
-        out.append(probe.report_section(ev, suite))
-        for caption, path in probe.figures(ev, fig_dir):
-            out += [f"![{caption}](figures/{path.name})", ""]
+        if ev.status == "ok":  # probes render only evidence they produced; a skip is reported here
+            out.append(probe.report_section(ev, suite))
+            for caption, path in probe.figures(ev, fig_dir):
+                out += [f"![{caption}](figures/{path.name})", ""]
+        else:
+            out += [f"_{ev.status}: {ev.reason}_", ""]
         for note in ev.notes:
             out += [f"> {note}", ""]
         counts = [c for c in collected if c["probe"] == ev.instance]

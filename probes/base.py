@@ -120,11 +120,13 @@ class Probe(ABC):
         """Raw records of every model -> evidence. Pure and deterministic given ``rng``."""
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
-        """Render plots for the report; returns (caption, path) pairs. Optional."""
+        """Render plots for the report (called only for evidence with status "ok"); returns
+        (caption, path) pairs. Optional."""
         return []
 
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
-        """Markdown for the report. The default lists estimates; probes override for readable tables."""
+        """Markdown for the report (called only for evidence with status "ok"). The default lists
+        estimates; probes override it for readable tables."""
         from harness.report import estimates_table
 
         return estimates_table(evidence.estimates)

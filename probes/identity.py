@@ -248,8 +248,6 @@ class IdentityProbe(Probe):
         return " ".join(lines)
 
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
-        if evidence.status != "ok":
-            return f"_{evidence.status}: {evidence.reason}_\n"
         labels = list(self.params.labels)
         out = ["| model | condition | n | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
         for key, e in evidence.per_model.items():
@@ -276,8 +274,6 @@ class IdentityProbe(Probe):
         return "\n".join(out) + "\n"
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
-        if evidence.status != "ok":
-            return []
         import matplotlib
 
         matplotlib.use("Agg")

@@ -425,8 +425,6 @@ class LogitInterpolationProbe(Probe):
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
         from harness.report import fmt, fmt_ci, fmt_p
 
-        if evidence.status != "ok":
-            return f"_{evidence.status}: {evidence.reason}_\n"
         parents = self._parents(suite)
         t = self.params.verdict
         out = [
@@ -489,7 +487,7 @@ class LogitInterpolationProbe(Probe):
         return "\n".join(out) + "\n"
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
-        if evidence.status != "ok" or not evidence.per_model:
+        if not evidence.per_model:
             return []
         import matplotlib
 
