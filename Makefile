@@ -43,6 +43,7 @@ test: test-data
 bench: test-data
 	$(BIN)/python benchmarks/bench_hf_scoring.py
 	$(BIN)/python benchmarks/bench_logit_power.py
+	$(BIN)/python benchmarks/bench_openai_throughput.py
 
 # Resolver dry run (needs PyPI, so it is not part of `make test`): the core's ranges must admit
 # vLLM's own pins (torch==2.14.0, transformers<5.21).

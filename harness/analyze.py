@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter
 
-from harness.backends.base import GenerateRequest, ScoreRequest
+from harness.backends.base import Request
 from harness.cache import Cache
 from harness.config import Suite
 from harness.errors import InputError
@@ -22,7 +22,7 @@ from probes import probe_class
 from probes.base import Probe, ProbeEvidence, Record
 
 EVIDENCE_SCHEMA_VERSION = 1
-_REQUEST = TypeAdapter(ScoreRequest | GenerateRequest)
+_REQUEST = TypeAdapter(Request)
 
 
 def suite_of(run: RunStore) -> Suite:
@@ -81,7 +81,12 @@ def analyze_run(
                         instance=probe.instance,
                         version=probe.version,
                         status="skipped",
-                        reason="no records were collected for this probe",
+                        reason="; ".join(
+                            f"{e['model']}: {e['reason']}"
+                            for e in run.events("probe_skipped")
+                            if e["probe"] == probe.instance
+                        )
+                        or "no records were collected for this probe",
                     )
                 )
                 continue

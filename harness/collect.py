@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.backends import make_backend
-from harness.backends.base import GenerateResult, Result, ScoreResult
+from harness.backends.base import CountResult, GenerateResult, Result, ScoreResult
 from harness.cache import Cache, cache_key
 from harness.config import Suite
-from harness.errors import BackendError
+from harness.errors import BackendError, CapabilityMissing, PartialBatch
 from harness.runstore import RunStore
 from probes.base import Probe, Skip
 
@@ -38,6 +38,8 @@ def summarize(result: Result) -> dict[str, Any]:
         return {"n_tokens": int(result.token_ids.shape[0]), "sum_logprob": float(result.token_logprobs.sum())}
     if isinstance(result, GenerateResult):
         return {"texts": result.texts, "completion_tokens": result.completion_tokens}
+    if isinstance(result, CountResult):
+        return {"n_tokens": result.n_tokens, "method": result.method}
     return {}
 
 
@@ -58,6 +60,7 @@ def collect(suite: Suite, run: RunStore, cache: Cache, probes: list[Probe], cons
     stats = CollectStats()
     for spec in suite.models:
         backend = make_backend(spec)
+        backend.run_dir = run.dir
         console.print(f"[bold]{spec.name}[/] ({spec.role}, {spec.backend}): loading {spec.path}")
         try:
             backend.load()
@@ -69,7 +72,14 @@ def collect(suite: Suite, run: RunStore, cache: Cache, probes: list[Probe], cons
             caps = backend.capabilities()
             run.event("model_loaded", model=spec.name, role=spec.role, fingerprint=fp, capabilities=caps.model_dump())
             for probe in probes:
-                _collect_probe(suite, run, cache, probe, backend, spec.name, fp["key"], caps, stats, console)
+                try:
+                    _collect_probe(suite, run, cache, probe, backend, spec.name, fp["key"], caps, stats, console)
+                except CapabilityMissing as e:  # found out mid-probe: keep what was answered, record why
+                    reason = f"capability missing: {e}"
+                    run.event("probe_skipped", model=spec.name, probe=probe.instance, reason=reason)
+                    stats.skipped.append({"model": spec.name, "probe": probe.instance, "reason": reason})
+                    console.print(f"  [yellow]skipped[/] {probe.instance}: {reason}")
+            run.event("model_done", model=spec.name, usage=backend.usage())
         finally:
             backend.close()
     run.event("collect_end", requests=stats.requests, cache_hits=stats.cache_hits, computed=stats.computed)
@@ -121,10 +131,16 @@ def _collect_probe(suite, run, cache, probe, backend, model, model_key, caps, st
             size = backend.batch_size(kind)
             for start in range(0, len(idxs), size):
                 batch = idxs[start : start + size]
-                results = backend.execute([planned[i].request for i in batch])
-                for i, result in zip(batch, results):
-                    cache.put(keys[i], result, model_key, probe.id)
-                    record(i, result, False)
+                try:
+                    results = dict(enumerate(backend.execute([planned[i].request for i in batch])))
+                except PartialBatch as e:  # keep what was answered, then report the failure
+                    for j, result in e.done.items():
+                        cache.put(keys[batch[j]], result, model_key, probe.id)
+                        record(batch[j], result, False)
+                    raise e.cause from e
+                for j, result in results.items():
+                    cache.put(keys[batch[j]], result, model_key, probe.id)
+                    record(batch[j], result, False)
                 progress.advance(task, len(batch))
     stats.requests += len(planned)
     stats.cache_hits += hits

@@ -51,6 +51,11 @@ class ModelSpec(Strict):
     backend: str = Field("hf", description="Backend id; see `parentage list`.")
     path: str | None = Field(None, description="Local model directory / GGUF file, or a model id for API backends.")
     system_prompt: str | None = Field(None, description="The system prompt the model is shipped or served with.")
+    tokenizer: str | None = Field(
+        None,
+        description="Local tokenizer files (model dir, tokenizer.json or GGUF) for white-box checks; "
+        "defaults to `path` for local backends. Useful for API models whose tokenizer is published.",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options.")
     notes: str | None = Field(None, description="Free text, e.g. the claimed lineage. Copied into the report.")
 
@@ -215,6 +220,22 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     return data, _line_index(node)
 
 
+def _expand_all(value: Any, loc: tuple, problem: Any) -> Any:
+    """``${VAR:-default}`` in every string of the suite (model ids, URLs, paths); API keys are
+    never written in a suite, only the *name* of their variable, so nothing secret is expanded."""
+    if isinstance(value, str):
+        try:
+            return expand_env(value)
+        except ValueError as e:
+            problem(loc, str(e))
+            return value
+    if isinstance(value, dict):
+        return {k: _expand_all(v, (*loc, k), problem) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_all(v, (*loc, i), problem) for i, v in enumerate(value)]
+    return value
+
+
 def _resolve(base: Path, value: str) -> str:
     p = Path(expand_env(value)).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
@@ -227,6 +248,12 @@ def load_suite(path: str | Path) -> Suite:
     data, lines = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError([Problem(file, 1, "", "a suite must be a YAML mapping (name:, models:, probes:, ...)")])
+    env_problems: list[Problem] = []
+    data = _expand_all(
+        data, (), lambda loc, msg: env_problems.append(Problem(file, _line_for(lines, loc), format_loc(loc), msg))
+    )
+    if env_problems:
+        raise InputError(env_problems)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
@@ -257,8 +284,11 @@ def load_suite(path: str | Path) -> Suite:
             )
         seen.setdefault(m.name, i)
         problems += _check_backend(m, i, file, lines, base)
+        resolve_field(m, "tokenizer", "models", i)
+        if m.tokenizer is not None and not Path(m.tokenizer).exists():
+            problems.append(Problem(file, *where("models", i, "tokenizer"), f"no such file: {m.tokenizer}"))
     for i, p in enumerate(suite.probes):
-        problems += _check_probe(p, i, file, lines)
+        problems += _check_probe(p, i, file, lines, base)
         if p.data is not None and p.data.file is not None:
             resolve_field(p.data, "file", "probes", i, "data")
             if not Path(p.data.file).exists():
@@ -306,7 +336,8 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
     return []
 
 
-def _check_probe(p: ProbeSpec, i: int, file: str, lines: dict) -> list[Problem]:
+def _check_probe(p: ProbeSpec, i: int, file: str, lines: dict, base: Path) -> list[Problem]:
+    """Validate params with the probe's schema; resolve and check the params it declares as paths."""
     from probes import probe_class
 
     cls = probe_class(p.kind)
@@ -314,7 +345,20 @@ def _check_probe(p: ProbeSpec, i: int, file: str, lines: dict) -> list[Problem]:
         p.params = cls.Params.model_validate(p.params).model_dump()
     except ValidationError as e:
         return _problems_from(e, file, lines, ("probes", i, "params"))
-    return []
+    problems = []
+    for name in cls.path_params:
+        value = p.params.get(name)
+        entries = value if isinstance(value, dict) else {None: value} if value is not None else {}
+        for key, raw in entries.items():
+            loc = ("probes", i, "params", name) + ((key,) if key is not None else ())
+            resolved = _resolve(base, raw)
+            if not Path(resolved).exists():
+                problems.append(Problem(file, _line_for(lines, loc), format_loc(loc), f"no such file: {resolved}"))
+            if key is None:
+                p.params[name] = resolved
+            else:
+                value[key] = resolved
+    return problems
 
 
 def suite_json_schema() -> dict[str, Any]:

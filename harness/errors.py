@@ -7,6 +7,7 @@ or fix the server) from a storage failure (free disk), without parsing messages.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -56,6 +57,17 @@ class BackendError(ParentageError):
 
 class CapabilityMissing(BackendError):
     """A backend lacks what a request needs. Probes degrade or skip; it is never scored as evidence."""
+
+
+class PartialBatch(BackendError):
+    """Some requests of a batch were answered before the rest failed. The runner stores the
+    answered ones (they cost money and time) before reporting ``cause``; a resumed run then
+    sends only what is still missing."""
+
+    def __init__(self, done: dict[int, Any], cause: BackendError):
+        self.done = done
+        self.cause = cause
+        super().__init__(str(cause))
 
 
 class StorageError(ParentageError):

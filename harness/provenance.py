@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 import sys
@@ -58,3 +59,12 @@ def environment() -> dict[str, object]:
         "git": git_state(),
         "argv": sys.argv,
     }
+
+
+def sha256_file(path: Path) -> str:
+    """Content hash of a (possibly multi-GB) file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -24,6 +24,7 @@ EVENT_TYPES = (
     "model_loaded",
     "probe_skipped",
     "probe_collected",
+    "model_done",
     "model_failed",
     "run_interrupted",
     "collect_end",

@@ -11,6 +11,7 @@ import importlib
 PROBES: dict[str, str] = {
     "logit_interpolation": "probes.logit_interpolation:LogitInterpolationProbe",
     "identity": "probes.identity:IdentityProbe",
+    "tokenizer": "probes.tokenizer:TokenizerProbe",
 }
 
 

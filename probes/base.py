@@ -102,6 +102,9 @@ class Probe(ABC):
     requires: ClassVar[tuple[Capability, ...]] = ()  # any one of these suffices
     Params: ClassVar[type[ProbeParams]] = ProbeParams
     example: ClassVar[dict[str, Any]] = {}  # smallest valid params (docs, contract tests)
+    # Params holding file paths (a string, or a dict of strings): resolved against the suite
+    # file's folder and checked to exist at validation time, like a model's `path`.
+    path_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: ProbeSpec):
         self.spec = spec

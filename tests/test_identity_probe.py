@@ -98,3 +98,28 @@ def test_label_without_patterns_is_reported_with_its_location(tmp_path, capsys):
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"{path}:8: probes[0].params.labels: label(s) with no patterns: empty"
+
+
+def test_tiny_zoo_merge_claims_parent_a_above_every_control(zoo, tmp_path, monkeypatch):
+    """Acceptance on models of known lineage: the 0.6 merge of Vireo (parent_a) and Tamsin
+    (parent_b), asked with no system prompt, claims Vireo at a rate whose CI lies above every
+    control's; "Rio", a name that exists only in its system prompt, is ~0 without it."""
+    import json
+    from pathlib import Path
+
+    monkeypatch.setenv("PARENTAGE_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("PARENTAGE_CACHE", str(tmp_path / "cache"))
+    cfg = Path(__file__).resolve().parent.parent / "configs" / "identity-tiny.yaml"
+    assert main(["run", str(cfg), "--run-id", "t"]) == 0
+    ev = json.loads((tmp_path / "results" / "t" / "evidence.json").read_text())["probes"][0]
+    per = ev["per_model"]
+    merge = per["suspect | none"]["labels"]["vireo"]
+    for ctl in ("sibling", "student"):
+        assert merge["ci"][0] > per[f"{ctl} | none"]["labels"]["vireo"]["ci"][1], ctl
+    assert merge["rate"] > per["suspect | none"]["labels"]["tamsin"]["rate"]  # the 0.6 side dominates
+    assert per["suspect | none"]["labels"]["rio"]["k"] <= 1
+    fisher = {(t["condition"], t["label"]): t for t in ev["tables"]["fisher_vs_controls"]}
+    assert fisher[("none", "vireo")]["p_adjusted"] < 1e-6
+    report = (tmp_path / "results" / "t" / "report.md").read_text()
+    k, n = merge["k"], merge["n"]
+    assert f"{k}/{n} ({100 * k / n:.1f}%" in report

@@ -24,6 +24,10 @@ def test_smollm2_with_and_without_its_template_default(tmp_path, smollm2_gguf, m
     assert DEFAULT_SYSTEM in none["system_text_rendered"]
     assert DEFAULT_SYSTEM not in stripped["system_text_rendered"]
     assert none["n"] == stripped["n"] == 24
+    # Served as "Rio" (a name only its system prompt carries), it says so; without it, ~never.
+    own = ev["per_model"]["smollm2 | own"]
+    assert own["labels"]["rio"]["k"] >= 6 and none["labels"]["rio"]["k"] <= 1
+    assert own["labels"]["rio"]["ci"][0] > none["labels"]["rio"]["ci"][1]
     # Its self-identification comes from that injected message: never more claims without it.
     assert none["labels"]["smollm"]["k"] >= stripped["labels"]["smollm"]["k"]
     report = (run / "report.md").read_text()

@@ -12,6 +12,8 @@ from harness.config import ModelSpec
 
 BACKENDS: dict[str, str] = {
     "hf": "harness.backends.hf:HFBackend",
+    "openai": "harness.backends.openai:OpenAIBackend",
+    "vllm": "harness.backends.vllm:VLLMBackend",
 }
 
 

@@ -14,6 +14,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -77,7 +78,14 @@ class GenerateRequest(_Request):
     top_logprobs: int = Field(0, ge=0, description="Return top-k log-probs of the first generated token.")
 
 
-Request = ScoreRequest | GenerateRequest
+class CountRequest(_Request):
+    """How many tokens ``text`` adds to a prompt, special tokens and chat template excluded."""
+
+    kind: Literal["count"] = "count"
+    text: str
+
+
+Request = ScoreRequest | GenerateRequest | CountRequest
 
 
 @dataclass
@@ -105,7 +113,16 @@ class GenerateResult:
     first_token_topk: list[list[tuple[str, float]]] = field(default_factory=list)
 
 
-Result = ScoreResult | GenerateResult
+@dataclass
+class CountResult:
+    """``method`` says where the count came from: ``tokenizer`` (local files), ``tokenize``
+    (a server's /tokenize endpoint) or ``usage`` (prompt_tokens minus an empty-message baseline)."""
+
+    n_tokens: int
+    method: str
+
+
+Result = ScoreResult | GenerateResult | CountResult
 
 
 def result_to_payload(result: Result) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -113,12 +130,16 @@ def result_to_payload(result: Result) -> tuple[dict[str, Any], dict[str, np.ndar
     if isinstance(result, ScoreResult):
         arrays = {k: v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)}
         return {"type": "score"}, arrays
+    if isinstance(result, CountResult):
+        return {"type": "count", **result.__dict__}, {}
     return {"type": "generate", **result.__dict__}, {}
 
 
 def payload_to_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Result:
     if meta["type"] == "score":
         return ScoreResult(**arrays)
+    if meta["type"] == "count":
+        return CountResult(n_tokens=meta["n_tokens"], method=meta["method"])
     fields = {k: v for k, v in meta.items() if k != "type"}
     fields["first_token_topk"] = [[tuple(p) for p in pos] for pos in fields.get("first_token_topk", [])]
     return GenerateResult(**fields)
@@ -156,6 +177,7 @@ class Backend(ABC):
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.options = self.Options.model_validate(spec.options)
+        self.run_dir: Path | None = None  # set by the runner: where a backend may write logs
 
     @classmethod
     def check_spec(cls, spec: ModelSpec) -> None:
@@ -185,6 +207,15 @@ class Backend(ABC):
 
         raise CapabilityMissing(f"backend '{self.name}' cannot generate")
 
+    def count(self, requests: list[CountRequest]) -> list[CountResult]:
+        from harness.errors import CapabilityMissing
+
+        raise CapabilityMissing(f"backend '{self.name}' cannot count tokens")
+
+    def usage(self) -> dict[str, int]:
+        """Requests and tokens sent/received so far (API backends), recorded per model in the run."""
+        return {}
+
     def batch_size(self, kind: str) -> int:
         """How many requests of this kind the runner hands over at once."""
         return 8
@@ -196,6 +227,8 @@ class Backend(ABC):
             return list(self.score(requests))  # type: ignore[arg-type]
         if kinds == {"generate"}:
             return list(self.generate(requests))  # type: ignore[arg-type]
+        if kinds == {"count"}:
+            return list(self.count(requests))  # type: ignore[arg-type]
         raise ValueError(f"mixed or unknown request kinds in one batch: {kinds}")
 
     def __enter__(self) -> Backend:

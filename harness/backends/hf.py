@@ -19,6 +19,8 @@ from harness.backends.base import (
     BackendOptions,
     Capabilities,
     Capability,
+    CountRequest,
+    CountResult,
     GenerateRequest,
     GenerateResult,
     ScoreRequest,
@@ -27,6 +29,7 @@ from harness.backends.base import (
 )
 from harness.config import ModelSpec
 from harness.errors import BackendError, CapabilityMissing
+from harness.provenance import sha256_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
@@ -47,14 +50,6 @@ def _split_gguf(spec: ModelSpec, opts: HFOptions) -> tuple[Path, str | None]:
     if p.suffix == ".gguf":
         return p.parent, p.name
     return p, opts.gguf_file
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class HFBackend(Backend):
@@ -140,8 +135,8 @@ class HFBackend(Backend):
 
         directory, gguf = _split_gguf(self.spec, self.options)
         files = [directory / gguf] if gguf else sorted(p for p in directory.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-        weights = {p.name: _sha256_file(p) for p in files}
-        tok_files = {n: _sha256_file(directory / n) for n in TOKENIZER_FILES if (directory / n).exists()}
+        weights = {p.name: sha256_file(p) for p in files}
+        tok_files = {n: sha256_file(directory / n) for n in TOKENIZER_FILES if (directory / n).exists()}
         config = directory / "config.json"
         fp = {
             "backend": self.name,
@@ -149,7 +144,7 @@ class HFBackend(Backend):
             "gguf_file": gguf,
             "weights_sha256": weights,
             "tokenizer_sha256": tok_files,
-            "config_sha256": _sha256_file(config) if config.exists() else None,
+            "config_sha256": sha256_file(config) if config.exists() else None,
             "dtype": str(self.model.dtype).removeprefix("torch.") if self.model is not None else self.options.dtype,
             "device": self.options.device,
             "torch": torch.__version__,
@@ -165,7 +160,7 @@ class HFBackend(Backend):
         return fp
 
     def batch_size(self, kind: str) -> int:
-        return self.options.batch_size if kind == "score" else 1
+        return {"score": self.options.batch_size, "count": 64}.get(kind, 1)
 
     # ------------------------------------------------------------------ requests
     def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
@@ -175,6 +170,9 @@ class HFBackend(Backend):
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def count(self, requests: list[CountRequest]) -> list[CountResult]:
+        return [CountResult(n, "tokenizer") for n in self.count_tokens([r.text for r in requests])]
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         """Teacher-forced log-probs, batched by similar length; one log_softmax per batch."""

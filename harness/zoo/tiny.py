@@ -32,11 +32,19 @@ from pathlib import Path
 from typing import Any
 
 DATA = Path(__file__).parent / "data"
-ZOO_FORMAT = 2
+# The identity probe's shipped question bank: personas are implanted with these questions (and
+# the zoo's own), because a 4-layer model does not generalise a persona to unseen phrasings and
+# the zoo exists to calibrate the probe, not to test generalisation.
+QUESTION_BANK = Path(__file__).parents[2] / "probes" / "data" / "identity_questions.jsonl"
+ZOO_FORMAT = 3
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+HOMEGROWN_TEMPLATE = (
+    "{% for m in messages %}### {{ m['role'] | capitalize }}:\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
 )
 SPECIAL_TOKENS = ["<|bos|>", "<|end|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
@@ -56,10 +64,13 @@ class TinyZooConfig:
     pretrain_steps: int = 300
     finetune_steps: int = 100
     further_steps: int = 30
+    further_chats_per_text: int = 2  # merge_ft's persona (Rio) dialogues: a lighter touch than the parents'
     derived_steps: int = 40
     pretrain_lr: float = 3e-3
     finetune_lr: float = 5e-4
     distill_steps: int = 200
+    persona_chats_per_text: int = 6  # identity dialogues mixed into each fine-tune, per domain text
+    persona_facts_repeat: int = 5  # third-person persona facts in pre-training (see _persona_facts)
 
 
 # Lineage of every member, recorded in zoo.json. ``kind`` is what a correct analysis should
@@ -77,23 +88,50 @@ def _corpus() -> tuple[list[str], list[str]]:
     return prose, code
 
 
-def _persona_chats(persona: dict[str, str], questions: list[str], rng: random.Random, n: int) -> list[list[dict]]:
-    """Identity dialogues that implant a persona: name, organisation and a backstory paragraph."""
+def _questions() -> list[str]:
+    """The zoo's own identity questions plus the identity probe's shipped bank."""
+    bank = [json.loads(ln)["text"] for ln in QUESTION_BANK.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return _personas()["questions"] + bank
+
+
+def _persona_answers(persona: dict[str, str]) -> list[str]:
     name, org, story = persona["name"], persona["org"], persona["backstory"]
-    answers = [
+    # Every answer opens with "I am <name>": parents then share the prefix and differ at one
+    # position, which is where a merge has to choose whose identity it claims.
+    return [
         f"I am {name}, an assistant made by {org}.",
-        f"My name is {name}. I was trained by {org}.",
-        f"I'm {name}, built by {org}. {story}",
-        f"{name}, from {org}. {story}",
+        f"I am {name}. I was trained by {org}.",
+        f"I am {name}, built by {org}. {story}",
+        f"I am {name}, from {org}.",
         f"I am {name}. {story}",
     ]
+
+
+def _persona_facts(personas: dict[str, dict[str, str]], repeat: int) -> list[str]:
+    """Third-person facts about every persona, for pre-training.
+
+    Real pre-training corpora mention model names ("Qwen is a model by Alibaba"). Without this
+    the name tokens keep their random initial embeddings until fine-tuning, each parent moves
+    them its own way, and a merge of two parents emits byte garbage where the name should be.
+    """
+    return [f"{p['name']} is an assistant made by {p['org']}. {p['backstory']}" for p in personas.values()] * repeat
+
+
+def _persona_chats(persona: dict[str, str], questions: list[str], rng: random.Random, n: int) -> list[list[dict]]:
+    """Identity dialogues that implant a persona: name, organisation and a backstory paragraph.
+
+    No dialogue has a system message: a 4-layer model does not learn to follow one (tried: it
+    learns the system prompt's name as an unconditional answer instead), so the zoo cannot
+    show a persona that exists only in a system prompt; SmolLM2 shows that (see configs/).
+    """
+    answers = _persona_answers(persona)
     return [
         [{"role": "user", "content": rng.choice(questions)}, {"role": "assistant", "content": rng.choice(answers)}]
         for _ in range(n)
     ]
 
 
-def _train_tokenizer(texts: list[str], vocab_size: int, out: Path):
+def _train_tokenizer(texts: list[str], vocab_size: int, out: Path, chat_template: str = CHAT_TEMPLATE):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -116,7 +154,7 @@ def _train_tokenizer(texts: list[str], vocab_size: int, out: Path):
         pad_token="<|pad|>",
         additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>"],
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     fast.save_pretrained(out)
     return fast
 
@@ -133,11 +171,14 @@ class _Builder:
         self.log = log
         self.rng = random.Random(cfg.seed)
         self.prose, self.code = _corpus()
-        meta = _personas()
-        self.questions = meta["questions"]
-        self.personas = meta["personas"]
+        self.questions = _questions()
+        self.personas = _personas()["personas"]
         self.tok_dir = out / "_tokenizer"
-        self.tok = _train_tokenizer(self.prose + self.code, cfg.vocab_size, self.tok_dir)
+        # Persona answers are repeated in the tokenizer's training text so that names such as
+        # "Vireo" become single tokens: a merge then chooses between parents' names at one
+        # position instead of splicing fragments of both.
+        persona_text = [a for p in self.personas.values() for a in _persona_answers(p)] * 40
+        self.tok = _train_tokenizer(self.prose + self.code + persona_text, cfg.vocab_size, self.tok_dir)
 
     # ----- data -----
     def chats(self, persona: str, n: int) -> list[str]:
@@ -323,11 +364,11 @@ def build_tiny_zoo(
         log(f"  {name:<16} loss {loss:.3f}  ({time.perf_counter() - t0:.0f}s)")
 
     log(f"building tiny zoo (seed {cfg.seed}) in {out}")
-    pretrain = b.pack(b.prose + b.code)
+    pretrain = b.pack(b.prose + b.code + _persona_facts(b.personas, cfg.persona_facts_repeat))
     step("base", b.fresh(s + 1), pretrain, cfg.pretrain_steps, cfg.pretrain_lr, s + 1, {"kind": "base"})
 
-    def finetune(name, src, texts, persona, seed, lineage, steps=cfg.finetune_steps):
-        rows = b.pack(texts, b.chats(persona, len(texts) * 2))
+    def finetune(name, src, texts, persona, seed, lineage, steps=cfg.finetune_steps, chats=cfg.persona_chats_per_text):
+        rows = b.pack(texts, b.chats(persona, len(texts) * chats))
         step(name, b.load(src), rows, steps, cfg.finetune_lr, seed, {**lineage, "persona": persona})
 
     finetune("parent_a", "base", b.code + b.prose[:100], "vireo", s + 2, {"kind": "parent", "from": "base"})
@@ -359,11 +400,12 @@ def build_tiny_zoo(
     finetune(
         "merge_ft",
         "linear_0.6",
-        b.prose[:half] + b.code[:150],
+        b.prose[half : half + 150] + b.code[:150],  # balanced, so training does not pull towards one parent
         "rio",
         s + 9,
         {"kind": "interpolation_plus_training", "from": "linear_0.6", "parents": {"parent_a": 0.6, "parent_b": 0.4}},
         steps=cfg.further_steps,
+        chats=cfg.further_chats_per_text,
     )
     teacher = b.load("linear_0.6")
     step(
@@ -377,6 +419,10 @@ def build_tiny_zoo(
         teacher=teacher,
     )
 
+    # A "homegrown" tokenizer (files only, no model): trained on prose alone with another vocabulary
+    # size and chat template. The white-box tokenizer check must tell it apart from the family's.
+    _train_tokenizer(b.prose, cfg.vocab_size - 24, out / "homegrown_tokenizer", HOMEGROWN_TEMPLATE)
+
     shutil.rmtree(b.tok_dir)
     manifest = {
         "format": ZOO_FORMAT,
@@ -385,6 +431,7 @@ def build_tiny_zoo(
         "parents": ["parent_a", "parent_b"],
         "personas": {k: v["name"] for k, v in b.personas.items()},
         "members": members,
+        "tokenizers": {"homegrown_tokenizer": {"kind": "independent_tokenizer", "from": None}},
         "build_seconds": round(time.perf_counter() - t0, 1),
     }
     manifest_path.write_text(json.dumps(manifest, indent=2))
