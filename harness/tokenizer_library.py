@@ -24,6 +24,7 @@ from harness.errors import InputError
 from harness.provenance import sha256_file
 
 SMOLLM2 = "smollm2"
+LIBRARY_FORMAT = 2  # bump when the conversion changes: prepared entries of another format are redone
 
 
 def library_dir() -> Path:
@@ -42,6 +43,13 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tok.save_pretrained(tmp)
     if not (tmp / "tokenizer.json").exists():
         raise InputError(f"{gguf}: transformers produced no fast tokenizer (tokenizer.json) for this GGUF file")
+    # Load it back as a generic fast tokenizer: transformers 5's model-specific classes rebuild
+    # the normalizer and pre-tokenizer from class defaults (Qwen2Tokenizer turns qwen35's
+    # pre-tokenizer into qwen2's and adds NFC), so the file would not be what gets used.
+    cfg_path = tmp / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, out)
 
 
@@ -107,17 +115,24 @@ def prepare(log=print) -> dict[str, Any]:
     for name, src in sources.items():
         digest = sha256_file(src)
         entry = index.get(name)
-        if entry and entry.get("source_sha256") == digest and (entry["status"] != "ok" or (root / name).exists()):
+        fresh = entry and entry.get("source_sha256") == digest and entry.get("format") == LIBRARY_FORMAT
+        if fresh and (entry["status"] != "ok" or (root / name).exists()):
             continue
         out = root / name
         try:
             if out.exists():
                 shutil.rmtree(out)
             _convert_gguf(src, out)
-            index[name] = {"status": "ok", "source": str(src), "source_sha256": digest}
+            index[name] = {"status": "ok", "source": str(src), "source_sha256": digest, "format": LIBRARY_FORMAT}
             log(f"  tokenizer {name:<16} ok")
         except InputError as e:
-            index[name] = {"status": "unsupported", "source": str(src), "source_sha256": digest, "error": str(e)}
+            index[name] = {
+                "status": "unsupported",
+                "source": str(src),
+                "source_sha256": digest,
+                "format": LIBRARY_FORMAT,
+                "error": str(e),
+            }
             log(f"  tokenizer {name:<16} not loadable by transformers: {str(e)[-120:]}")
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
     return index
