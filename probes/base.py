@@ -133,3 +133,23 @@ class Probe(ABC):
         from harness.report import estimates_table
 
         return estimates_table(evidence.estimates)
+
+
+def subplots(*args: Any, **kwargs: Any):
+    """``plt.subplots`` on the headless Agg backend (reports are rendered without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG and free the figure (an open figure per report would leak memory)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -36,7 +36,7 @@ from harness.data import Item, balanced_head, load_file, load_items
 from harness.errors import InputError
 from harness.ngrams import NgramPool, reuse_permutation_test
 from harness.stats import adjust, wilson
-from probes.base import Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip
+from probes.base import Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip, save_figure, subplots
 
 BANK = Path(__file__).parent / "data" / "identity_questions.jsonl"
 Condition = Literal["none", "own", "neutral", "no_default_system"]
@@ -274,14 +274,9 @@ class IdentityProbe(Probe):
         return "\n".join(out) + "\n"
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         keys = list(evidence.per_model)
         labels = list(self.params.labels)
-        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) * len(labels) / 2 + 2), 4))
+        fig, ax = subplots(figsize=(max(6, 0.9 * len(keys) * len(labels) / 2 + 2), 4))
         width = 0.8 / len(labels)
         for j, lab in enumerate(labels):
             xs = np.arange(len(keys)) + j * width
@@ -294,8 +289,5 @@ class IdentityProbe(Probe):
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
         ax.set_title("Identity claims with 95% Wilson CIs")
-        fig.tight_layout()
-        path = out_dir / f"{evidence.instance}_claims.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / f"{evidence.instance}_claims.png")
         return [("identity claim rates per model and condition", path)]

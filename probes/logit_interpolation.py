@@ -46,7 +46,7 @@ from harness.interpolation import (
     text_stats,
 )
 from harness.stats import adjust, bootstrap_weights, z_pvalue
-from probes.base import Estimate, Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip
+from probes.base import Estimate, Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip, save_figure, subplots
 from probes.logit_align import align, request_mode
 from probes.logit_verdict import VerdictThresholds, decide
 
@@ -489,16 +489,11 @@ class LogitInterpolationProbe(Probe):
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
         if not evidence.per_model:
             return []
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         models = list(evidence.per_model)
         colours = {"suspect": "tab:red", "control": "tab:blue"}
         # Two parents: a_hat. More: the first parent's simplex weight (the table has all of them).
         first = next(e.name for e in evidence.estimates if e.name in ("a_hat",) or e.name.startswith("weight["))
-        fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(models) + 1.8), sharey=True)
+        fig, axes = subplots(1, 2, figsize=(11, 0.45 * len(models) + 1.8), sharey=True)
         for ax, stat, label in ((axes[0], first, first), (axes[1], "residual", "residual off the parents' line")):
             for i, m in enumerate(models):
                 e = evidence.estimate(stat, m)
@@ -517,8 +512,5 @@ class LogitInterpolationProbe(Probe):
         )
         axes[0].invert_yaxis()
         fig.suptitle("Logit interpolation, 95% cluster-bootstrap CIs (red: suspects, blue: controls)")
-        fig.tight_layout()
-        path = out_dir / f"{evidence.instance}_forest.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / f"{evidence.instance}_forest.png")
         return [("weights and residual per model, with the verdict thresholds", path)]

@@ -31,7 +31,7 @@ from harness.data import Item, balanced_head, load_file, load_items
 from harness.errors import InputError
 from harness.stats import wilson
 from harness.tokenizer_fingerprint import compare, fingerprint
-from probes.base import Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip
+from probes.base import Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip, save_figure, subplots
 
 STRINGS = Path(__file__).parent / "data" / "tokenizer_strings.jsonl"
 
@@ -222,17 +222,12 @@ class TokenizerProbe(Probe):
         return "\n".join(out) + "\n"
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         suspects = [m for m, e in evidence.per_model.items() if e["role"] == "suspect"]
         if not suspects:
             return []
         e = evidence.per_model[suspects[0]]
         rows = e["matches"][:15]
-        fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
+        fig, ax = subplots(figsize=(7, 0.3 * len(rows) + 1.5))
         rates = [r["rate"] for r in rows]
         err = [[r["rate"] - r["ci"][0] for r in rows], [r["ci"][1] - r["rate"] for r in rows]]
         ax.barh(range(len(rows)), rates, xerr=err, capsize=2)
@@ -241,8 +236,5 @@ class TokenizerProbe(Probe):
         ax.set_xlim(0, 1.02)
         ax.set_xlabel(f"share of {e['n_strings']} diagnostic strings with identical token counts")
         ax.set_title(f"{suspects[0]}: tokenizer match (95% Wilson CIs)")
-        fig.tight_layout()
-        path = out_dir / f"{evidence.instance}_matches.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / f"{evidence.instance}_matches.png")
         return [("tokenizer match rate of the suspect against each candidate", path)]

@@ -110,7 +110,7 @@ class OpenAIBackend(Backend):
 
     async def _post(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, path: str, body: dict) -> dict:
         """POST with retries. Raises BackendError (fatal) or CapabilityMissing (a 400)."""
-        url = f"{self.base_url}{path}"
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
         start = time.monotonic()
         last = ""
         for attempt in range(self.options.max_attempts):
@@ -381,18 +381,18 @@ class OpenAIBackend(Backend):
         return self._count_usage(requests)
 
     def _count_tokenize(self, path: str, requests: list[CountRequest]) -> list[CountResult]:
-        root = self.base_url.removesuffix("/v1")
-        out = []
-        for r in requests:
-            body = (
-                {"input": r.text}
-                if path == "/extras/tokenize"
-                else {"model": self.model, "prompt": r.text, "add_special_tokens": False}
-            )
-            resp = httpx.post(root + path, json=body, headers=self._headers(), timeout=self.options.timeout_s)
-            resp.raise_for_status()
-            out.append(CountResult(len(resp.json()["tokens"]), "tokenize"))
-        return out
+        """Counts from the server's tokenize endpoint (outside /v1), with the same concurrency,
+        retries and partial-batch handling as every other request."""
+        url = self.base_url.removesuffix("/v1") + path
+        bodies = [
+            {"input": r.text}
+            if path == "/extras/tokenize"
+            else {"model": self.model, "prompt": r.text, "add_special_tokens": False}
+            for r in requests
+        ]
+        answers, cause = self._run_partial(url, bodies)
+        results = {i: CountResult(len(a["tokens"]), "tokenize") for i, a in answers.items()}
+        return self._finish(results, len(requests), cause)
 
     def _prompt_tokens(self, texts: list[str]) -> tuple[dict[int, int], BackendError | None]:
         bodies = [
