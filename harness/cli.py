@@ -1,6 +1,7 @@
 """Command line: ``parentage run | validate | analyze | report | list | zoo build | assets fetch | schema``.
 
-Exit codes: 0 ok, 2 bad input, 3 model/backend failure, 4 storage failure, 130 interrupted
+Exit codes: 0 ok, 2 bad input, 3 model/backend failure, 4 storage failure, 5 the run finished but a
+probe produced no evidence (skipped on every model; the reason is printed), 130 interrupted
 (a run interrupted by Ctrl-C or SIGTERM resumes from the cache when started again).
 """
 
@@ -13,11 +14,13 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.errors import (
     EXIT_BACKEND,
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_NO_EVIDENCE,
     EXIT_OK,
     BackendError,
     InputError,
@@ -91,11 +94,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         cache.close()
     console.print(f"collected {stats.requests} requests: {stats.cache_hits} from cache, {stats.computed} computed")
-    analyze_run(run.dir)
+    evidence = analyze_run(run.dir)
     report = render_report(run.dir)
     run.event("run_end", requests=stats.requests, cache_hits=stats.cache_hits, computed=stats.computed)
     print(f"report: {report}")
-    return EXIT_OK
+    # A probe that produced no evidence must not pass for a finished case (exit 0 reads as "done").
+    empty = [p for p in evidence["probes"] if p["status"] != "ok"]
+    for p in empty:
+        console.print(f"[bold red]NO VERDICT[/] from probe {escape(p['instance'])}: {escape(str(p.get('reason')))}")
+    return EXIT_NO_EVIDENCE if empty else EXIT_OK
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -134,11 +141,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from harness.zoo.tiny import TinyZooConfig, build_tiny_zoo
+    if args.family == "tiny":
+        from harness.zoo.tiny import TinyZooConfig, build_tiny_zoo
 
-    if args.family != "tiny":
-        raise InputError(f"unknown zoo family '{args.family}'; known: tiny")
-    build_tiny_zoo(Path(args.out), TinyZooConfig(seed=args.seed), log=print, force=args.force)
+        build_tiny_zoo(Path(args.out), TinyZooConfig(seed=args.seed), log=print, force=args.force)
+    else:
+        from harness import assets
+        from harness.zoo.smol import SmolZooConfig, build_smol_zoo
+
+        assets.fetch("smollm2-gguf")
+        build_smol_zoo(Path(args.out), SmolZooConfig(seed=args.seed), log=print, force=args.force)
     return EXIT_OK
 
 
@@ -204,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("zoo", help="calibration zoo of models with known lineage")
     zsub = s.add_subparsers(dest="zoo_command", required=True)
     z = zsub.add_parser("build", help="build a zoo family")
-    z.add_argument("family", choices=["tiny"])
+    z.add_argument("family", choices=["tiny", "smol"])
     z.add_argument("--out", required=True)
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--force", action="store_true", help="rebuild even if a matching zoo exists")

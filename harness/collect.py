@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.backends import make_backend
@@ -61,9 +62,10 @@ def collect(suite: Suite, run: RunStore, cache: Cache, probes: list[Probe], cons
     for spec in suite.models:
         backend = make_backend(spec)
         backend.run_dir = run.dir
-        console.print(f"[bold]{spec.name}[/] ({spec.role}, {spec.backend}): loading {spec.path}")
+        console.print(f"[bold]{escape(spec.name)}[/] ({spec.role}, {spec.backend}): loading {escape(str(spec.path))}")
         try:
-            backend.load()
+            with console.status(f"  loading {escape(spec.name)} (a launched server can take minutes) ..."):
+                backend.load()
         except BackendError as e:
             run.event("model_failed", model=spec.name, error=str(e))
             raise

@@ -324,9 +324,11 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
         m.options = cls.Options.model_validate(m.options).model_dump()
     except ValidationError as e:
         return _problems_from(e, file, lines, (*loc, "options"))
-    if m.path is not None and cls.local_path:
+    if m.path is not None and cls.local_path != "never":
         try:
-            m.path = _resolve(base, m.path)
+            resolved = _resolve(base, m.path)
+            if cls.local_path == "always" or Path(resolved).exists():
+                m.path = resolved
         except ValueError as e:
             return [Problem(file, _line_for(lines, (*loc, "path")), format_loc((*loc, "path")), str(e))]
     try:

@@ -14,6 +14,7 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_BACKEND = 3
 EXIT_STORAGE = 4
+EXIT_NO_EVIDENCE = 5  # the run finished, but a probe was skipped on every model: no verdict
 EXIT_INTERRUPTED = 130
 
 

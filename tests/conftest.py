@@ -16,6 +16,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 MISSING = "run `make test-data` first (it builds the tiny zoo and fetches the real models)"
+# The vLLM server lives in its own environment (its pins must not constrain the harness's);
+# `make install-vllm` creates it and the Makefile exports PARENTAGE_VLLM.
+VLLM_VENV_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+if VLLM_VENV_PYTHON.exists():
+    os.environ.setdefault("PARENTAGE_VLLM", str(VLLM_VENV_PYTHON))
+# Engine options for vLLM on these CPUs: fp32 like the hf reference, eager mode, a small KV cache.
+VLLM_CPU_OPTIONS = {
+    "dtype": "float32",
+    "max_model_len": 512,
+    "max_logprobs": 20,
+    "gpu_memory_utilization": None,
+    "extra_args": ["--enforce-eager"],
+    "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+    "startup_timeout_s": 600,
+}
 
 
 def zoo_path() -> Path:
@@ -28,6 +43,26 @@ def zoo() -> Path:
     if not (p / "zoo.json").exists():
         pytest.fail(f"tiny zoo not found at {p}: {MISSING}")
     return p
+
+
+def smol_zoo_path() -> Path:
+    return Path(os.environ.get("PARENTAGE_ZOO_SMOL", REPO / ".cache" / "zoo" / "smol"))
+
+
+@pytest.fixture(scope="session")
+def smol_zoo() -> Path:
+    p = smol_zoo_path()
+    if not (p / "zoo.json").exists():
+        pytest.fail(f"smol zoo not found at {p}: {MISSING}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    py = os.environ.get("PARENTAGE_VLLM", "")
+    if not py or not Path(py).exists():
+        pytest.fail(f"no vLLM environment (PARENTAGE_VLLM={py!r}): run `make test-data` (it creates .venv-vllm)")
+    return py
 
 
 @pytest.fixture(scope="session")

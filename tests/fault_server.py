@@ -31,6 +31,8 @@ class FaultServer:
 
     def __init__(self, port: int = 0, api_key: str | None = None, retry_after: float = 0.2, slow_s: float = 3.0):
         self.faults: list[str] = []
+        self.models_faults: list[str] = []  # for GET /models: "500" or "garbage" (200, not JSON)
+        self.models_default = "ok"
         self.default = "ok"
         self.api_key = api_key
         self.retry_after = retry_after
@@ -91,7 +93,15 @@ class FaultServer:
                 if not self._authorised():
                     return
                 if self.path.endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "test"}]})
+                    with server.lock:
+                        fault = server.models_faults.pop(0) if server.models_faults else server.models_default
+                    if fault == "500":
+                        self._send(500, {"error": "internal"})
+                    elif fault == "garbage":
+                        self._send(200, b"<html>502 Bad Gateway</html>")
+                    else:
+                        models = {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "test"}]}
+                        self._send(200, models)
                 else:
                     self._send(404, {"error": "not found"})
 

@@ -42,7 +42,7 @@ def test_transient_faults_are_retried(server, fault):
     b = make(server.base_url)
     res = ask(b)
     assert res.texts == [answer_text({"messages": [{"role": "user", "content": "who are you?"}], "seed": 7})]
-    assert b.totals["retries"] == 3
+    assert b.usage()["retries"] == 3
     assert len(server.received) == 4
 
 
@@ -60,7 +60,7 @@ def test_timeout_is_retried(server):
     server.faults = ["slow"]
     b = make(server.base_url, timeout_s=0.5)
     assert ask(b).texts[0].startswith("answer ")
-    assert b.totals["retries"] == 1
+    assert b.usage()["retries"] == 1
 
 
 def test_attempts_are_bounded(server):
@@ -108,7 +108,7 @@ def test_usage_counts_subtract_the_template_baseline(server):
     assert res[0].method == "usage"
 
 
-def test_capability_probe_records_missing_usage_and_skips_the_tokenizer_probe(server, tmp_path, monkeypatch):
+def test_capability_probe_records_missing_usage_and_skips_the_tokenizer_probe(server, tmp_path, monkeypatch, capsys):
     from harness.cli import main
 
     server.default = "no_usage"
@@ -124,7 +124,9 @@ probes:
 output_dir: {tmp_path}/results
 """,
     )
-    assert main(["run", str(suite), "--run-id", "r"]) == 0
+    # The run finishes, but with no verdict from its only probe: exit 5 and a loud line, never a quiet 0.
+    assert main(["run", str(suite), "--run-id", "r"]) == 5
+    assert "NO VERDICT from probe tokenizer" in " ".join(capsys.readouterr().err.split())
     events = [json.loads(x) for x in (tmp_path / "results" / "r" / "run.jsonl").read_text().splitlines()]
     loaded = next(e for e in events if e["event"] == "model_loaded")
     assert loaded["fingerprint"]["capabilities"]["usage"] is False
@@ -175,3 +177,30 @@ output_dir: {tmp_path}/results
         second.stop()
     ev = json.loads((tmp_path / "results" / "r" / "evidence.json").read_text())["probes"][0]
     assert ev["per_model"]["api | none"]["n"] == 12
+
+
+def test_model_list_faults_are_retried_then_fail_cleanly(server, tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    server.models_faults = ["500", "garbage"]  # transient: retried, then the list arrives
+    b = make(server.base_url)
+    assert b.usage()["retries"] == 2 and b.fingerprint()["server_model"]["id"] == MODEL
+    b.close()
+    server.models_default = "500"  # a server that never lists its models: exit 3, one clean line
+    monkeypatch.setenv("PARENTAGE_CACHE", str(tmp_path / "cache"))
+    options = f'{{base_url: "{server.base_url}", max_attempts: 2, backoff_s: 0.01}}'
+    suite = write_suite(
+        tmp_path,
+        f"""
+name: nolist
+models:
+  - {{name: api, role: suspect, backend: openai, path: {MODEL}, options: {options}}}
+probes:
+  - {{kind: identity, params: {{labels: {{x: [answer]}}, max_questions: 2, samples: 1, conditions: [none]}}}}
+output_dir: {tmp_path}/results
+""",
+    )
+    assert main(["run", str(suite), "--run-id", "r"]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "backend failed: model 'api':" in err and "/v1/models failed after 2 attempts" in err
+    assert "HTTP 500" in err and "Traceback" not in err

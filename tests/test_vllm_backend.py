@@ -1,24 +1,18 @@
-"""The vllm backend's lifecycle against a real process and a real HTTP server: its executable
-is pointed at tests/fake_vllm.py, which turns `vllm serve` arguments into a llama.cpp server
-serving SmolLM2. Also: the exact `vllm serve` command lines the shipped configs produce."""
+"""The vllm backend without a server: the exact `vllm serve` command lines the shipped configs
+produce, and how a launcher is found (or why none is). The backend against a real vLLM is in
+tests/test_vllm_real.py."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from harness.backends.base import GenerateRequest
 from harness.backends.vllm import VLLMBackend, VLLMOptions, serve_command
+from harness.backends.vllm_server import API_SERVER_MODULE, ENV_VAR, resolve_launcher
 from harness.config import ModelSpec, load_suite
-from harness.errors import BackendError
-from tests.conftest import write_suite
+from harness.errors import BackendError, InputError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,123 +48,57 @@ def test_rio_config_model_ids_come_from_the_environment(monkeypatch):
     )
 
 
-@pytest.fixture(scope="module")
-def fake_vllm(tmp_path_factory) -> str:
-    """An executable `vllm` stand-in (a shell wrapper, so it runs under this venv's Python)."""
-    exe = tmp_path_factory.mktemp("bin") / "vllm"
-    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fake_vllm.py"}" "$@"\n')
+def test_launcher_resolution_order(monkeypatch, tmp_path):
+    exe = tmp_path / "vllm"
+    exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
-    return str(exe)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert resolve_launcher(None, None) == ([str(exe), "serve"], "PATH")
+    monkeypatch.setenv(ENV_VAR, sys.executable)
+    assert resolve_launcher(None, None) == ([sys.executable, "-m", API_SERVER_MODULE, "--model"], f"${ENV_VAR}")
+    py = resolve_launcher(None, sys.executable)
+    assert py == ([sys.executable, "-m", API_SERVER_MODULE, "--model"], "options.python")
+    assert resolve_launcher([str(exe), "serve"], sys.executable) == ([str(exe), "serve"], "options.command")
 
 
-def spec(path: str, exe: str, log_dir: Path, **opts) -> ModelSpec:
-    options = {"executable": exe, "max_model_len": 2048, "tensor_parallel_size": 2, "log_dir": str(log_dir)}
-    options |= {"startup_timeout_s": 120, "concurrency": 2, "max_attempts": 2, "backoff_s": 0.05} | opts
-    return ModelSpec(name="smol", role="suspect", backend="vllm", path=path, options=options)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def test_launch_health_wait_log_and_teardown(smollm2_gguf, fake_vllm, tmp_path):
-    b = VLLMBackend(spec(str(smollm2_gguf), fake_vllm, tmp_path))
-    b.load()
-    try:
-        port = int(b.command[b.command.index("--port") + 1])
-        assert port_open(port)
-        res = b.generate([GenerateRequest(messages=[{"role": "user", "content": "Hi"}], max_new_tokens=4)])[0]
-        assert res.texts[0]
-        fp = b.fingerprint()
-        assert fp["backend"] == "vllm" and fp["launched"] and fp["server_model"]["id"] == "smol"
-        log = (tmp_path / "vllm-smol.log").read_text()
-        assert log.startswith(f"$ {fake_vllm} serve {smollm2_gguf} --host 127.0.0.1 --port {port}")
-        assert "--tensor-parallel-size', '2'" in log  # the engine args reached the server
-        pid = b.proc.pid
-    finally:
-        b.close()
-    assert not port_open(port)
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-
-
-def test_crash_at_start_reports_the_log_tail(fake_vllm, tmp_path):
-    bad = tmp_path / "broken.gguf"
-    bad.write_bytes(b"GGUF" + b"\0" * 100)
-    b = VLLMBackend(spec(str(bad), fake_vllm, tmp_path))
+def test_no_launcher_names_every_way_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv(ENV_VAR, raising=False)
     with pytest.raises(BackendError) as e:
-        b.load()
+        resolve_launcher(None, None)
     msg = str(e.value)
-    assert "exited during start-up" in msg and "--- last lines ---" in msg
-    assert "broken.gguf" in msg  # the server's own complaint about the file is quoted
-
-
-def test_crash_mid_run_is_detected(smollm2_gguf, fake_vllm, tmp_path):
-    b = VLLMBackend(spec(str(smollm2_gguf), fake_vllm, tmp_path))
-    b.load()
-    try:
-        os.killpg(b.proc.pid, signal.SIGKILL)
-        b.proc.wait(10)
-        with pytest.raises(BackendError, match="died mid-run"):
-            b.generate([GenerateRequest(messages=[{"role": "user", "content": "Hi"}], max_new_tokens=4)])
-    finally:
-        b.close()
-
-
-def test_missing_executable_says_how_to_install(tmp_path):
-    b = VLLMBackend(spec("some/model", "/nonexistent/vllm", tmp_path))
+    for hint in (
+        "options.python",
+        "options.command",
+        "$PARENTAGE_VLLM",
+        "pip install 'parentage[vllm]'",
+        "options.url",
+    ):
+        assert hint in msg
+    with pytest.raises(BackendError, match=r"options\.python: '/nonexistent/python' is not an executable"):
+        resolve_launcher(None, "/nonexistent/python")
+    # A backend that cannot launch fails at load with the same message, before anything else.
+    b = VLLMBackend(ModelSpec(name="m", role="suspect", backend="vllm", path="some/model", options={}))
     with pytest.raises(BackendError, match=r"pip install 'parentage\[vllm\]'"):
         b.load()
 
 
-def test_attach_to_a_running_server(llama_server, tmp_path):
-    s = ModelSpec(
-        name="smol", role="suspect", backend="vllm", path="smollm2", options={"url": llama_server["base_url"]}
-    )
-    b = VLLMBackend(s)
-    b.load()
-    assert not b.launched and b.proc is None
-    assert b.generate([GenerateRequest(messages=[{"role": "user", "content": "Hi"}], max_new_tokens=3)])[0].texts
-    b.close()
+def test_a_python_without_vllm_fails_at_start_with_its_own_words(tmp_path):
+    # This test environment's own Python has no vLLM (it lives in .venv-vllm).
+    options = {"python": sys.executable, "log_dir": str(tmp_path), "startup_timeout_s": 60}
+    b = VLLMBackend(ModelSpec(name="m", role="suspect", backend="vllm", path="some/model", options=options))
+    with pytest.raises(BackendError) as e:
+        b.load()
+    assert "exited during start-up" in str(e.value) and "No module named 'vllm'" in str(e.value)
 
 
-def test_ctrl_c_stops_the_server(smollm2_gguf, fake_vllm, tmp_path):
-    suite = write_suite(
-        tmp_path,
-        f"""
-name: ctrlc
-models:
-  - name: smol
-    role: suspect
-    backend: vllm
-    path: {smollm2_gguf}
-    options: {{executable: "{fake_vllm}", max_model_len: 2048, concurrency: 1}}
-probes:
-  - kind: identity
-    params: {{labels: {{s: [SmolLM]}}, conditions: [none], max_questions: 60, samples: 1, max_new_tokens: 48}}
-output_dir: {tmp_path}/results
-cache_dir: {tmp_path}/cache
-""",
-    )
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", str(suite), "--run-id", "r"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    raw = tmp_path / "results" / "r" / "raw" / "smol.jsonl"
-    deadline = time.monotonic() + 180
-    while not raw.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert raw.exists(), proc.communicate()[0].decode()[-2000:]
-    log = (tmp_path / "results" / "r" / "servers" / "vllm-smol.log").read_text()
-    port = int(log.split("--port ")[1].split()[0])
-    assert port_open(port)
-    proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=60)[0].decode()
-    assert proc.returncode == 130, out[-2000:]
-    assert "--resume" in out
-    assert not port_open(port)  # the server went down with the run
+def test_validate_refuses_a_suite_that_cannot_launch_vllm(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    suite = tmp_path / "s.yaml"
+    model = "  - {name: m, role: suspect, backend: vllm, path: some/model}"
+    suite.write_text(f"name: s\nmodels:\n{model}\nprobes:\n  - {{kind: identity}}\n")
+    with pytest.raises(InputError) as e:
+        load_suite(suite)
+    assert "s.yaml:3: models[0].path: no vLLM launcher found" in str(e.value)

@@ -14,6 +14,7 @@ BACKENDS: dict[str, str] = {
     "hf": "harness.backends.hf:HFBackend",
     "openai": "harness.backends.openai:OpenAIBackend",
     "vllm": "harness.backends.vllm:VLLMBackend",
+    "fake": "harness.backends.fake:FakeBackend",
 }
 
 

@@ -172,7 +172,10 @@ class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     Options: ClassVar[type[BackendOptions]] = BackendOptions
-    local_path: ClassVar[bool] = False  # resolve ``path`` against the suite file's directory
+    # How ``path`` relates to the suite file's directory: "always" a local path resolved against
+    # it (hf), "if_exists" resolved when that names something on disk and kept as a model id
+    # otherwise (vllm), "never" (API model names).
+    local_path: ClassVar[Literal["always", "if_exists", "never"]] = "never"
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

@@ -56,7 +56,7 @@ class HFBackend(Backend):
     name: ClassVar[str] = "hf"
     description: ClassVar[str] = "transformers in process (CPU/GPU): exact full-vocabulary log-probs; the default"
     Options = HFOptions
-    local_path: ClassVar[bool] = True
+    local_path: ClassVar[Literal["always", "if_exists", "never"]] = "always"
 
     options: HFOptions
 

@@ -3,41 +3,38 @@
 API-only models are where forensic questions are hardest, so this backend is careful about
 three things:
 
-* **Honest capabilities.** At load it probes what the server really does (chat log-probs and
-  the largest k, ``usage`` counts, a tokenize endpoint, whether a seed is honoured, echo /
-  ``prompt_logprobs``) and records it. Prompt log-probs must pass a known-answer alignment
-  check: "1, 2, ..., 30" is scored and the actual tokens must be the likely ones. llama.cpp's
-  server returns echo log-probs shifted by one position; the check catches that and
-  teacher-forced scoring is switched off instead of producing garbage statistics.
-* **Throughput without abuse.** Requests in a batch go out concurrently (bounded per
-  endpoint) with exponential backoff honouring ``Retry-After``, bounded attempts and total
-  time; 401/403/404 fail at once with a clear message; a 400 is a capability error.
+* **Honest capabilities.** At load it probes what the server really does
+  (:mod:`harness.backends.server_discovery`) and records it. Prompt log-probs are used only
+  when their alignment is proven from the server's own answers; llama.cpp's echo log-probs are
+  shifted by one position, and scoring is then switched off instead of producing garbage.
+* **Throughput without abuse.** One client per loaded model (:mod:`harness.backends.http_client`):
+  bounded concurrency, backoff honouring ``Retry-After``, bounded attempts and total time,
+  401/403/404 fail at once, a 400 is a capability error.
 * **Secrets.** The key is read from the environment variable *named* in the suite
   (``api_key_env``); it never enters the config dump, fingerprint, cache key or logs.
 
-Sampled generations with ``n > 1`` are sent as ``n`` requests with seeds ``seed+i`` so each
-sample is reproducible and servers that ignore ``n`` still give ``n`` answers.
+The code is composed of three parts: the transport (``http_client``), request bodies and
+response parsing as pure functions (``openai_wire``), and capability discovery
+(``server_discovery``). :class:`OpenAIEndpoint` puts them together for one model on one
+server; the ``vllm`` backend uses the same endpoint behind a server it launches.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
-import random
-import time
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
 
-import httpx
-import numpy as np
 from pydantic import Field
 
+from harness.backends import openai_wire as wire
+from harness.backends import server_discovery
 from harness.backends.base import (
     Backend,
     BackendOptions,
     Capabilities,
-    Capability,
     CountRequest,
     CountResult,
     GenerateRequest,
@@ -45,17 +42,16 @@ from harness.backends.base import (
     ScoreRequest,
     ScoreResult,
 )
+from harness.backends.http_client import HttpClient, RetryPolicy
 from harness.config import ModelSpec
 from harness.errors import BackendError, CapabilityMissing, PartialBatch
 
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-FATAL_STATUS = {401: "authentication failed", 403: "access denied", 404: "not found"}
-ALIGNMENT_TEXT = ", ".join(str(i) for i in range(1, 31))
+T = TypeVar("T")
 
 
-class OpenAIOptions(BackendOptions):
-    base_url: str = Field(description="Endpoint root including /v1, e.g. http://127.0.0.1:8000/v1")
-    model: str | None = Field(None, description="Model name sent in requests; defaults to the spec's `path`.")
+class ApiOptions(BackendOptions):
+    """Options of every backend that talks to an OpenAI-compatible server."""
+
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
     concurrency: int = Field(8, ge=1, le=256, description="Requests in flight at once for this endpoint.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
@@ -68,7 +64,209 @@ class OpenAIOptions(BackendOptions):
     probe_capabilities: bool = Field(True, description="Probe the server at load (recorded in the run).")
 
 
-class OpenAIBackend(Backend):
+class OpenAIOptions(ApiOptions):
+    base_url: str = Field(description="Endpoint root including /v1, e.g. http://127.0.0.1:8000/v1")
+    model: str | None = Field(None, description="Model name sent in requests; defaults to the spec's `path`.")
+
+
+def _finish(results: dict[int, T], n: int, cause: BackendError | None) -> list[T]:
+    """Results in request order, or PartialBatch with those that completed."""
+    if cause is None:
+        return [results[i] for i in range(n)]
+    if not results:
+        raise cause
+    raise PartialBatch(results, cause)
+
+
+class OpenAIEndpoint:
+    """One model on one OpenAI-compatible server: connect, discover, then serve requests."""
+
+    def __init__(
+        self, label: str, base_url: str, model: str, options: ApiOptions, alive: Callable[[], bool] | None = None
+    ):
+        self.label = label
+        self.alive = alive
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.options = options
+        self.client: HttpClient | None = None
+        self.probed: dict[str, Any] = {}
+        self.server_model: dict[str, Any] = {}
+        self._baseline: int | None = None
+
+    def _headers(self) -> dict[str, str]:
+        env = self.options.api_key_env
+        if env is None:
+            return {}
+        key = os.environ.get(env)
+        if not key:
+            raise BackendError(f"model '{self.label}': environment variable {env} (options.api_key_env) is not set")
+        return {"Authorization": f"Bearer {key}"}
+
+    def connect(self, *, model_from_server: bool = False) -> None:
+        """Open the client, find the model in ``/models``, and probe what the server does."""
+        o = self.options
+        self.client = HttpClient(
+            self.base_url,
+            label=self.label,
+            headers=self._headers(),
+            key_env=o.api_key_env,
+            concurrency=o.concurrency,
+            timeout_s=o.timeout_s,
+            retry=RetryPolicy(o.max_attempts, o.max_retry_s, o.backoff_s),
+            alive=self.alive,
+        )
+        models = self.client.get("/models").get("data")
+        if not isinstance(models, list):
+            raise BackendError(f"model '{self.label}': {self.base_url}/models answered no model list")
+        match = next((m for m in models if isinstance(m, dict) and m.get("id") == self.model), None)
+        if match is None and model_from_server and len(models) == 1:
+            match = models[0]
+        self.server_model = match or {}
+        if o.probe_capabilities:
+            self.probed = server_discovery.discover(self.client, self.model)
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
+
+    @property
+    def http(self) -> HttpClient:
+        if self.client is None:
+            raise BackendError(f"model '{self.label}': not connected (load() was not called or failed)")
+        return self.client
+
+    # ------------------------------------------------------------------ identity
+    def capabilities(self) -> Capabilities:
+        return server_discovery.capabilities(self.probed)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The served model's identity. The API key's variable is recorded by name, never its value."""
+        server_model = {k: self.server_model.get(k) for k in ("id", "created", "owned_by", "root", "revision")}
+        fp = {
+            "base_url": self.base_url,
+            "model": self.model,
+            "server_model": server_model,
+            "server": self.client.server_header if self.client else None,
+            "capabilities": self.probed,
+            "api_key_env": self.options.api_key_env,
+        }
+        fp["key"] = hashlib.sha256("\n".join([self.base_url, self.model, self.served_identity()]).encode()).hexdigest()
+        return fp
+
+    def served_identity(self) -> str:
+        """What the server says it serves, for cache keys. ``created`` is left out: vLLM stamps
+        it with the time of each request."""
+        return json.dumps({k: self.server_model.get(k) for k in ("id", "owned_by", "root", "revision")}, sort_keys=True)
+
+    def usage(self) -> dict[str, int]:
+        return dict(self.client.totals) if self.client else {}
+
+    # ------------------------------------------------------------------ requests
+    def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
+        bodies, owners = [], []
+        for j, r in enumerate(requests):
+            for body in wire.chat_bodies(self.model, r):
+                bodies.append(body)
+                owners.append(j)
+        answers, cause = self.http.post_many("/chat/completions", bodies)
+        out: dict[int, GenerateResult] = {}
+        for j, r in enumerate(requests):
+            mine = [i for i, o in enumerate(owners) if o == j]
+            if all(i in answers for i in mine):  # a request counts only with all its samples
+                out[j] = wire.parse_chat([answers[i] for i in mine], r, self.label)
+        return _finish(out, len(requests), cause)
+
+    def count(self, requests: list[CountRequest]) -> list[CountResult]:
+        method = self.options.count_method
+        tokenize = self.probed.get("tokenize")
+        if method in ("auto", "tokenize") and tokenize:
+            url = self.http.server_url(tokenize)
+            bodies = [wire.tokenize_body(tokenize, self.model, r.text) for r in requests]
+            answers, cause = self.http.post_many(url, bodies)
+            results = {i: CountResult(len(wire.parse_tokens(a, self.label)), "tokenize") for i, a in answers.items()}
+            return _finish(results, len(requests), cause)
+        if method == "tokenize":
+            raise CapabilityMissing(f"model '{self.label}': the server has no tokenize endpoint")
+        return self._count_usage(requests)
+
+    def _prompt_tokens(self, texts: list[str]) -> tuple[dict[int, int], BackendError | None]:
+        bodies = [
+            {"model": self.model, "messages": [{"role": "user", "content": t}], "max_tokens": 1, "temperature": 0}
+            for t in texts
+        ]
+        answers, cause = self.http.post_many("/chat/completions", bodies)
+        return {i: wire.usage_prompt_tokens(a, self.label, texts[i]) for i, a in answers.items()}, cause
+
+    def _count_usage(self, requests: list[CountRequest]) -> list[CountResult]:
+        """prompt_tokens(message) - prompt_tokens(empty message): the template's own tokens cancel."""
+        if self._baseline is None:
+            base, cause = self._prompt_tokens([""])
+            if cause is not None:
+                raise cause
+            self._baseline = base[0]
+        counts, cause = self._prompt_tokens([r.text for r in requests])
+        results = {i: CountResult(n - self._baseline, "usage") for i, n in counts.items()}
+        return _finish(results, len(requests), cause)
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """Teacher-forced top-k from ``prompt_logprobs``, only when alignment was proven at load."""
+        check = self.probed.get("prompt_logprobs") or {}
+        if not check.get("ok"):
+            raise CapabilityMissing(
+                f"model '{self.label}': teacher-forced scoring disabled: prompt log-probs {check.get('reason')}"
+            )
+        if any(r.mode == "full" for r in requests):
+            raise CapabilityMissing(f"model '{self.label}': full-vocabulary scoring is not offered over HTTP")
+        bodies = [wire.prompt_logprobs_body(self.model, r.text, r.top_k or 1) for r in requests]
+        answers, cause = self.http.post_many("/completions", bodies)
+        results = {i: wire.parse_prompt_logprobs(a, requests[i], self.label) for i, a in answers.items()}
+        return _finish(results, len(requests), cause)
+
+
+class ApiBackend(Backend):
+    """A backend whose requests go to an :class:`OpenAIEndpoint` (set up by ``load()``).
+
+    ``_call`` is the one place a subclass can intercept failures (the ``vllm`` backend turns a
+    failure after its server died into "died mid-run" with the server log's tail).
+    """
+
+    api: OpenAIEndpoint | None = None
+
+    @property
+    def endpoint(self) -> OpenAIEndpoint:
+        if self.api is None:
+            raise BackendError(f"model '{self.spec.name}': not loaded")
+        return self.api
+
+    def _call(self, fn: Callable[[list[Any]], list[T]], requests: list[Any]) -> list[T]:
+        return fn(requests)
+
+    def close(self) -> None:
+        if self.api is not None:
+            self.api.close()
+
+    def capabilities(self) -> Capabilities:
+        return self.endpoint.capabilities()
+
+    def usage(self) -> dict[str, int]:
+        return self.api.usage() if self.api else {}
+
+    def batch_size(self, kind: str) -> int:
+        return self.endpoint.options.concurrency * 4
+
+    def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
+        return self._call(self.endpoint.generate, requests)
+
+    def count(self, requests: list[CountRequest]) -> list[CountResult]:
+        return self._call(self.endpoint.count, requests)
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        return self._call(self.endpoint.score, requests)
+
+
+class OpenAIBackend(ApiBackend):
     name: ClassVar[str] = "openai"
     description: ClassVar[str] = "any OpenAI-compatible endpoint: API-only models, vLLM, llama.cpp server"
     Options = OpenAIOptions
@@ -82,409 +280,10 @@ class OpenAIBackend(Backend):
         if not opts.base_url.startswith(("http://", "https://")):
             raise ValueError(f"options.base_url must start with http:// or https:// (got {opts.base_url!r})")
 
-    def __init__(self, spec: ModelSpec):
-        super().__init__(spec)
-        self.model = self.options.model or spec.path or ""
-        self.base_url = (self.options.base_url or "").rstrip("/")
-        self.probed: dict[str, Any] = {}
-        self.server_model: dict[str, Any] = {}
-        self.server_header: str | None = None
-        self.totals = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        self._baseline: int | None = None
-
-    # ------------------------------------------------------------------ HTTP
-    def _headers(self) -> dict[str, str]:
-        env = self.options.api_key_env
-        if env is None:
-            return {}
-        key = os.environ.get(env)
-        if not key:
-            raise BackendError(f"model '{self.spec.name}': environment variable {env} (options.api_key_env) is not set")
-        return {"Authorization": f"Bearer {key}"}
-
-    def _client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(
-            max_connections=self.options.concurrency, max_keepalive_connections=self.options.concurrency
-        )
-        return httpx.AsyncClient(timeout=self.options.timeout_s, limits=limits, headers=self._headers())
-
-    async def _post(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, path: str, body: dict) -> dict:
-        """POST with retries. Raises BackendError (fatal) or CapabilityMissing (a 400)."""
-        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
-        start = time.monotonic()
-        last = ""
-        for attempt in range(self.options.max_attempts):
-            delay = None
-            async with sem:
-                try:
-                    resp = await client.post(url, json=body)
-                    self.totals["requests"] += 1
-                    self.server_header = resp.headers.get("server", self.server_header)
-                    if resp.status_code == 200:
-                        return resp.json()
-                    if resp.status_code in FATAL_STATUS:
-                        raise BackendError(
-                            f"model '{self.spec.name}': {url} answered {resp.status_code} "
-                            f"({FATAL_STATUS[resp.status_code]}): {resp.text[:300]}"
-                            + (f" (check {self.options.api_key_env})" if resp.status_code in (401, 403) else "")
-                        )
-                    if resp.status_code == 400 or resp.status_code == 422:
-                        raise CapabilityMissing(f"{url} rejected the request ({resp.status_code}): {resp.text[:300]}")
-                    last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                    if resp.status_code not in RETRY_STATUS:
-                        raise BackendError(f"model '{self.spec.name}': {url} answered {last}")
-                    delay = _retry_after(resp.headers.get("retry-after"))
-                except (httpx.TransportError, json.JSONDecodeError) as e:  # timeouts, resets, truncated JSON
-                    last = f"{type(e).__name__}: {e}"
-            if attempt + 1 == self.options.max_attempts:
-                break
-            if delay is None:
-                delay = self.options.backoff_s * 2**attempt * (0.5 + random.random())
-            if time.monotonic() - start + delay > self.options.max_retry_s:
-                break
-            self.totals["retries"] += 1
-            await asyncio.sleep(delay)
-        raise BackendError(
-            f"model '{self.spec.name}': {url} failed after {attempt + 1} attempts "
-            f"({time.monotonic() - start:.1f}s); last error: {last}"
-        )
-
-    def _run_partial(self, path: str, bodies: list[dict]) -> tuple[dict[int, dict], BackendError | None]:
-        """Send ``bodies`` concurrently (bounded). Returns the answers by index and the first
-        error, if any: answers that arrived before a failure are kept, not thrown away."""
-
-        async def go() -> list[dict | BaseException]:
-            sem = asyncio.Semaphore(self.options.concurrency)
-            async with self._client() as client:
-                return await asyncio.gather(*(self._post(client, sem, path, b) for b in bodies), return_exceptions=True)
-
-        answers = asyncio.run(go())
-        cause = None
-        for a in answers:
-            if isinstance(a, BackendError):
-                cause = cause or a
-            elif isinstance(a, BaseException):
-                raise a
-        done = {i: a for i, a in enumerate(answers) if not isinstance(a, BaseException)}
-        for a in done.values():
-            usage = a.get("usage") or {}
-            self.totals["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-            self.totals["completion_tokens"] += int(usage.get("completion_tokens") or 0)
-        return done, cause
-
-    def _run(self, path: str, bodies: list[dict]) -> list[dict]:
-        """All answers in order, or the first error."""
-        done, cause = self._run_partial(path, bodies)
-        if cause is not None:
-            raise cause
-        return [done[i] for i in range(len(bodies))]
-
-    @staticmethod
-    def _finish(results: dict[int, Any], n: int, cause: BackendError | None) -> list[Any]:
-        """Results in request order, or PartialBatch with those that completed."""
-        if cause is None:
-            return [results[i] for i in range(n)]
-        if not results:
-            raise cause
-        raise PartialBatch(results, cause)
-
-    def _get(self, path: str) -> dict:
-        try:
-            resp = httpx.get(f"{self.base_url}{path}", headers=self._headers(), timeout=self.options.timeout_s)
-        except httpx.TransportError as e:
-            raise BackendError(
-                f"model '{self.spec.name}': cannot reach {self.base_url}: {type(e).__name__}: {e}"
-            ) from e
-        if resp.status_code in FATAL_STATUS:
-            raise BackendError(
-                f"model '{self.spec.name}': {self.base_url}{path} answered {resp.status_code} "
-                f"({FATAL_STATUS[resp.status_code]})"
-                + (f"; check {self.options.api_key_env}" if resp.status_code < 404 else "")
-            )
-        resp.raise_for_status()
-        return resp.json()
-
-    # ------------------------------------------------------------------ lifecycle
     def load(self) -> None:
-        models = self._get("/models").get("data", [])
-        match = next((m for m in models if m.get("id") == self.model), None)
-        if match is None and len(models) == 1 and self.options.model is None and self.spec.path is None:
-            match = models[0]
-        self.server_model = match or {}
-        if self.options.probe_capabilities:
-            self.probed = self._probe()
-
-    def _probe(self) -> dict[str, Any]:
-        """What the server really supports. Each check is one or two tiny requests."""
-        out: dict[str, Any] = {}
-        msg = [{"role": "user", "content": "Count: 1, 2, 3,"}]
-
-        def attempt(path: str, body: dict) -> dict | None:
-            try:
-                return self._run(path, [body])[0]
-            except CapabilityMissing:
-                return None
-
-        a = attempt("/chat/completions", {"model": self.model, "messages": msg, "max_tokens": 2, "temperature": 0})
-        out["chat"] = a is not None
-        out["usage"] = bool(a and (a.get("usage") or {}).get("prompt_tokens"))
-        k = 0
-        for trial in (20, 5, 1):
-            b = attempt(
-                "/chat/completions",
-                {"model": self.model, "messages": msg, "max_tokens": 1, "logprobs": True, "top_logprobs": trial},
-            )
-            content = ((b or {}).get("choices") or [{}])[0].get("logprobs") or {}
-            tops = (content.get("content") or [{}])[0].get("top_logprobs") or []
-            if tops:
-                k = min(trial, len(tops))
-                break
-        out["chat_top_logprobs"] = k
-        s = [
-            attempt(
-                "/chat/completions",
-                {"model": self.model, "messages": msg, "max_tokens": 8, "temperature": 1.0, "seed": 1234},
-            )
-            for _ in range(2)
-        ]
-        texts = [((x or {}).get("choices") or [{}])[0].get("message", {}).get("content") for x in s]
-        out["seed_honoured"] = texts[0] is not None and texts[0] == texts[1]
-        out["tokenize"] = self._tokenize_endpoint()
-        out["echo_alignment"] = self._alignment_check()
-        return out
-
-    def _tokenize_endpoint(self) -> str | None:
-        """vLLM: POST /tokenize {model, prompt}; llama-cpp-python: POST /extras/tokenize {input}."""
-        root = self.base_url.removesuffix("/v1")
-        for path, body, field in (
-            ("/tokenize", {"model": self.model, "prompt": "a b", "add_special_tokens": False}, "tokens"),
-            ("/extras/tokenize", {"input": "a b"}, "tokens"),
-        ):
-            try:
-                r = httpx.post(root + path, json=body, headers=self._headers(), timeout=self.options.timeout_s)
-            except httpx.TransportError:
-                continue
-            if r.status_code == 200 and isinstance(r.json().get(field), list):
-                return path
-        return None
-
-    def _alignment_check(self) -> dict[str, Any]:
-        """Score "1, 2, ..., 30" with echo: the actual tokens must be the model's top choices.
-
-        Returns the share of positions where the top-1 token is the actual token and where it
-        is the *next* token. A shifted server (llama.cpp) has the second high and the first low.
-        """
-        body = {
-            "model": self.model,
-            "prompt": ALIGNMENT_TEXT,
-            "max_tokens": 1,
-            "echo": True,
-            "logprobs": 1,
-            "temperature": 0,
-        }
-        try:
-            ans = self._run("/completions", [body])[0]
-        except (CapabilityMissing, BackendError) as e:
-            return {"ok": False, "reason": f"echo not supported: {str(e)[:200]}"}
-        lp = (ans.get("choices") or [{}])[0].get("logprobs") or {}
-        tokens, tops = lp.get("tokens") or [], lp.get("top_logprobs") or []
-        n = min(len(tokens), len(tops))
-        pairs = [(i, tops[i]) for i in range(n // 2, n - 1) if tops[i]]  # the predictable second half
-        if not pairs:
-            return {"ok": False, "reason": "no prompt log-probs in the echo answer"}
-        aligned = sum(max(t, key=t.get) == tokens[i] for i, t in pairs) / len(pairs)
-        shifted = sum(max(t, key=t.get) == tokens[i + 1] for i, t in pairs) / len(pairs)
-        ok = aligned >= 0.8 and aligned > shifted
-        reason = "aligned" if ok else ("shifted by one position" if shifted > aligned else "low agreement")
-        return {"ok": ok, "aligned": aligned, "shifted": shifted, "positions": len(pairs), "reason": reason}
-
-    def close(self) -> None:
-        pass
-
-    # ------------------------------------------------------------------ identity
-    def capabilities(self) -> Capabilities:
-        p = self.probed
-        caps = [Capability.GENERATE] if p.get("chat", True) else []
-        if p.get("chat_top_logprobs"):
-            caps.append(Capability.NEXT_TOKEN_TOPK)
-        if p.get("usage") or p.get("tokenize"):
-            caps.append(Capability.TOKEN_COUNTS)
-        if (p.get("echo_alignment") or {}).get("ok"):
-            caps.append(Capability.TOPK_LOGPROBS)
-        return Capabilities(supported=caps, max_top_k=int(p.get("chat_top_logprobs") or 0))
+        model = self.options.model or self.spec.path or ""
+        self.api = OpenAIEndpoint(self.spec.name, self.options.base_url, model, self.options)
+        self.api.connect()
 
     def fingerprint(self) -> dict[str, Any]:
-        fp = {
-            "backend": self.name,
-            "base_url": self.base_url,
-            "model": self.model,
-            "server_model": {k: self.server_model.get(k) for k in ("id", "created", "owned_by", "root", "revision")},
-            "server": self.server_header,
-            "capabilities": self.probed,
-            "api_key_env": self.options.api_key_env,  # the variable's name, never its value
-        }
-        key_fields = [self.base_url, self.model, json.dumps(fp["server_model"], sort_keys=True)]
-        fp["key"] = hashlib.sha256("\n".join(key_fields).encode()).hexdigest()
-        return fp
-
-    def usage(self) -> dict[str, int]:
-        return dict(self.totals)
-
-    def batch_size(self, kind: str) -> int:
-        return self.options.concurrency * 4
-
-    # ------------------------------------------------------------------ requests
-    def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
-        bodies, owners = [], []
-        for j, r in enumerate(requests):
-            for i in range(r.n):
-                body: dict[str, Any] = {
-                    "model": self.model,
-                    "messages": r.messages,
-                    "max_tokens": r.max_new_tokens,
-                    "temperature": r.temperature,
-                    "top_p": r.top_p,
-                    "seed": r.seed + i,
-                }
-                if r.top_logprobs:
-                    body |= {"logprobs": True, "top_logprobs": r.top_logprobs}
-                bodies.append(body)
-                owners.append(j)
-        answers, cause = self._run_partial("/chat/completions", bodies)
-        out: dict[int, GenerateResult] = {}
-        complete = {j for j in range(len(requests)) if all(i in answers for i, o in enumerate(owners) if o == j)}
-        for j, a in zip(owners, [answers.get(i) for i in range(len(bodies))]):
-            if j not in complete:
-                continue
-            choice = _first_choice(a, self.spec.name)
-            text = (choice.get("message") or {}).get("content")
-            if not isinstance(text, str):
-                raise BackendError(f"model '{self.spec.name}': answer without message content: {str(a)[:300]}")
-            usage = a.get("usage") or {}
-            res = out.setdefault(j, GenerateResult(texts=[], completion_tokens=[], prompt_tokens=0))
-            res.texts.append(text)
-            res.completion_tokens.append(int(usage.get("completion_tokens") or 0))
-            res.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            if requests[j].top_logprobs and not res.first_token_topk:
-                content = (choice.get("logprobs") or {}).get("content") or []
-                if content:
-                    res.first_token_topk = [[(t["token"], float(t["logprob"])) for t in content[0]["top_logprobs"]]]
-        return self._finish(out, len(requests), cause)
-
-    def count(self, requests: list[CountRequest]) -> list[CountResult]:
-        method = self.options.count_method
-        tokenize = self.probed.get("tokenize") if self.probed else None
-        if method in ("auto", "tokenize") and tokenize:
-            return self._count_tokenize(tokenize, requests)
-        if method == "tokenize":
-            raise CapabilityMissing(f"model '{self.spec.name}': the server has no tokenize endpoint")
-        return self._count_usage(requests)
-
-    def _count_tokenize(self, path: str, requests: list[CountRequest]) -> list[CountResult]:
-        """Counts from the server's tokenize endpoint (outside /v1), with the same concurrency,
-        retries and partial-batch handling as every other request."""
-        url = self.base_url.removesuffix("/v1") + path
-        bodies = [
-            {"input": r.text}
-            if path == "/extras/tokenize"
-            else {"model": self.model, "prompt": r.text, "add_special_tokens": False}
-            for r in requests
-        ]
-        answers, cause = self._run_partial(url, bodies)
-        results = {i: CountResult(len(a["tokens"]), "tokenize") for i, a in answers.items()}
-        return self._finish(results, len(requests), cause)
-
-    def _prompt_tokens(self, texts: list[str]) -> tuple[dict[int, int], BackendError | None]:
-        bodies = [
-            {"model": self.model, "messages": [{"role": "user", "content": t}], "max_tokens": 1, "temperature": 0}
-            for t in texts
-        ]
-        answers, cause = self._run_partial("/chat/completions", bodies)
-        out = {}
-        for i, a in answers.items():
-            n = (a.get("usage") or {}).get("prompt_tokens")
-            if not isinstance(n, int):
-                raise CapabilityMissing(
-                    f"model '{self.spec.name}': the server reports no usage.prompt_tokens, so token counts "
-                    f"cannot be measured this way (text {texts[i]!r})"
-                )
-            out[i] = n
-        return out, cause
-
-    def _count_usage(self, requests: list[CountRequest]) -> list[CountResult]:
-        """prompt_tokens(message) - prompt_tokens(empty message): the template's own tokens cancel."""
-        if self._baseline is None:
-            base, cause = self._prompt_tokens([""])
-            if cause is not None:
-                raise cause
-            self._baseline = base[0]
-        counts, cause = self._prompt_tokens([r.text for r in requests])
-        results = {i: CountResult(n - self._baseline, "usage") for i, n in counts.items()}
-        return self._finish(results, len(requests), cause)
-
-    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        """Teacher-forced top-k via echo, only when the alignment check passed and the server
-        returns token ids (vLLM's ``return_tokens_as_token_ids``): the logit probes align by id."""
-        check = self.probed.get("echo_alignment") or {}
-        if not check.get("ok"):
-            raise CapabilityMissing(
-                f"model '{self.spec.name}': teacher-forced scoring disabled: echo alignment check {check.get('reason')}"
-            )
-        bodies = [
-            {
-                "model": self.model,
-                "prompt": r.text,
-                "max_tokens": 1,
-                "echo": True,
-                "logprobs": r.top_k or 1,
-                "return_tokens_as_token_ids": True,
-            }
-            for r in requests
-        ]
-        out = []
-        for a in self._run("/completions", bodies):
-            lp = _first_choice(a, self.spec.name).get("logprobs") or {}
-            tokens, token_lp, tops = (
-                lp.get("tokens") or [],
-                lp.get("token_logprobs") or [],
-                lp.get("top_logprobs") or [],
-            )
-            n = len(tokens) - 1  # echo ends with the one generated token
-            ids = [_token_id(t) for t in tokens[:n]]
-            if n < 2 or None in ids:
-                raise CapabilityMissing(
-                    f"model '{self.spec.name}': the server returns token strings, not ids; cannot align log-probs by id"
-                )
-            top_items = [sorted(((_token_id(k), v) for k, v in t.items()), key=lambda kv: -kv[1]) for t in tops[1:n]]
-            k = min(len(t) for t in top_items)
-            out.append(
-                ScoreResult(
-                    token_ids=np.array(ids),
-                    token_logprobs=np.array(token_lp[1:n], dtype=np.float32),
-                    topk_ids=np.array([[i for i, _ in t[:k]] for t in top_items]),
-                    topk_logprobs=np.array([[v for _, v in t[:k]] for t in top_items], dtype=np.float32),
-                )
-            )
-        return out
-
-
-def _token_id(token: str) -> int | None:
-    """vLLM writes tokens as "token_id:123" when asked to; anything else has no id."""
-    return int(token[9:]) if token.startswith("token_id:") and token[9:].isdigit() else None
-
-
-def _first_choice(answer: dict, model: str) -> dict:
-    choices = answer.get("choices")
-    if not isinstance(choices, list) or not choices:
-        raise BackendError(f"model '{model}': malformed answer (no choices): {str(answer)[:300]}")
-    return choices[0]
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (seconds form; HTTP dates are rare for APIs)."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+        return {"backend": self.name, **self.endpoint.fingerprint()}
