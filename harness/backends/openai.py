@@ -93,6 +93,7 @@ class OpenAIEndpoint:
         self.probed: dict[str, Any] = {}
         self.server_model: dict[str, Any] = {}
         self._baseline: int | None = None
+        self.server_version: str | None = None
 
     def _headers(self) -> dict[str, str]:
         env = self.options.api_key_env
@@ -123,8 +124,18 @@ class OpenAIEndpoint:
         if match is None and model_from_server and len(models) == 1:
             match = models[0]
         self.server_model = match or {}
+        self.server_version = self._server_version()
         if o.probe_capabilities:
             self.probed = server_discovery.discover(self.client, self.model)
+
+    def _server_version(self) -> str | None:
+        """vLLM and SGLang answer ``GET /version``; other servers do not, which is fine."""
+        try:
+            answer = self.http.get(self.http.server_url("/version"))
+        except BackendError:
+            return None
+        version = answer.get("version")
+        return version if isinstance(version, str) else None
 
     def close(self) -> None:
         client, self.client = self.client, None
@@ -149,6 +160,7 @@ class OpenAIEndpoint:
             "model": self.model,
             "server_model": server_model,
             "server": self.client.server_header if self.client else None,
+            "server_version": self.server_version,
             "capabilities": self.probed,
             "api_key_env": self.options.api_key_env,
         }

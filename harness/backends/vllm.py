@@ -162,7 +162,6 @@ class VLLMBackend(ApiBackend):
                 "command": self.server.command,
                 "launcher": self.launcher_source,
                 "server_log": str(self.server.log_path),
-                "server_version": self.server.version(),
             }
             # The port changes between runs; the served model and engine arguments do not.
             engine = " ".join([self.spec.path or "", *engine_args(self.spec, self.options, port=0)])

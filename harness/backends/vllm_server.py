@@ -126,13 +126,6 @@ class VLLMServer:
             f"--- last lines ---\n{self.log_tail()}"
         )
 
-    def version(self) -> str | None:
-        """The server's own version (``/version``), recorded in the fingerprint."""
-        try:
-            return httpx.get(f"http://{self.host}:{self.port}/version", timeout=5).json().get("version")
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return None
-
     def stop(self, grace_s: float = 30) -> None:
         """SIGTERM to the server's whole process group, SIGKILL to what is left after
         ``grace_s``. The group, not just the leader: vLLM's engine runs in child processes that
