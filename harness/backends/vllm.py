@@ -106,19 +106,23 @@ class VLLMBackend(ApiBackend):
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> None:
+        """Launch (or attach), connect and discover. On failure nothing is left running: the
+        runner does not call ``close()`` for a model that never loaded."""
         o = self.options
         alive = None
-        if self.launched:
-            server = self.server = self._launch()
-            base_url, model = server.base_url, o.served_model_name or self.spec.name
-            alive = lambda: not server.died()  # noqa: E731 (fail at once, not after retries, when it dies)
-        else:
-            base_url, model = o.url or "", o.served_model_name or self.spec.path or self.spec.name
-        self.api = OpenAIEndpoint(self.spec.name, base_url, model, o, alive=alive)
         try:
+            if self.launched:
+                server = self._launch()
+                base_url, model = server.base_url, o.served_model_name or self.spec.name
+                alive = lambda: not server.died()  # noqa: E731 (fail at once, not after retries, when it dies)
+            else:
+                base_url, model = o.url or "", o.served_model_name or self.spec.path or self.spec.name
+            self.api = OpenAIEndpoint(self.spec.name, base_url, model, o, alive=alive)
             self.api.connect()
         except BackendError as e:
-            raise self._translate(e) from e
+            error = self._translate(e)
+            self.close()
+            raise error from e
 
     def _launch(self) -> VLLMServer:
         o = self.options

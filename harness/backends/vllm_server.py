@@ -98,7 +98,9 @@ class VLLMServer:
         url = f"http://{self.host}:{self.port}/health"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BackendError(self.crash_message("exited during start-up"))
+                message = self.crash_message("exited during start-up")
+                self.stop()  # the leader is gone; its engine processes may not be
+                raise BackendError(message)
             try:
                 if httpx.get(url, timeout=5).status_code == 200:
                     return
