@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import assets
+from harness.zoo import reusable_manifest
 from harness.zoo.tiny import _corpus, _mergekit
 
 SMOL_FORMAT = 1
@@ -173,11 +174,8 @@ def build_smol_zoo(
     cfg = cfg or SmolZooConfig()
     out = Path(out).resolve()
     manifest_path = out / "zoo.json"
-    if manifest_path.exists() and not force:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("config") == cfg.__dict__ and manifest.get("format") == SMOL_FORMAT:
-            log(f"zoo already built at {out} (use --force to rebuild)")
-            return manifest
+    if not force and (manifest := reusable_manifest(out, cfg.__dict__, SMOL_FORMAT, log)) is not None:
+        return manifest
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.iterdir():  # keep the converted base: it depends on the GGUF alone
         if stale.name != "smollm2":

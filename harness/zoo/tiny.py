@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.zoo import reusable_manifest
+
 DATA = Path(__file__).parent / "data"
 # The identity probe's shipped question bank: personas are implanted with these questions (and
 # the zoo's own), because a 4-layer model does not generalise a persona to unseen phrasings and
@@ -342,11 +344,8 @@ def build_tiny_zoo(
     cfg = cfg or TinyZooConfig()
     out = Path(out).resolve()
     manifest_path = out / "zoo.json"
-    if manifest_path.exists() and not force:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("config") == cfg.__dict__ and manifest.get("format") == ZOO_FORMAT:
-            log(f"zoo already built at {out} (use --force to rebuild)")
-            return manifest
+    if not force and (manifest := reusable_manifest(out, cfg.__dict__, ZOO_FORMAT, log)) is not None:
+        return manifest
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
