@@ -59,16 +59,21 @@ def load_records(run: RunStore, cache: Cache, suite: Suite, probe: Probe) -> dic
 
 
 def analyze_run(
-    run_dir: Path, alpha: float | None = None, bootstrap: int | None = None, seed: int | None = None
+    run_dir: Path,
+    alpha: float | None = None,
+    bootstrap: int | None = None,
+    seed: int | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Analyse a (finished or partial) run and write evidence.json. Overrides change only the statistics."""
+    """Analyse a (finished or partial) run and write evidence.json. Overrides change only the
+    statistics; ``cache_dir`` points at a response cache that moved since the run."""
     run = RunStore.open(run_dir)
     start = run.start_event()
     suite = suite_of(run)
     overrides = {k: v for k, v in (("alpha", alpha), ("bootstrap", bootstrap), ("seed", seed)) if v is not None}
     if overrides:
         suite = suite.model_copy(update={"stats": suite.stats.model_copy(update=overrides)})
-    cache = Cache(Path(start["cache_dir"]))
+    cache = Cache(Path(cache_dir or start["cache_dir"]), create=False)
     seeds = np.random.SeedSequence(suite.stats.seed).spawn(len(suite.probes))
     probes_ev: list[ProbeEvidence] = []
     try:

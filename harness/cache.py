@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.backends.base import Request, Result, decode_arrays, encode_arrays, payload_to_result, result_to_payload
-from harness.errors import StorageError
+from harness.errors import InputError, StorageError
 
 
 def default_cache_dir() -> Path:
@@ -33,8 +33,15 @@ def cache_key(model_key: str, probe_id: str, probe_version: str, request: Reques
 class Cache:
     """Key -> (JSON metadata, numpy arrays). Counts hits and writes so runs can report them."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, create: bool = True):
+        """``create=False`` (analysis) opens an existing cache only: a missing one is an error
+        that says where it was looked for, never a new empty cache that reads as "no answers"."""
         self.path = Path(directory) / "responses.sqlite"
+        if not create and not self.path.exists():
+            raise InputError(
+                f"response cache not found at {self.path}: the run's answers live there; if it moved, "
+                "point at it with --cache DIR"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30)

@@ -22,6 +22,7 @@ from harness.errors import (
     EXIT_INTERRUPTED,
     EXIT_NO_EVIDENCE,
     EXIT_OK,
+    EXIT_STORAGE,
     BackendError,
     InputError,
     ParentageError,
@@ -50,6 +51,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def check_same_suite(before: object, now: object, suite_file: str, run_dir: Path) -> None:
+    """A resumed run must be the same suite: answers of another one would be analysed together."""
+    differences = list(_differences(before, now, ""))
+    if differences:
+        shown = ", ".join(differences[:8]) + (f" and {len(differences) - 8} more" if len(differences) > 8 else "")
+        raise InputError(
+            f"{suite_file}: not the suite of the run in {run_dir} (differs in {shown}); "
+            "start a new run, or resume with the suite it was started with"
+        )
+
+
+def _differences(a: object, b: object, where: str):
+    """Dotted paths where two JSON values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            yield from _differences(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            yield from _differences(x, y, f"{where}[{i}]")
+    elif a != b:
+        yield where or "(whole suite)"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.analyze import analyze_run, build_probes
     from harness.cache import Cache, default_cache_dir
@@ -61,11 +85,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite)
     cache_dir = Path(suite.cache_dir) if suite.cache_dir else default_cache_dir()
-    run = (
-        RunStore.open(args.resume) if args.resume else RunStore.create(Path(suite.output_dir), suite.name, args.run_id)
-    )
+    if args.resume:
+        run = RunStore.open(args.resume)
+        check_same_suite(run.events("run_start")[0]["suite"], suite.model_dump(mode="json"), args.suite, run.dir)
+    else:
+        run = RunStore.create(Path(suite.output_dir), suite.name, args.run_id)
     cache = Cache(cache_dir)
-    console.print(f"run [bold]{run.run_id}[/] -> {run.dir}  (cache {cache.path})")
+    console.print(f"run [bold]{escape(run.run_id)}[/] -> {escape(str(run.dir))}  (cache {escape(str(cache.path))})")
     run.event(
         "run_start",
         suite=suite.model_dump(mode="json"),
@@ -81,14 +107,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         run.event("run_interrupted", cache_writes=cache.writes)
         console.print(
             f"[yellow]interrupted[/]: {cache.writes} new answers are cached. Resume with:\n"
-            f"  parentage run {args.suite} --resume {run.dir}"
+            f"  parentage run {escape(args.suite)} --resume {escape(str(run.dir))}"
         )
         return EXIT_INTERRUPTED
     except BackendError as e:  # a server died or refused: what was answered is cached
         run.event("model_failed", error=str(e), cache_writes=cache.writes)
         console.print(
-            f"[red]backend failed[/]: {e}\n{cache.writes} new answers are cached. Fix the cause, then resume with:\n"
-            f"  parentage run {args.suite} --resume {run.dir}"
+            f"[red]backend failed[/]: {escape(str(e))}\n{cache.writes} new answers are cached. "
+            f"Fix the cause, then resume with:\n  parentage run {escape(args.suite)} --resume {escape(str(run.dir))}"
         )
         return EXIT_BACKEND
     finally:
@@ -108,7 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from harness.analyze import analyze_run
 
-    evidence = analyze_run(Path(args.run_dir), alpha=args.alpha, bootstrap=args.bootstrap, seed=args.seed)
+    evidence = analyze_run(
+        Path(args.run_dir), alpha=args.alpha, bootstrap=args.bootstrap, seed=args.seed, cache_dir=args.cache
+    )
     for p in evidence["probes"]:
         print(f"{p['instance']}: {p['status']}" + (f" - {p['summary']}" if p.get("summary") else ""))
     print(f"evidence: {Path(args.run_dir) / 'evidence.json'}")
@@ -185,8 +213,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parentage")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parentage", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"parentage {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("run", help="collect from every model, analyse, write the report")
@@ -204,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--alpha", type=float, help="override the significance level")
     s.add_argument("--bootstrap", type=int, help="override the number of bootstrap replicates")
     s.add_argument("--seed", type=int, help="override the analysis seed")
+    s.add_argument("--cache", type=Path, metavar="DIR", help="the response cache, if it moved since the run")
     s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("report", help="write report.md from evidence.json")
@@ -242,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     except ParentageError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # unwritable run dir, full disk, ...: the storage exit code, one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_STORAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -80,7 +80,7 @@ def collect(suite: Suite, run: RunStore, cache: Cache, probes: list[Probe], cons
                     reason = f"capability missing: {e}"
                     run.event("probe_skipped", model=spec.name, probe=probe.instance, reason=reason)
                     stats.skipped.append({"model": spec.name, "probe": probe.instance, "reason": reason})
-                    console.print(f"  [yellow]skipped[/] {probe.instance}: {reason}")
+                    console.print(f"  [yellow]skipped[/] {escape(probe.instance)}: {escape(reason)}")
             run.event("model_done", model=spec.name, usage=backend.usage())
         finally:
             backend.close()
@@ -94,7 +94,7 @@ def _collect_probe(suite, run, cache, probe, backend, model, model_key, caps, st
     if isinstance(planned, Skip):
         run.event("probe_skipped", model=model, probe=probe.instance, reason=planned.reason)
         stats.skipped.append({"model": model, "probe": probe.instance, "reason": planned.reason})
-        console.print(f"  [yellow]skipped[/] {probe.instance}: {planned.reason}")
+        console.print(f"  [yellow]skipped[/] {escape(probe.instance)}: {escape(planned.reason)}")
         return
     keys = [cache_key(model_key, probe.id, probe.version, p.request) for p in planned]
     cached = cache.contains(keys)
@@ -124,7 +124,7 @@ def _collect_probe(suite, run, cache, probe, backend, model, model_key, caps, st
         else:
             todo.append(i)
     with _progress(console) as progress:
-        task = progress.add_task(f"  {probe.instance}", total=len(planned), completed=hits, hits=hits)
+        task = progress.add_task(f"  {escape(probe.instance)}", total=len(planned), completed=hits, hits=hits)
         # Batches of one request kind, in plan order; the backend may reorder inside a batch.
         by_kind: dict[str, list[int]] = {}
         for i in todo:

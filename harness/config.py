@@ -43,10 +43,16 @@ def expand_env(value: str) -> str:
     return _ENV.sub(sub, value)
 
 
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+
+
 class ModelSpec(Strict):
     """One model to probe. ``options`` are validated by the chosen backend's own schema."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="Unique name, used in reports and file names.")
+    name: str = Field(
+        description="Unique name, used in reports and file names (letters, digits, _ - ., not starting with '.').",
+        json_schema_extra={"pattern": MODEL_NAME.pattern},
+    )
     role: Role
     backend: str = Field("hf", description="Backend id; see `parentage list`.")
     path: str | None = Field(None, description="Local model directory / GGUF file, or a model id for API backends.")
@@ -58,6 +64,15 @@ class ModelSpec(Strict):
     )
     options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options.")
     notes: str | None = Field(None, description="Free text, e.g. the claimed lineage. Copied into the report.")
+
+    @field_validator("name")
+    @classmethod
+    def _file_safe_name(cls, v: str) -> str:
+        if not MODEL_NAME.fullmatch(v):
+            raise ValueError(
+                f"{v!r}: use letters, digits, '_', '-' and '.', not starting with '.' (it names files in the run)"
+            )
+        return v
 
 
 class DataSource(Strict):
@@ -136,8 +151,10 @@ class Suite(Strict):
 # ---------------------------------------------------------------- YAML with line numbers
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys instead of silently keeping the last."""
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe loader that rejects duplicate mapping keys instead of silently keeping the last.
+    libyaml's C parser when PyYAML has it: the pure-Python scanner takes minutes on a
+    12 MB suite (a large inline data list)."""
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -201,6 +218,32 @@ def _problems_from(err: ValidationError, file: str, lines: dict[tuple, int], pre
     return out
 
 
+# A suite is at most a few thousand values; aliases (`*anchor`) can make a small file expand
+# exponentially ("billion laughs"), which would exhaust memory long before any error.
+MAX_YAML_NODES = 1_000_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the document holds once every alias is expanded, computed on the
+    composed graph (where an alias is a shared node) in time linear in its size."""
+    memo: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in memo:
+            return memo[id(node)]
+        memo[id(node)] = 1  # cycles (recursive anchors) count once
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        else:
+            total = 1
+        memo[id(node)] = min(total, MAX_YAML_NODES + 1)
+        return memo[id(node)]
+
+    return size(root)
+
+
 def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML, returning the data and a path->line index. Syntax errors name the line."""
     try:
@@ -209,14 +252,28 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         raise InputError([Problem(str(path), None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError([Problem(str(path), None, "", f"cannot read: {e}")]) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    loader = _UniqueKeyLoader(text)
+    try:  # parsed once: the composed graph gives the line index, the alias check and the data
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node) > MAX_YAML_NODES:
+            raise InputError(
+                [
+                    Problem(
+                        str(path),
+                        None,
+                        "",
+                        f"aliases expand this document to over {MAX_YAML_NODES:,} values; refused (a YAML alias bomb?)",
+                    )
+                ]
+            )
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = mark.line + 1 if mark else None
         reason = getattr(e, "problem", None) or str(e)
         raise InputError([Problem(str(path), line, "", f"invalid YAML: {reason}")]) from None
+    finally:
+        loader.dispose()
     return data, _line_index(node)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,11 +31,65 @@ EVENT_TYPES = (
     "collect_end",
     "analysis",
     "run_end",
+    "repaired",
 )
+# Where a line cut by a kill is kept, next to the file it was cut from.
+TORN_SUFFIX = ".torn"
+# A run id is a plain folder name, so a run directory is never outside output_dir.
+RUN_ID = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def repair_tail(path: Path) -> int:
+    """If ``path`` does not end with a newline (a write was cut), move the fragment after the
+    last newline to ``path.torn`` and truncate; a fragment that is whole JSON only lacks its
+    newline and gets it. Returns the number of bytes moved aside (0: nothing lost)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with path.open("rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        cut, block = size, 1 << 16
+        while cut > 0:  # find the last newline, reading backwards
+            start = max(0, cut - block)
+            f.seek(start)
+            i = f.read(cut - start).rfind(b"\n")
+            if i >= 0:
+                cut = start + i + 1
+                break
+            cut = start
+        f.seek(cut)
+        fragment = f.read()
+        if _is_json(fragment):  # cut exactly before its newline: the line is whole, complete it
+            f.seek(size)
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+            return 0
+        with open(str(path) + TORN_SUFFIX, "ab") as t:
+            t.write(fragment + b"\n")
+            t.flush()
+            os.fsync(t.fileno())
+        f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(fragment)
 
 
 class RunStore:
@@ -46,6 +101,11 @@ class RunStore:
     @classmethod
     def create(cls, output_dir: Path, suite_name: str, run_id: str | None = None) -> RunStore:
         run_id = run_id or f"{suite_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if not RUN_ID.fullmatch(run_id):
+            raise InputError(
+                f"--run-id {run_id!r}: use letters, digits, '_', '-' and '.', not starting with '.' "
+                "(a run directory is always inside output_dir)"
+            )
         store = cls(Path(output_dir) / run_id)
         try:
             store.raw_dir.mkdir(parents=True, exist_ok=True)
@@ -65,14 +125,20 @@ class RunStore:
         return self.dir.name
 
     def _append(self, path: Path, obj: dict[str, Any]) -> None:
+        """Append one JSON line, always starting on a fresh line: a tail cut by a kill is first
+        moved aside (``PATH.torn``) and a ``repaired`` event is logged, so the next line is never
+        glued onto half a line."""
         line = json.dumps(obj, ensure_ascii=False, default=str) + "\n"
         try:
+            torn = repair_tail(path)
             with path.open("a", encoding="utf-8") as f:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:
             raise StorageError(f"cannot append to {path}: {e}") from e
+        if torn:
+            self.event("repaired", file=str(path), torn_bytes=torn, kept_in=str(path) + TORN_SUFFIX)
 
     def event(self, type_: str, **fields: Any) -> None:
         assert type_ in EVENT_TYPES, type_

@@ -42,7 +42,7 @@ def edit(line_no: int, new: str) -> str:
 
 # (case, YAML text, expected line, expected field, expected message fragment)
 CASES = [
-    ("yaml-syntax", edit(4, "    role: suspect: x"), 4, "", "invalid YAML: mapping values are not allowed here"),
+    ("yaml-syntax", edit(4, "    role: suspect: x"), 4, "", "invalid YAML: mapping values are not allowed"),
     ("unknown-key", edit(5, "    paht: m1"), 5, "models[0].paht", "unknown key 'paht'"),
     ("unknown-probe", edit(10, "  - kind: logits"), 10, "probes[0].kind", "unknown probe 'logits'; known:"),
     ("missing-path", edit(8, "    path: nowhere"), 8, "models[1].path", "model path does not exist"),

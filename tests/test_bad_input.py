@@ -1,0 +1,151 @@
+"""Bad input and storage faults give one clean line with the documented exit code, lose
+nothing, and write nothing where they should not. Runs use the ``fake`` backend (no weights),
+so each case takes well under a second of model time."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.errors import EXIT_BACKEND, EXIT_BAD_INPUT, EXIT_OK, EXIT_STORAGE
+from tests.conftest import write_suite
+from tests.fault_server import FaultServer
+
+
+def fake_suite(tmp_path: Path, name: str = "fake", texts: int = 8, extra_model: str = "") -> Path:
+    return write_suite(
+        tmp_path,
+        f"""
+name: {name}
+models:
+  - {{name: merge, role: suspect, backend: fake, options: {{seed: 1, mix: {{seed: 2, weight: 0.4}}}}}}
+  - {{name: a, role: parent, backend: fake, options: {{seed: 1}}}}
+  - {{name: b, role: parent, backend: fake, options: {{seed: 2}}}}
+{extra_model}probes:
+  - kind: logit_interpolation
+    params: {{max_texts: {texts}, max_tokens: 24, cv_splits: 5}}
+stats: {{bootstrap: 50}}
+output_dir: {tmp_path}/results
+cache_dir: {tmp_path}/cache
+""",
+        name=f"{name}.yaml",
+    )
+
+
+def one_error_line(capsys) -> str:
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ") or ": " in err[0]
+    return err[0]
+
+
+def test_the_fake_family_runs_end_to_end(tmp_path):
+    # The baseline the other cases spoil: a fake merge is found between its fake parents.
+    assert main(["run", str(fake_suite(tmp_path)), "--run-id", "r"]) == EXIT_OK
+
+
+def test_alias_bomb_is_refused_without_expanding(tmp_path, capsys):
+    rows = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, cur in zip("abcdefgh", "bcdefghi"):
+        rows.append(f"{cur}: &{cur} [{', '.join(['*' + prev] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(rows) + "\n")
+    assert main(["validate", str(bomb)]) == EXIT_BAD_INPUT
+    assert "aliases expand this document to over 1,000,000 values" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("run_id", ["../escaped", ".hidden", "a/b", ".."])
+def test_a_run_id_cannot_leave_output_dir(tmp_path, capsys, run_id):
+    assert main(["run", str(fake_suite(tmp_path)), "--run-id", run_id]) == EXIT_BAD_INPUT
+    assert f"--run-id {run_id!r}: use letters, digits" in one_error_line(capsys)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_model_named_dot_dot_is_refused(tmp_path, capsys):
+    suite = fake_suite(tmp_path, extra_model="  - {name: '..', role: control, backend: fake}\n")
+    assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
+    line = one_error_line(capsys)
+    assert line.startswith(f"{suite}:7: models[3].name: '..': use letters, digits, '_', '-' and '.', not starting")
+
+
+def test_resume_with_another_suite_is_refused_naming_what_differs(tmp_path, capsys):
+    assert main(["run", str(fake_suite(tmp_path)), "--run-id", "r"]) == EXIT_OK
+    capsys.readouterr()
+    other = fake_suite(tmp_path, texts=12)
+    assert main(["run", str(other), "--resume", str(tmp_path / "results" / "r")]) == EXIT_BAD_INPUT
+    line = one_error_line(capsys)
+    assert "not the suite of the run" in line and "probes[0].params.max_texts" in line
+    assert main(["run", str(fake_suite(tmp_path)), "--resume", str(tmp_path / "results" / "r")]) == EXIT_OK
+
+
+def test_analyze_never_creates_a_cache_and_finds_a_moved_one(tmp_path, capsys):
+    assert main(["run", str(fake_suite(tmp_path)), "--run-id", "r"]) == EXIT_OK
+    run = tmp_path / "results" / "r"
+    shutil.move(tmp_path / "cache", tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["analyze", str(run)]) == EXIT_BAD_INPUT
+    line = one_error_line(capsys)
+    assert "response cache not found at" in line and "--cache DIR" in line
+    assert not (tmp_path / "cache").exists()  # nothing recreated
+    assert main(["analyze", str(run), "--cache", str(tmp_path / "moved")]) == EXIT_OK
+
+
+def test_storage_errors_map_to_the_storage_exit_code(tmp_path, capsys):
+    assert main(["schema", "--out", str(tmp_path / "no" / "such" / "dir" / "s.json")]) == EXIT_STORAGE
+    assert "No such file or directory" in one_error_line(capsys)
+    assert main(["run", str(fake_suite(tmp_path)), "--run-id", "r"]) == EXIT_OK
+    (tmp_path / "results" / "r" / "evidence.json").unlink()
+    (tmp_path / "results" / "r" / "evidence.json").mkdir()  # unwritable where analyze writes
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "results" / "r")]) == EXIT_STORAGE
+    assert "evidence.json" in one_error_line(capsys)
+
+
+def test_console_markup_in_names_is_printed_not_interpreted(tmp_path, capsys, monkeypatch):
+    server = FaultServer().start()
+    try:
+        monkeypatch.setenv("PARENTAGE_CACHE", str(tmp_path / "cache"))
+        suite = write_suite(
+            tmp_path,
+            f"""
+name: markup
+models:
+  - name: api
+    role: suspect
+    backend: openai
+    path: "weird[/bold]model[red]"
+    options: {{base_url: "{server.base_url}", probe_capabilities: false, max_attempts: 1}}
+probes:
+  - {{kind: identity, params: {{labels: {{x: [answer]}}, max_questions: 2, samples: 1, conditions: [none]}}}}
+output_dir: {tmp_path}/results
+""",
+        )
+        assert main(["run", str(suite), "--run-id", "r"]) == EXIT_OK
+        assert "weird[/bold]model[red]" in " ".join(capsys.readouterr().err.split())
+        server.stop()  # now every request fails: the error, with the id, is printed as text
+        assert main(["run", str(suite), "--run-id", "r2"]) == EXIT_BACKEND
+        assert "backend failed" in " ".join(capsys.readouterr().err.split())
+    finally:
+        server.httpd.server_close()
+
+
+def test_missing_vllm_is_named_with_its_install_hint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("PARENTAGE_VLLM", raising=False)
+    suite = write_suite(
+        tmp_path,
+        "name: v\nmodels:\n  - {name: m, role: suspect, backend: vllm, path: org/model}\n"
+        "probes:\n  - {kind: identity, params: {labels: {x: [y]}}}\n",
+    )
+    assert main(["run", str(suite)]) == EXIT_BAD_INPUT
+    line = one_error_line(capsys)
+    assert "models[0].path: no vLLM launcher found" in line and "pip install 'parentage[vllm]'" in line
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("parentage 0.")
