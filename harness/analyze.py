@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from harness.backends.base import Request
 from harness.cache import Cache
-from harness.config import Suite
-from harness.errors import InputError
+from harness.config import StatsSpec, Suite
+from harness.errors import InputError, Problem
 from harness.runstore import RunStore, now
 from probes import probe_class
 from probes.base import Probe, ProbeEvidence, Record
@@ -71,8 +71,12 @@ def analyze_run(
     start = run.start_event()
     suite = suite_of(run)
     overrides = {k: v for k, v in (("alpha", alpha), ("bootstrap", bootstrap), ("seed", seed)) if v is not None}
-    if overrides:
-        suite = suite.model_copy(update={"stats": suite.stats.model_copy(update=overrides)})
+    if overrides:  # validated like the suite's own values: --alpha 2 or --bootstrap 0 are refused
+        try:
+            stats = StatsSpec.model_validate(suite.stats.model_dump() | overrides)
+        except ValidationError as e:
+            raise InputError([Problem("", None, f"--{err['loc'][0]}", err["msg"]) for err in e.errors()]) from None
+        suite = suite.model_copy(update={"stats": stats})
     cache = Cache(Path(cache_dir or start["cache_dir"]), create=False)
     seeds = np.random.SeedSequence(suite.stats.seed).spawn(len(suite.probes))
     probes_ev: list[ProbeEvidence] = []

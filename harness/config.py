@@ -118,7 +118,9 @@ class ProbeSpec(Strict):
 
 class StatsSpec(Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level for tests and CIs.")
-    bootstrap: int = Field(1000, ge=50, description="Cluster-bootstrap replicates (texts are resampled).")
+    bootstrap: int = Field(
+        1000, ge=50, le=100_000, description="Cluster-bootstrap replicates (texts are resampled); memory grows with it."
+    )
     seed: int = Field(0, description="Seed for every numpy Generator used in analysis.")
     correction: Literal["holm", "bh"] = "holm"
 
@@ -350,6 +352,7 @@ def load_suite(path: str | Path) -> Suite:
             resolve_field(p.data, "file", "probes", i, "data")
             if not Path(p.data.file).exists():
                 problems.append(Problem(file, *where("probes", i, "data", "file"), f"no such file: {p.data.file}"))
+    problems += _preflight(suite, file, lines, {p.field for p in problems})
     names = [p.name for p in suite.probes]
     for i, n in enumerate(names):
         if n in names[:i]:
@@ -361,6 +364,21 @@ def load_suite(path: str | Path) -> Suite:
     if problems:
         raise InputError(problems)
     return suite
+
+
+def _preflight(suite: Suite, file: str, lines: dict, reported: set[str]) -> list[Problem]:
+    """Each probe's own pre-flight checks (see ``Probe.preflight``), for probes whose
+    parameters are valid; reported in the same pass as every other problem."""
+    from probes import probe_class
+
+    problems = []
+    for i, p in enumerate(suite.probes):
+        if any(loc.startswith(f"probes[{i}]") for loc in reported):
+            continue
+        for loc, message in probe_class(p.kind)(p).preflight(suite):
+            full = ("probes", i, "params", *loc) if loc else ("probes", i)
+            problems.append(Problem(file, _line_for(lines, full), format_loc(full), message))
+    return problems
 
 
 def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> list[Problem]:

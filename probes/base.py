@@ -114,6 +114,12 @@ class Probe(ABC):
     def instance(self) -> str:
         return self.spec.name
 
+    def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
+        """Problems knowable before any model is loaded, as (location under ``params``, message).
+        ``validate`` and the start of ``run`` report them with file and line, so nothing
+        expensive starts on a suite that can only fail. The default finds none."""
+        return []
+
     @abstractmethod
     def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
         """What to ask ``model``. Pure: no model access."""

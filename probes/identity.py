@@ -87,6 +87,27 @@ class IdentityProbe(Probe):
             items = [it for it in items if it.group in self.params.languages]
         return balanced_head(items, self.params.max_questions)
 
+    def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
+        p = self.params
+        problems: list[tuple[tuple, str]] = []
+        models = {m.name for m in suite.models}
+        for model, label in p.model_labels.items():
+            if model not in models:
+                problems.append((("model_labels", model), f"no model named '{model}' in this suite"))
+            if label not in p.labels:
+                problems.append((("model_labels", model), f"unknown label '{label}'; labels: {', '.join(p.labels)}"))
+        owner: dict[str, str] = {}
+        for label, aliases in p.labels.items():
+            for alias in aliases:
+                first = owner.setdefault(alias.casefold(), label)
+                if first != label:
+                    problems.append((("labels", label), f"alias '{alias}' is also under label '{first}'"))
+        if p.languages and not self._questions():
+            have = sorted({it.group for it in load_file(BANK, group_field="lang")}) if self.spec.data is None else []
+            hint = f"; the bank has {', '.join(have)}" if have else ""
+            problems.append((("languages",), f"no identity question left for {p.languages}{hint}"))
+        return problems
+
     def _messages(self, condition: str, model: ModelSpec, question: str) -> list[dict[str, str]] | None:
         user = [{"role": "user", "content": question}]
         if condition == "none":

@@ -23,6 +23,7 @@ the alignment of records by token id in :mod:`probes.logit_align`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -205,6 +206,28 @@ class LogitInterpolationProbe(Probe):
                 for it in reversed(items)
             ]
         return plan
+
+    def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
+        problems: list[tuple[tuple, str]] = []
+        by_name = {m.name: m for m in suite.models}
+        for j, name in enumerate(self.params.parents or []):
+            if name not in by_name:
+                problems.append((("parents", j), f"no model named '{name}' in this suite"))
+        parents = [n for n in self._parents(suite) if n in by_name]
+        if len(parents) < 2:
+            where = ("parents",) if self.params.parents else ()
+            found = ", ".join(parents) or "none"
+            problems.append(
+                (where, f"needs at least two parent models (role: parent, or params.parents); found: {found}")
+            )
+        seen: dict[tuple, str] = {}
+        for name in parents:  # the same weights twice: the parents' line is a point
+            m = by_name[name]
+            key = (m.backend, m.path, json.dumps(m.options, sort_keys=True, default=str))
+            if m.path is not None and key in seen:
+                problems.append(((), f"parents '{seen[key]}' and '{name}' are the same model (same backend and path)"))
+            seen.setdefault(key, name)
+        return problems
 
     # ------------------------------------------------------------------ analysis
     def _parents(self, suite: Suite) -> list[str]:

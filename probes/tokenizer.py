@@ -102,6 +102,16 @@ class TokenizerProbe(Probe):
             raise InputError(f"probe '{self.instance}': no diagnostic strings")
         return [Planned(CountRequest(text=it.text), {"id": it.id, "category": it.group}) for it in items]
 
+    def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
+        """The library is read at analysis, after every model was collected: check it now."""
+        if not self.params.library:
+            return []
+        try:
+            self.candidate_paths()
+        except InputError as e:
+            return [(("library",), str(e).removeprefix(f"probe '{self.instance}': "))]
+        return []
+
     # ------------------------------------------------------------------ analysis
     def candidate_paths(self) -> dict[str, str]:
         paths: dict[str, str] = {}

@@ -149,3 +149,64 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("parentage 0.")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--alpha", "0", "--alpha: Input should be greater than 0"),
+        ("--alpha", "2", "--alpha: Input should be less than 1"),
+        ("--bootstrap", "0", "--bootstrap: Input should be greater than or equal to 50"),
+        ("--bootstrap", "-5", "--bootstrap: Input should be greater than or equal to 50"),
+        ("--bootstrap", "100000000", "--bootstrap: Input should be less than or equal to 100000"),
+    ],
+)
+def test_analysis_overrides_are_validated_like_suite_values(tmp_path, capsys, flag, value, message):
+    assert main(["run", str(fake_suite(tmp_path)), "--run-id", "r"]) == EXIT_OK
+    before = (tmp_path / "results" / "r" / "evidence.json").read_bytes()
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "results" / "r"), flag, value]) == EXIT_BAD_INPUT
+    assert one_error_line(capsys) == f"error: {message}"
+    assert (tmp_path / "results" / "r" / "evidence.json").read_bytes() == before  # nothing overwritten
+
+
+def test_preflight_reports_every_probe_problem_in_one_pass_before_any_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PARENTAGE_HOME", str(tmp_path / "empty-home"))  # no tokenizer library prepared
+    suite = write_suite(
+        tmp_path,
+        """name: pre
+models:
+  - {name: s, role: suspect, backend: fake}
+  - {name: a, role: parent, backend: fake, path: same}
+  - {name: b, role: parent, backend: fake, path: same}
+probes:
+  - kind: logit_interpolation
+    params: {parents: [a, ghost]}
+  - kind: logit_interpolation
+    id: twins
+  - kind: identity
+    params:
+      labels: {nex: [Nex], rio: [Rio, nex]}
+      model_labels: {nobody: nex, a: qwen}
+      languages: [klingon]
+  - {kind: tokenizer, params: {library: true}}
+""",
+    )
+    assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.splitlines()
+    expected = [
+        f"{suite}:8: probes[0].params.parents[1]: no model named 'ghost' in this suite",
+        f"{suite}:8: probes[0].params.parents: needs at least two parent models (role: parent, or "
+        "params.parents); found: a",
+        f"{suite}:9: probes[1]: parents 'a' and 'b' are the same model (same backend and path)",
+        f"{suite}:14: probes[2].params.model_labels.nobody: no model named 'nobody' in this suite",
+        f"{suite}:14: probes[2].params.model_labels.a: unknown label 'qwen'; labels: nex, rio",
+        f"{suite}:13: probes[2].params.labels.rio: alias 'nex' is also under label 'nex'",
+        f"{suite}:15: probes[2].params.languages: no identity question left for ['klingon']; "
+        "the bank has en, es, pt, zh",
+        f"{suite}:16: probes[3].params.library: the tokenizer library is not prepared at",
+    ]
+    assert len(err) == len(expected), err
+    for want in expected:
+        assert any(line.startswith(want) for line in err), (want, err)
+    assert any("run `make test-data` (or `parentage assets fetch`)" in line for line in err)

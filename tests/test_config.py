@@ -19,6 +19,7 @@ models:
   - name: a
     role: parent
     path: m2
+  - {name: b, role: parent, path: m3}
 probes:
   - kind: logit_interpolation
 stats:
@@ -28,7 +29,7 @@ stats:
 
 @pytest.fixture()
 def suite_dir(tmp_path: Path) -> Path:
-    for m in ("m1", "m2"):
+    for m in ("m1", "m2", "m3"):
         (tmp_path / m).mkdir()
         (tmp_path / m / "config.json").write_text("{}")
     return tmp_path
@@ -44,9 +45,9 @@ def edit(line_no: int, new: str) -> str:
 CASES = [
     ("yaml-syntax", edit(4, "    role: suspect: x"), 4, "", "invalid YAML: mapping values are not allowed"),
     ("unknown-key", edit(5, "    paht: m1"), 5, "models[0].paht", "unknown key 'paht'"),
-    ("unknown-probe", edit(10, "  - kind: logits"), 10, "probes[0].kind", "unknown probe 'logits'; known:"),
+    ("unknown-probe", edit(11, "  - kind: logits"), 11, "probes[0].kind", "unknown probe 'logits'; known:"),
     ("missing-path", edit(8, "    path: nowhere"), 8, "models[1].path", "model path does not exist"),
-    ("wrong-type", edit(12, "  bootstrap: many"), 12, "stats.bootstrap", "valid integer"),
+    ("wrong-type", edit(13, "  bootstrap: many"), 13, "stats.bootstrap", "valid integer"),
     ("duplicate-name", edit(6, "  - name: s"), 6, "models[1].name", "duplicate model name 's' (also models[0])"),
     ("duplicate-key", edit(5, "    role: parent"), 5, "", "duplicate key 'role' (first on line 4)"),
     (
@@ -59,7 +60,7 @@ CASES = [
     (
         "probe-param",
         VALID.replace("logit_interpolation\n", "logit_interpolation\n    params: {max_tokens: 1}\n"),
-        11,
+        12,
         "probes[0].params.max_tokens",
         "greater than or equal to 4",
     ),
@@ -83,7 +84,7 @@ def test_valid_suite_passes_and_resolves_paths(suite_dir, capsys):
     path = suite_dir / "ok.yaml"
     path.write_text(VALID)
     assert main(["validate", str(path)]) == 0
-    assert "ok (2 models, 1 probes)" in capsys.readouterr().out
+    assert "ok (3 models, 1 probes)" in capsys.readouterr().out
     suite = load_suite(path)
     assert suite.models[0].path == str(suite_dir / "m1")  # relative to the suite file, not the cwd
     assert suite.probes[0].params["max_tokens"] == 64  # probe defaults are filled in and recorded
