@@ -352,6 +352,13 @@ def load_suite(path: str | Path) -> Suite:
             resolve_field(p.data, "file", "probes", i, "data")
             if not Path(p.data.file).exists():
                 problems.append(Problem(file, *where("probes", i, "data", "file"), f"no such file: {p.data.file}"))
+            else:
+                from harness.data import check_data_file
+
+                try:
+                    check_data_file(Path(p.data.file), p.data.field)
+                except InputError as e:
+                    problems.append(Problem(file, *where("probes", i, "data", "file"), str(e)))
     problems += _preflight(suite, file, lines, {p.field for p in problems})
     names = [p.name for p in suite.probes]
     for i, n in enumerate(names):

@@ -6,6 +6,8 @@ lists, a local JSONL/JSON/CSV/parquet file, or (for users who are online) a hub 
 
 from __future__ import annotations
 
+import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,15 +39,46 @@ def _from_dataset(ds, text_field: str, id_field: str | None, where: str, group_f
     return items
 
 
+def check_data_file(path: Path, text_field: str = "text") -> None:
+    """Fast checks that name the line: run at validation, before any model is loaded, because
+    `datasets` reports a malformed JSONL line without its number and only at run time."""
+    suffix = path.suffix.lower()
+    if suffix not in FILE_BUILDERS:
+        raise InputError(f"{path}: unsupported data file type '{path.suffix}' (use {', '.join(FILE_BUILDERS)})")
+    if suffix == ".jsonl":
+        rows = 0
+        with path.open(encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}:{n}: not valid JSON ({e.msg}, column {e.colno})") from None
+                if not isinstance(row, dict):
+                    raise InputError(f"{path}:{n}: each line must be a JSON object")
+                if text_field not in row:
+                    raise InputError(f"{path}:{n}: no '{text_field}' field (fields: {', '.join(row) or 'none'})")
+                rows += 1
+        if rows == 0:
+            raise InputError(f"{path}: empty data file")
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            header = next(csv.reader(f), None)
+        if not header:
+            raise InputError(f"{path}: empty data file")
+        if text_field not in header:
+            raise InputError(f"{path}:1: no column '{text_field}' (columns: {', '.join(header)})")
+
+
 def load_file(
     path: Path, text_field: str = "text", id_field: str | None = "id", group_field: str = "group"
 ) -> list[Item]:
     """Read a local table with `datasets` (JSONL, JSON, CSV or parquet)."""
     from datasets import load_dataset
 
-    builder = FILE_BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise InputError(f"{path}: unsupported data file type '{path.suffix}' (use {', '.join(FILE_BUILDERS)})")
+    check_data_file(path, text_field)
+    builder = FILE_BUILDERS[path.suffix.lower()]
     try:
         ds = load_dataset(builder, data_files=str(path), split="train")
     except Exception as e:  # datasets wraps parse errors in several types

@@ -210,3 +210,43 @@ probes:
     for want in expected:
         assert any(line.startswith(want) for line in err), (want, err)
     assert any("run `make test-data` (or `parentage assets fetch`)" in line for line in err)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"text": "a"}\n{"text": "b"\n{"text": "c"}\n', "data.jsonl:2: not valid JSON"),
+        ('{"text": "a"}\n{"body": "b"}\n', "data.jsonl:2: no 'text' field (fields: body)"),
+        ("\n\n", "data.jsonl: empty data file"),
+    ],
+)
+def test_data_files_are_read_at_validation_naming_the_line(tmp_path, capsys, content, message):
+    (tmp_path / "data.jsonl").write_text(content)
+    suite = write_suite(
+        tmp_path,
+        "name: d\nmodels:\n  - {name: s, role: suspect, backend: fake}\n  - {name: a, role: parent, backend: fake}\n"
+        "  - {name: b, role: parent, backend: fake, options: {seed: 2}}\nprobes:\n"
+        "  - kind: logit_interpolation\n    data: {file: data.jsonl}\n",
+    )
+    assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
+    line = one_error_line(capsys)
+    assert line.startswith(f"{suite}:8: probes[0].data.file: ") and message in line
+
+
+def test_unset_key_variable_and_absent_gpu_are_found_before_any_model(tmp_path, capsys, monkeypatch, zoo):
+    monkeypatch.delenv("PARENTAGE_NO_SUCH_KEY", raising=False)
+    suite = write_suite(
+        tmp_path,
+        f"""name: k
+models:
+  - {{name: s, role: suspect, backend: openai, path: m, options: {{base_url: "http://127.0.0.1:9/v1",
+      api_key_env: PARENTAGE_NO_SUCH_KEY}}}}
+  - {{name: a, role: parent, backend: hf, path: {zoo}/parent_a, options: {{device: cuda}}}}
+probes:
+  - {{kind: identity, params: {{labels: {{x: [y]}}}}}}
+""",
+    )
+    assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "options.api_key_env: the environment variable PARENTAGE_NO_SUCH_KEY is not set" in err
+    assert "options.device is 'cuda' but torch sees no CUDA device on this machine" in err

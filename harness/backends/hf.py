@@ -72,6 +72,11 @@ class HFBackend(Backend):
             raise ValueError(f"GGUF file does not exist: {directory / gguf}")
         if not gguf and not (directory / "config.json").exists():
             raise ValueError(f"not a transformers model directory (no config.json): {directory}")
+        if opts.device.startswith("cuda"):  # torch is imported only for a suite that asks for a GPU
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"options.device is '{opts.device}' but torch sees no CUDA device on this machine")
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)

@@ -49,6 +49,12 @@ from harness.errors import BackendError, CapabilityMissing, PartialBatch
 T = TypeVar("T")
 
 
+def check_key_env(opts: ApiOptions) -> None:
+    """Pre-flight: a key variable that is unset would fail this model after earlier ones ran."""
+    if opts.api_key_env and not os.environ.get(opts.api_key_env):
+        raise ValueError(f"options.api_key_env: the environment variable {opts.api_key_env} is not set")
+
+
 class ApiOptions(BackendOptions):
     """Options of every backend that talks to an OpenAI-compatible server."""
 
@@ -291,6 +297,7 @@ class OpenAIBackend(ApiBackend):
             raise ValueError("the openai backend needs the model name: `path` or options.model")
         if not opts.base_url.startswith(("http://", "https://")):
             raise ValueError(f"options.base_url must start with http:// or https:// (got {opts.base_url!r})")
+        check_key_env(opts)
 
     def load(self) -> None:
         model = self.options.model or self.spec.path or ""

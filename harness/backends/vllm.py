@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
-from harness.backends.openai import ApiBackend, ApiOptions, OpenAIEndpoint
+from harness.backends.openai import ApiBackend, ApiOptions, OpenAIEndpoint, check_key_env
 from harness.backends.vllm_server import VLLMServer, free_port, resolve_launcher
 from harness.config import ModelSpec
 from harness.errors import BackendError, PartialBatch
@@ -89,6 +89,7 @@ class VLLMBackend(ApiBackend):
         opts = VLLMOptions.model_validate(spec.options)
         if not spec.path and not opts.url:
             raise ValueError("the vllm backend needs `path` (a model id or directory to serve) or options.url")
+        check_key_env(opts)
         if opts.url is None:  # pre-flight: a suite that must launch vLLM fails now, not after other models ran
             try:
                 resolve_launcher(opts.command, opts.python)
