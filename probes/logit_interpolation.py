@@ -146,6 +146,18 @@ def _describe(name: str) -> str:
     return DESCRIPTIONS.get(name) or DESCRIPTIONS.get(name.split("[")[0], "")
 
 
+def cv_gain_text(s: dict[str, Any], p_text: str) -> str:
+    """The CV gain as a percentage, or why it has none. Against a copy the better single parent
+    already predicts the suspect to within the noise floor, so the relative gain is a ratio of
+    noise to noise (values of 1e290 were printed): it is not a number to quote."""
+    if s["verdict"] == "copy":
+        return "n/a (a copy: nothing is left for an interpolation to explain)"
+    gain = s["cv_gain"]
+    if not np.isfinite(gain) or abs(gain) > 10:
+        return "n/a (undefined: the better parent leaves almost nothing to explain)"
+    return f"{100 * gain:.1f}% ({p_text})"
+
+
 class LogitInterpolationProbe(Probe):
     id: ClassVar[str] = "logit_interpolation"
     version: ClassVar[str] = "2"
@@ -294,6 +306,15 @@ class LogitInterpolationProbe(Probe):
                 rows.append(text_stats(lp, mask, p.disagreement_tau).vector())
             per_text[m] = np.stack(rows)
         noise = self._noise_floor(main, reps, parents, ids, mode, k)
+        if max(noise.values(), default=0.0) > 1 / 3:  # the parents' line is (almost) a point
+            ev.status = "skipped"
+            ev.reason = (
+                f"parents '{parents[0]}' and '{parents[1]}' are the same model within the noise floor (their "
+                f"distance is less than 3x the difference between two scorings of one parent): there is no "
+                "line between them to place a suspect on"
+            )
+            ev.notes = []
+            return ev
 
         alpha = suite.stats.alpha
         weights = bootstrap_weights(len(ids), suite.stats.bootstrap, rng)  # shared: replicates are paired
@@ -385,8 +406,8 @@ class LogitInterpolationProbe(Probe):
                 if t in reps.get(x, {}):
                     c2 = centred(*align([main[x][t].result, reps[x][t].result], mode, k))
                     diff[x] += float(np.sum((c2[..., 0] - c2[..., 1]) ** 2))
-        for x in parents:
-            out[x] = float(np.sqrt(diff[x] / scale)) if scale > 0 else 0.0
+        for x in parents:  # identical parents leave no unit to measure in: inf, refused by the caller
+            out[x] = float(np.sqrt(diff[x] / scale)) if scale > 0 else float("inf")
         return out
 
     def _calibrate(self, ev, others, controls, boot, point) -> None:
@@ -440,7 +461,7 @@ class LogitInterpolationProbe(Probe):
                 + (f" ({s['parent']})" if s.get("parent") else "")
                 + f". {weights}; residual off the parents' line {s['residual']:.3f} "
                 f"(CI {s['residual_lo']:.3f}-{s['residual_hi']:.3f}); CV gain over the better parent "
-                f"{100 * s['cv_gain']:.1f}% (p_adj {s['cv_p_adjusted']:.2g}); over {n} texts."
+                f"{cv_gain_text(s, 'p_adj ' + format(s['cv_p_adjusted'], '.2g'))}; over {n} texts."
             )
         return "\n\n".join(lines)
 
@@ -466,7 +487,7 @@ class LogitInterpolationProbe(Probe):
             out.append(
                 f"| {m} | {s['role']} | **{verdict}** | {w} | {fmt_ci(e['residual'])} | "
                 f"{s['nearest_parent']} {fmt_ci(e['nearest_parent_distance'])} | "
-                f"{100 * s['cv_gain']:.1f}% ({fmt_p(s['cv_p_adjusted'])}) | {btw} | {fmt_p(s['p_combined'])} |"
+                f"{cv_gain_text(s, fmt_p(s['cv_p_adjusted']))} | {btw} | {fmt_p(s['p_combined'])} |"
             )
         out += ["", "**Why each verdict** (rule in `probes/logit_verdict.py`):", ""]
         for m, s in evidence.per_model.items():

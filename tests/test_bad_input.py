@@ -250,3 +250,40 @@ probes:
     err = capsys.readouterr().err
     assert "options.api_key_env: the environment variable PARENTAGE_NO_SUCH_KEY is not set" in err
     assert "options.device is 'cuda' but torch sees no CUDA device on this machine" in err
+
+
+def degenerate_suite(tmp_path: Path, suspect: str, parent_b_seed: int) -> Path:
+    return write_suite(
+        tmp_path,
+        f"""name: degenerate
+models:
+  - {{name: suspect, role: suspect, backend: fake, path: s, options: {suspect}}}
+  - {{name: a, role: parent, backend: fake, path: a, options: {{seed: 1}}}}
+  - {{name: b, role: parent, backend: fake, path: b, options: {{seed: {parent_b_seed}}}}}
+  - {{name: other, role: control, backend: fake, path: o, options: {{seed: 4}}}}
+probes:
+  - {{kind: logit_interpolation, params: {{max_texts: 16, max_tokens: 32}}}}
+stats: {{bootstrap: 100}}
+output_dir: {tmp_path}/results
+cache_dir: {tmp_path}/cache
+""",
+    )
+
+
+def test_parents_with_identical_weights_give_no_verdict_and_say_why(tmp_path, capsys):
+    # Different paths (pre-flight cannot know), same weights: found in analysis, not scored as evidence.
+    suite = degenerate_suite(tmp_path, "{seed: 1, mix: {seed: 2, weight: 0.4}}", parent_b_seed=1)
+    assert main(["run", str(suite), "--run-id", "r"]) == 5
+    err = " ".join(capsys.readouterr().err.split())
+    assert "NO VERDICT from probe logit_interpolation: parents 'a' and 'b' are the same model within the noise" in err
+    report = (tmp_path / "results" / "r" / "report.md").read_text()
+    assert "inf" not in report and "nan" not in report
+
+
+def test_a_copy_prints_no_meaningless_gain(tmp_path):
+    suite = degenerate_suite(tmp_path, "{seed: 1, mix: {seed: 3, weight: 0.000001}}", parent_b_seed=2)
+    assert main(["run", str(suite), "--run-id", "r"]) == EXIT_OK
+    report = (tmp_path / "results" / "r" / "report.md").read_text()
+    assert "**suspect: copy** (a)" in report
+    assert "CV gain over the better parent n/a (a copy: nothing is left for an interpolation to explain)" in report
+    assert " inf" not in report and "nan" not in report
