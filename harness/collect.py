@@ -62,7 +62,8 @@ def collect(suite: Suite, run: RunStore, cache: Cache, probes: list[Probe], cons
     for spec in suite.models:
         backend = make_backend(spec)
         backend.run_dir = run.dir
-        console.print(f"[bold]{escape(spec.name)}[/] ({spec.role}, {spec.backend}): loading {escape(str(spec.path))}")
+        what = escape(str(spec.path or spec.backend))
+        console.print(f"[bold]{escape(spec.name)}[/] ({spec.role}, {spec.backend}): loading {what}")
         try:
             with console.status(f"  loading {escape(spec.name)} (a launched server can take minutes) ..."):
                 backend.load()

@@ -416,7 +416,11 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
     try:
         cls.check_spec(m)
     except ValueError as e:
-        return [Problem(file, _line_for(lines, (*loc, "path")), format_loc((*loc, "path")), str(e))]
+        # "options.device: ..." names its field; anything else is about the model's path.
+        head, sep, rest = str(e).partition(": ")
+        field = (*loc, "options", head.removeprefix("options.")) if sep and head.startswith("options.") else None
+        where_loc = field or (*loc, "path")
+        return [Problem(file, _line_for(lines, where_loc), format_loc(where_loc), rest if field else str(e))]
     return []
 
 

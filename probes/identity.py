@@ -21,6 +21,7 @@ makes that test reusable:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -102,10 +103,15 @@ class IdentityProbe(Probe):
                 first = owner.setdefault(alias.casefold(), label)
                 if first != label:
                     problems.append((("labels", label), f"alias '{alias}' is also under label '{first}'"))
-        if p.languages and not self._questions():
-            have = sorted({it.group for it in load_file(BANK, group_field="lang")}) if self.spec.data is None else []
-            hint = f"; the bank has {', '.join(have)}" if have else ""
-            problems.append((("languages",), f"no identity question left for {p.languages}{hint}"))
+        if p.languages and self.spec.data is None:  # the shipped bank, read without `datasets` (fast)
+            have = {json.loads(x)["lang"] for x in BANK.read_text(encoding="utf-8").splitlines() if x.strip()}
+            if not have & set(p.languages):
+                problems.append(
+                    (
+                        ("languages",),
+                        f"no identity question left for {p.languages}; the bank has {', '.join(sorted(have))}",
+                    )
+                )
         return problems
 
     def _messages(self, condition: str, model: ModelSpec, question: str) -> list[dict[str, str]] | None:

@@ -248,8 +248,8 @@ probes:
     )
     assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
-    assert "options.api_key_env: the environment variable PARENTAGE_NO_SUCH_KEY is not set" in err
-    assert "options.device is 'cuda' but torch sees no CUDA device on this machine" in err
+    assert f"{suite}:4: models[0].options.api_key_env: the environment variable PARENTAGE_NO_SUCH_KEY is not set" in err
+    assert f"{suite}:5: models[1].options.device: 'cuda' asked for, but torch sees no CUDA device here" in err
 
 
 def degenerate_suite(tmp_path: Path, suspect: str, parent_b_seed: int) -> Path:

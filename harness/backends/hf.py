@@ -76,7 +76,7 @@ class HFBackend(Backend):
             import torch
 
             if not torch.cuda.is_available():
-                raise ValueError(f"options.device is '{opts.device}' but torch sees no CUDA device on this machine")
+                raise ValueError(f"options.device: '{opts.device}' asked for, but torch sees no CUDA device here")
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
