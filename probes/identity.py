@@ -28,7 +28,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
-from scipy import stats as sps
 
 from harness.backends.base import Capabilities, Capability, GenerateRequest
 from harness.claims import ClaimExtractor
@@ -151,6 +150,8 @@ class IdentityProbe(Probe):
 
     # ------------------------------------------------------------------ analysis
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: np.random.Generator) -> ProbeEvidence:
+        from scipy import stats as sps  # imported here: `validate` stays fast
+
         ev = ProbeEvidence(probe=self.id, instance=self.instance, version=self.version, mode="generation")
         ex = ClaimExtractor(self.params.labels)
         labels = list(self.params.labels)
