@@ -35,6 +35,16 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def print_error(e: ParentageError) -> None:
+    """Every command reports failures the same way: one ``error:`` line per problem."""
+    problems = [str(p).lstrip(": ") for p in e.problems] if isinstance(e, InputError) else str(e).splitlines()[:1]
+    rest = [] if isinstance(e, InputError) else str(e).splitlines()[1:]
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    for line in rest:  # e.g. a server log's tail: context, not further errors
+        print(line, file=sys.stderr)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.config import load_suite
 
@@ -43,8 +53,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             suite = load_suite(f)
         except InputError as e:
-            for p in e.problems:
-                print(str(p), file=sys.stderr)
+            print_error(e)
             status = EXIT_BAD_INPUT
             continue
         print(f"{f}: ok ({len(suite.models)} models, {len(suite.probes)} probes)")
@@ -279,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ParentageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return e.exit_code
     except OSError as e:  # unwritable run dir, full disk, ...: the storage exit code, one line
         where = f"{e.filename}: " if e.filename else ""

@@ -316,7 +316,8 @@ def load_suite(path: str | Path) -> Suite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
-        raise InputError(_problems_from(e, file, lines)) from None
+        top = _problems_from(e, file, lines)
+        raise InputError(top + _entry_problems(data, file, lines, path.resolve().parent, top)) from None
 
     problems: list[Problem] = []
     base = path.resolve().parent
@@ -371,6 +372,24 @@ def load_suite(path: str | Path) -> Suite:
     if problems:
         raise InputError(problems)
     return suite
+
+
+def _entry_problems(data: dict, file: str, lines: dict, base: Path, reported: list[Problem]) -> list[Problem]:
+    """When the suite as a whole does not validate, still check each model's options and each
+    probe's params on their own, so one pass reports every problem."""
+    fields = {p.field for p in reported}
+    out: list[Problem] = []
+    for key, spec_type, check in (("models", ModelSpec, _check_backend), ("probes", ProbeSpec, _check_probe)):
+        entries = data.get(key)
+        for i, raw in enumerate(entries if isinstance(entries, list) else []):
+            if any(f == f"{key}[{i}]" or f.startswith(f"{key}[{i}].") for f in fields):
+                continue
+            try:
+                spec = spec_type.model_validate(raw)
+            except ValidationError:
+                continue
+            out += check(spec, i, file, lines, base)
+    return out
 
 
 def _preflight(suite: Suite, file: str, lines: dict, reported: set[str]) -> list[Problem]:

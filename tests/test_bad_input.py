@@ -38,8 +38,8 @@ cache_dir: {tmp_path}/cache
 def one_error_line(capsys) -> str:
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert len(err) == 1, err
-    assert err[0].startswith("error: ") or ": " in err[0]
-    return err[0]
+    assert err[0].startswith("error: "), err
+    return err[0].removeprefix("error: ")
 
 
 def test_the_fake_family_runs_end_to_end(tmp_path):
@@ -166,7 +166,7 @@ def test_analysis_overrides_are_validated_like_suite_values(tmp_path, capsys, fl
     before = (tmp_path / "results" / "r" / "evidence.json").read_bytes()
     capsys.readouterr()
     assert main(["analyze", str(tmp_path / "results" / "r"), flag, value]) == EXIT_BAD_INPUT
-    assert one_error_line(capsys) == f"error: {message}"
+    assert one_error_line(capsys) == message
     assert (tmp_path / "results" / "r" / "evidence.json").read_bytes() == before  # nothing overwritten
 
 
@@ -193,7 +193,7 @@ probes:
 """,
     )
     assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
-    err = capsys.readouterr().err.splitlines()
+    err = [x.removeprefix("error: ") for x in capsys.readouterr().err.splitlines()]
     expected = [
         f"{suite}:8: probes[0].params.parents[1]: no model named 'ghost' in this suite",
         f"{suite}:8: probes[0].params.parents: needs at least two parent models (role: parent, or "
@@ -287,3 +287,18 @@ def test_a_copy_prints_no_meaningless_gain(tmp_path):
     assert "**suspect: copy** (a)" in report
     assert "CV gain over the better parent n/a (a copy: nothing is left for an interpolation to explain)" in report
     assert " inf" not in report and "nan" not in report
+
+
+def test_a_top_level_error_does_not_hide_entry_problems(tmp_path, capsys):
+    suite = write_suite(
+        tmp_path,
+        "name: x\nmodels:\n  - {name: s, role: suspect, backend: fake}\n"
+        "  - {name: a, role: parent, backend: fake, options: {bogus: 1}}\n"
+        "probes:\n  - {kind: logit_interpolation, params: {max_tokens: 1}}\nstats: {alpha: 5}\n",
+    )
+    assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {suite}:7: stats.alpha: Input should be less than 1",
+        f"error: {suite}:4: models[1].options.bogus: unknown key 'bogus'",
+        f"error: {suite}:6: probes[0].params.max_tokens: Input should be greater than or equal to 4",
+    ]

@@ -75,7 +75,7 @@ def test_malformed_suite_reports_file_line_field(suite_dir, capsys, case, text, 
     assert main(["validate", str(path)]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    prefix = f"{path}:{line}: " + (f"{field}: " if field else "")
+    prefix = f"error: {path}:{line}: " + (f"{field}: " if field else "")
     assert err[0].startswith(prefix), (err[0], prefix)
     assert fragment in err[0]
 
@@ -96,7 +96,7 @@ def test_all_problems_reported_in_one_pass(suite_dir, capsys):
     path.write_text(text)
     assert main(["validate", str(path)]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip().splitlines()
-    assert [e.split(": ")[1] for e in err] == ["models[1].name", "models[1].path"]
+    assert [e.split(": ")[2] for e in err] == ["models[1].name", "models[1].path"]
 
 
 def test_env_expansion_and_unset_variable(suite_dir, monkeypatch, capsys):
@@ -105,7 +105,7 @@ def test_env_expansion_and_unset_variable(suite_dir, monkeypatch, capsys):
     path.write_text(edit(5, "    path: ${MODEL_ROOT}/m1").replace("path: m2", "path: ${NOPE_UNSET}/m2"))
     assert main(["validate", str(path)]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
-    assert err == f"{path}:8: models[1].path: environment variable NOPE_UNSET is not set and has no default"
+    assert err == f"error: {path}:8: models[1].path: environment variable NOPE_UNSET is not set and has no default"
 
 
 def test_shipped_configs_validate(zoo, monkeypatch):

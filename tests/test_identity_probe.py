@@ -97,7 +97,7 @@ def test_label_without_patterns_is_reported_with_its_location(tmp_path, capsys):
     )
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"{path}:8: probes[0].params.labels: label(s) with no patterns: empty"
+    assert err == f"error: {path}:8: probes[0].params.labels: label(s) with no patterns: empty"
 
 
 def test_tiny_zoo_merge_claims_parent_a_above_every_control(zoo, tmp_path, monkeypatch):
