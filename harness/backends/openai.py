@@ -110,7 +110,7 @@ class OpenAIEndpoint:
             raise BackendError(f"model '{self.label}': environment variable {env} (options.api_key_env) is not set")
         return {"Authorization": f"Bearer {key}"}
 
-    def connect(self, *, model_from_server: bool = False) -> None:
+    def connect(self) -> None:
         """Open the client, find the model in ``/models``, and probe what the server does."""
         o = self.options
         self.client = HttpClient(
@@ -127,8 +127,6 @@ class OpenAIEndpoint:
         if not isinstance(models, list):
             raise BackendError(f"model '{self.label}': {self.base_url}/models answered no model list")
         match = next((m for m in models if isinstance(m, dict) and m.get("id") == self.model), None)
-        if match is None and model_from_server and len(models) == 1:
-            match = models[0]
         self.server_model = match or {}
         self.server_version = self._server_version()
         if o.probe_capabilities:
