@@ -81,7 +81,9 @@ class HttpClient:
         self.totals = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Queued requests are cancelled and in-flight ones abandoned, so Ctrl-C does not wait
+        for a slow server's timeouts (their answers were never going to be recorded)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
     def url(self, path: str) -> str:
