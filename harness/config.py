@@ -119,7 +119,10 @@ class ProbeSpec(Strict):
 class StatsSpec(Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level for tests and CIs.")
     bootstrap: int = Field(
-        1000, ge=50, le=100_000, description="Cluster-bootstrap replicates (texts are resampled); memory grows with it."
+        1000,
+        ge=50,
+        le=100_000,
+        description="Cluster-bootstrap replicates (texts are resampled), drawn in blocks of 1,000: memory does not grow with it.",
     )
     seed: int = Field(0, description="Seed for every numpy Generator used in analysis.")
     correction: Literal["holm", "bh"] = "holm"

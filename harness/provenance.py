@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import platform
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+SAMPLED_BLOCKS = 64  # blocks of 64 KiB compared per file before a byte-for-byte comparison
 
 PACKAGES = (
     "parentage",
@@ -68,3 +72,36 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a model path: the file itself, or a directory's weight files by name."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def same_weight_files(a: Path, b: Path) -> bool:
+    """True when two model paths hold byte-identical weight files (same names, sizes and bytes).
+
+    Cheap where it matters: different models of one architecture have the same file sizes, so
+    64 blocks spread over each file are compared first (a different model differs in nearly all
+    of them); only identical-looking files are compared byte for byte, which stops at the first
+    difference. A copy of a model is thus found before any model is loaded, at the price of one
+    read of it; weights re-sharded differently are left to the analysis's noise-floor check.
+    """
+    fa, fb = weight_files(a), weight_files(b)
+    if not fa or len(fa) != len(fb) or any(x.stat().st_size != y.stat().st_size for x, y in zip(fa, fb)):
+        return False
+    if a.is_dir() and [p.name for p in fa] != [p.name for p in fb]:  # two single files may be named anything
+        return False
+    for x, y in zip(fa, fb):
+        size = x.stat().st_size
+        with x.open("rb") as f, y.open("rb") as g:
+            for i in range(SAMPLED_BLOCKS):
+                offset = size * i // SAMPLED_BLOCKS
+                f.seek(offset)
+                g.seek(offset)
+                if f.read(1 << 16) != g.read(1 << 16):
+                    return False
+    return all(filecmp.cmp(x, y, shallow=False) for x, y in zip(fa, fb))

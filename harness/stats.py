@@ -27,9 +27,52 @@ class Interval:
         return self.high - self.low
 
 
+BOOTSTRAP_CHUNK = 1000  # replicates per block: memory is O(chunk x (clusters + statistics)), not O(replicates x ...)
+
+
 def bootstrap_weights(n: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
     """(replicates, n) resampling counts: how often each cluster is drawn in each replicate."""
     return rng.multinomial(n, np.full(n, 1.0 / n), size=replicates).astype(float)
+
+
+def paired_bootstrap(
+    per_cluster: dict[str, np.ndarray],
+    statistic: Callable[[np.ndarray], dict[str, np.ndarray]],
+    replicates: int,
+    rng: np.random.Generator,
+    chunk: int = BOOTSTRAP_CHUNK,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Bootstrap replicates of ``statistic(sums)`` for several inputs resampled *together*.
+
+    ``per_cluster[key]`` is (n_clusters, m) sufficient statistics, the same clusters in the same
+    order for every key; ``statistic`` maps summed statistics (..., m) to named arrays (...).
+    Every key sees the same resampled clusters in each replicate, so differences between keys
+    (a model against a control) have paired replicates. Replicates are drawn and reduced in
+    blocks of ``chunk``: only the (replicates,) results are kept, so 100,000 replicates over
+    thousands of texts need no more memory than 1,000. The draws are those of one
+    ``bootstrap_weights(n, replicates, rng)`` call, whatever the chunk size.
+    """
+    if not per_cluster:
+        return {}
+    n = next(iter(per_cluster.values())).shape[0]
+    parts: dict[str, list[dict[str, np.ndarray]]] = {key: [] for key in per_cluster}
+    for start in range(0, replicates, chunk):
+        weights = bootstrap_weights(n, min(chunk, replicates - start), rng)
+        for key, x in per_cluster.items():
+            parts[key].append(statistic(weights @ x))
+    return {
+        key: {name: np.concatenate([np.asarray(b[name], dtype=float) for b in blocks]) for name in blocks[0]}
+        for key, blocks in parts.items()
+    }
+
+
+def percentile_ci(replicates: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Percentile interval of the finite replicates (NaN, NaN when none is finite)."""
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
 
 
 def cluster_bootstrap(
@@ -38,24 +81,20 @@ def cluster_bootstrap(
     rng: np.random.Generator,
     replicates: int = 1000,
     alpha: float = 0.05,
-    weights: np.ndarray | None = None,
 ) -> Interval:
     """Percentile CI for ``statistic(sums)`` where sums are over clusters.
 
     ``per_cluster`` is (n_clusters, m) sufficient statistics; ``statistic`` maps an array of
-    shape (..., m) of summed statistics to (...). Pass ``weights`` to share one set of
-    resamples across several statistics (so their replicates are paired).
+    shape (..., m) of summed statistics to (...). Several statistics with paired replicates:
+    :func:`paired_bootstrap`.
     """
     per_cluster = np.asarray(per_cluster, dtype=float)
-    if weights is None:
-        weights = bootstrap_weights(per_cluster.shape[0], replicates, rng)
     value = float(statistic(per_cluster.sum(axis=0)))
-    reps = np.asarray(statistic(weights @ per_cluster), dtype=float)
+    reps = paired_bootstrap({"x": per_cluster}, lambda v: {"s": statistic(v)}, replicates, rng)["x"]["s"]
+    low, high = percentile_ci(reps, alpha)
     finite = reps[np.isfinite(reps)]
-    if finite.size == 0:
-        return Interval(value, float("nan"), float("nan"), float("nan"), reps)
-    low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-    return Interval(value, float(low), float(high), float(finite.std(ddof=1)), reps)
+    se = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+    return Interval(value, low, high, se, reps)
 
 
 def z_pvalue(estimate: float, null: float, se: float, alternative: str = "two-sided") -> float:

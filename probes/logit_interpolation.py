@@ -23,6 +23,7 @@ the alignment of records by token id in :mod:`probes.logit_align`.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -46,7 +47,8 @@ from harness.interpolation import (
     sq_distance,
     text_stats,
 )
-from harness.stats import adjust, bootstrap_weights, z_pvalue
+from harness.provenance import same_weight_files
+from harness.stats import adjust, paired_bootstrap, percentile_ci, z_pvalue
 from probes.base import Estimate, Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip, save_figure, subplots
 from probes.logit_align import align, request_mode
 from probes.logit_verdict import VerdictThresholds, decide
@@ -239,6 +241,12 @@ class LogitInterpolationProbe(Probe):
             if m.path is not None and key in seen:
                 problems.append(((), f"parents '{seen[key]}' and '{name}' are the same model (same backend and path)"))
             seen.setdefault(key, name)
+        local = [(n, Path(by_name[n].path)) for n in parents if by_name[n].path and Path(by_name[n].path).exists()]
+        for (na, pa), (nb, pb) in itertools.combinations(local, 2):  # a copy under another path
+            if pa.resolve() != pb.resolve() and same_weight_files(pa, pb):
+                problems.append(
+                    ((), f"parents '{na}' and '{nb}' are the same model: {pa} and {pb} hold identical weight files")
+                )
         return problems
 
     # ------------------------------------------------------------------ analysis
@@ -305,11 +313,11 @@ class LogitInterpolationProbe(Probe):
                 lp, mask = align(results, mode, k)
                 rows.append(text_stats(lp, mask, p.disagreement_tau).vector())
             per_text[m] = np.stack(rows)
-        noise = self._noise_floor(main, reps, parents, ids, mode, k)
-        if max(noise.values(), default=0.0) > 1 / 3:  # the parents' line is (almost) a point
+        noise, same = self._noise_floor(main, reps, parents, ids, mode, k)
+        if same is not None:  # the parents' line is (almost) a point
             ev.status = "skipped"
             ev.reason = (
-                f"parents '{parents[0]}' and '{parents[1]}' are the same model within the noise floor (their "
+                f"parents '{same[0]}' and '{same[1]}' are the same model within the noise floor (their "
                 f"distance is less than 3x the difference between two scorings of one parent): there is no "
                 "line between them to place a suspect on"
             )
@@ -317,27 +325,23 @@ class LogitInterpolationProbe(Probe):
             return ev
 
         alpha = suite.stats.alpha
-        weights = bootstrap_weights(len(ids), suite.stats.bootstrap, rng)  # shared: replicates are paired
         controls = [m for m in others if suite.model(m).role == "control"]
         ev.calibrated = bool(controls)
         if not controls:
             ev.notes.append("UNCALIBRATED: the suite has no control models, so nothing anchors what 'low' means.")
         point: dict[str, dict[str, float]] = {}
-        boot: dict[str, dict[str, np.ndarray]] = {}
         cv: dict[str, tuple[np.ndarray, float]] = {}
+        # One set of resampled texts for every model: replicates are paired across models.
+        boot = paired_bootstrap(per_text, lambda v: summed_statistics(v, layout, parents), suite.stats.bootstrap, rng)
         for m in others:
             point[m] = {n: float(x) for n, x in summed_statistics(per_text[m].sum(0), layout, parents).items()}
-            boot[m] = summed_statistics(weights @ per_text[m], layout, parents)
             grams = layout.get(per_text[m], "gram")
             cv[m] = cv_gain(grams, rng, p.cv_splits)
 
-        q = (alpha / 2, 1 - alpha / 2)
         for m in others:
             s: dict[str, Any] = {"role": suite.model(m).role, "n_texts": len(ids)}
             for name, value in point[m].items():
-                reps_m = boot[m][name]
-                finite = reps_m[np.isfinite(reps_m)]
-                lo, hi = np.quantile(finite, q) if finite.size else (np.nan, np.nan)
+                lo, hi = percentile_ci(boot[m][name], alpha)
                 est = Estimate(
                     name=name,
                     model=m,
@@ -394,21 +398,38 @@ class LogitInterpolationProbe(Probe):
         ev.summary = self._summary(ev, suite, parents, len(ids))
         return ev
 
-    def _noise_floor(self, main, reps, parents, ids, mode, k) -> dict[str, float]:
-        """RMS difference between a parent scored twice, in parent-distance units (0 when not measured)."""
-        out: dict[str, float] = {}
-        scale = 0.0
-        diff = dict.fromkeys(parents, 0.0)
+    def _noise_floor(self, main, reps, parents, ids, mode, k) -> tuple[dict[str, float], tuple[str, str] | None]:
+        """RMS difference between a parent scored twice, in parent-distance units (0 when not
+        measured), and the first pair of parents that is one model within that noise.
+
+        The unit is the mean squared distance over parent pairs, the one the estimates use. A pair
+        is degenerate when either parent's replicate differs from itself by more than a third of
+        the pair's distance (or the pair has no distance at all): with two such parents the line
+        (or a simplex edge) is a point, and the weights between them are not identified.
+        """
+        n = len(parents)
+        pair_sq = np.zeros((n, n))
+        diff = np.zeros(n)
         for t in ids:
-            c = centred(*align([main[x][t].result for x in parents[:2]], mode, k))
-            scale += float(np.sum((c[..., 0] - c[..., 1]) ** 2))
-            for x in parents:
+            c = centred(*align([main[x][t].result for x in parents], mode, k))
+            for i, j in itertools.combinations(range(n), 2):
+                pair_sq[i, j] += float(np.sum((c[..., i] - c[..., j]) ** 2))
+            for i, x in enumerate(parents):
                 if t in reps.get(x, {}):
                     c2 = centred(*align([main[x][t].result, reps[x][t].result], mode, k))
-                    diff[x] += float(np.sum((c2[..., 0] - c2[..., 1]) ** 2))
-        for x in parents:  # identical parents leave no unit to measure in: inf, refused by the caller
-            out[x] = float(np.sqrt(diff[x] / scale)) if scale > 0 else float("inf")
-        return out
+                    diff[i] += float(np.sum((c2[..., 0] - c2[..., 1]) ** 2))
+        pairs = list(itertools.combinations(range(n), 2))
+        scale = sum(pair_sq[i, j] for i, j in pairs) / len(pairs)
+        noise = {x: float(np.sqrt(diff[i] / scale)) if scale > 0 else float("inf") for i, x in enumerate(parents)}
+        same = next(
+            (
+                (parents[i], parents[j])
+                for i, j in pairs
+                if pair_sq[i, j] <= 0 or 9 * max(diff[i], diff[j]) > pair_sq[i, j]
+            ),
+            None,
+        )
+        return noise, same
 
     def _calibrate(self, ev, others, controls, boot, point) -> None:
         """Each model against the controls (leave-one-out for a control): empirical p, z-score, paired test."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.stats import adjust, cluster_bootstrap, z_pvalue
+from harness.stats import adjust, bootstrap_weights, cluster_bootstrap, paired_bootstrap, z_pvalue
 
 
 def test_holm_matches_hand_computation():
@@ -48,3 +48,17 @@ def test_bootstrap_is_deterministic_given_the_generator():
     b = cluster_bootstrap(per, ratio, np.random.default_rng(7), replicates=100)
     assert (a.low, a.high) == (b.low, b.high)
     assert a.value == pytest.approx(per[:, 1].sum() / per[:, 0].sum())
+
+
+def test_chunked_bootstrap_draws_the_same_replicates_as_one_block():
+    # Chunking bounds memory; it must not change a single replicate (same draws, same pairing).
+    rng = np.random.default_rng(0)
+    per = {"m": rng.normal(size=(37, 3)), "c": rng.normal(size=(37, 3))}
+    stat = lambda v: {"sum0": v[..., 0], "ratio": v[..., 1] / v[..., 2]}  # noqa: E731
+    whole = bootstrap_weights(37, 2500, np.random.default_rng(5))
+    for chunk in (1, 7, 1000, 10**6):
+        got = paired_bootstrap(per, stat, 2500, np.random.default_rng(5), chunk=chunk)
+        for key, x in per.items():
+            assert got[key]["sum0"].shape == (2500,)
+            np.testing.assert_allclose(got[key]["sum0"], whole @ x[:, 0], rtol=0, atol=1e-12)
+            np.testing.assert_allclose(got[key]["ratio"], (whole @ x[:, 1]) / (whole @ x[:, 2]), rtol=1e-12)

@@ -29,9 +29,8 @@ from harness.backends.base import (
 )
 from harness.config import ModelSpec
 from harness.errors import BackendError, CapabilityMissing
-from harness.provenance import sha256_file
+from harness.provenance import WEIGHT_SUFFIXES, sha256_file
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
 
@@ -72,7 +71,10 @@ class HFBackend(Backend):
             raise ValueError(f"GGUF file does not exist: {directory / gguf}")
         if not gguf and not (directory / "config.json").exists():
             raise ValueError(f"not a transformers model directory (no config.json): {directory}")
-        if opts.device.startswith("cuda"):  # torch is imported only for a suite that asks for a GPU
+        if opts.device.startswith("cuda"):
+            # No GPU driver (NVIDIA, or ROCm's /dev/kfd): no CUDA, said without the 2 s torch import.
+            if not any(Path(x).exists() for x in ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/kfd")):
+                raise ValueError(f"options.device: '{opts.device}' asked for, but this machine has no GPU driver")
             import torch
 
             if not torch.cuda.is_available():
