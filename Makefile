@@ -58,9 +58,13 @@ test-data:
 	$(BIN)/parentage zoo build tiny --seed 2 --out $(PARENTAGE_ZOO)-seed2
 	$(BIN)/parentage zoo build smol --out $(PARENTAGE_ZOO_SMOL)
 
-test: test-data
+# Lint, format and type checks (configured in pyproject.toml); part of `make test`.
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: test-data lint
 	$(BIN)/python -m pytest
 
 bench: test-data

@@ -20,15 +20,14 @@ from pathlib import Path
 import torch
 
 from harness import assets
-from harness.backends.base import ScoreRequest
+from harness.backends.base import ModelRef, ScoreRequest
 from harness.backends.hf import HFBackend
-from harness.config import ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def corpus(n: int) -> list[str]:
-    lines = (REPO / "probes" / "data" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (REPO / "probes" / "logit" / "data" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(x)["text"] for x in lines[:n]]
 
 
@@ -73,7 +72,7 @@ def main() -> None:
     texts = corpus(args.texts)
     rows = []
     for label, path in models.items():
-        b = HFBackend(ModelSpec(name="bench", role="suspect", path=str(path), options={"batch_size": args.batch_size}))
+        b = HFBackend(ModelRef(name="bench", path=str(path), options={"batch_size": args.batch_size}))
         b.load()
         tokens = bare_loop(b.model, b.tokenizer, texts, args.batch_size, args.max_tokens)  # also a warm-up
         t_bare = timed(

@@ -12,6 +12,7 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -22,7 +23,7 @@ from harness.cli import main as cli
 from harness.config import load_suite
 from harness.data import balanced_head, load_items
 from harness.runstore import RunStore
-from probes.logit_interpolation import CORPUS
+from probes.logit.probe import CORPUS
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = ["linear_0.6", "linear_0.25", "ties", "merge_ft", "sibling", "a_ft", "student"]
@@ -32,14 +33,14 @@ MODES = {"full": {}, "top-20": {"mode": "topk", "top_k": 20}, "next-token top-20
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--zoo", default=os.environ.get("PARENTAGE_ZOO", REPO / ".cache" / "zoo" / "tiny"))
+    ap.add_argument("--zoo", default=os.environ.get("PARENTAGE_ZOO", str(REPO / ".cache" / "zoo" / "tiny")))
     ap.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 210])
     ap.add_argument("--bootstrap", type=int, default=500)
     args = ap.parse_args()
     zoo = Path(args.zoo)
     names = ["parent_a", "parent_b", *dict.fromkeys([*CASES, *CONTROLS, "independent"])]
     roles = {"parent_a": "parent", "parent_b": "parent"} | {n: "control" for n in CONTROLS}
-    suite = {
+    suite: dict[str, Any] = {
         "name": "power",
         "models": [{"name": n, "role": roles.get(n, "suspect"), "path": str(zoo / n)} for n in names],
         "probes": [{"kind": "logit_interpolation", "id": f"m{i}", "params": p} for i, p in enumerate(MODES.values())],

@@ -24,10 +24,9 @@ from pathlib import Path
 import httpx
 
 from harness import assets
-from harness.backends.base import GenerateRequest
+from harness.backends.base import GenerateRequest, ModelRef
 from harness.backends.openai import OpenAIBackend
 from harness.cache import Cache, cache_key
-from harness.config import ModelSpec
 
 QUESTIONS = ["Who are you?", "Name a colour.", "What is 2+2?", "Say hello.", "Name a fruit.", "What day is it?"]
 
@@ -82,10 +81,8 @@ def main() -> None:
     proc = start_server(args.port)
     url = f"http://127.0.0.1:{args.port}/v1"
     try:
-        spec = ModelSpec(
+        spec = ModelRef(
             name="smollm2",
-            role="suspect",
-            backend="openai",
             path="smollm2",
             options={"base_url": url, "concurrency": args.concurrency, "probe_capabilities": False},
         )

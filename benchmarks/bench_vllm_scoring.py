@@ -24,9 +24,8 @@ from pathlib import Path
 import httpx
 
 from harness.backends import openai_wire as wire
-from harness.backends.base import ScoreRequest
+from harness.backends.base import ModelRef, ScoreRequest
 from harness.backends.vllm import VLLMBackend
-from harness.config import ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,7 +74,11 @@ def main() -> None:
 
     python = os.environ.get("PARENTAGE_VLLM", str(REPO / ".venv-vllm" / "bin" / "python"))
     zoo = Path(os.environ.get("PARENTAGE_ZOO_SMOL", REPO / ".cache" / "zoo" / "smol"))
-    rows = [json.loads(x) for x in (REPO / "probes" / "data" / "corpus.jsonl").read_text().splitlines() if x.strip()]
+    rows = [
+        json.loads(x)
+        for x in (REPO / "probes" / "logit" / "data" / "corpus.jsonl").read_text().splitlines()
+        if x.strip()
+    ]
     texts = [r["text"] for r in rows[: args.texts]]
     reqs = [ScoreRequest(text=t, mode="topk", top_k=args.top_k, max_tokens=args.max_tokens) for t in texts]
     prompt_bodies = [wire.prompt_logprobs_body("smol", t, args.top_k) for t in texts]
@@ -86,10 +89,8 @@ def main() -> None:
     start_s = time.perf_counter() - t_start
     url = f"http://127.0.0.1:{args.port}/v1"
     try:
-        spec = ModelSpec(
+        spec = ModelRef(
             name="smol",
-            role="suspect",
-            backend="vllm",
             path="smol",
             options={"url": url, "served_model_name": "smol", "concurrency": args.concurrency},
         )

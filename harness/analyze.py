@@ -17,9 +17,10 @@ from harness.backends.base import Request
 from harness.cache import Cache
 from harness.config import StatsSpec, Suite
 from harness.errors import InputError, Problem
+from harness.evidence import ProbeEvidence
 from harness.runstore import RunStore, now
 from probes import probe_class
-from probes.base import Probe, ProbeEvidence, Record
+from probes.base import Probe, Record
 
 EVIDENCE_SCHEMA_VERSION = 1
 _REQUEST = TypeAdapter(Request)
@@ -86,7 +87,7 @@ def analyze_run(
             if not records:
                 probes_ev.append(
                     ProbeEvidence(
-                        probe=probe.id,
+                        probe=probe.kind,
                         instance=probe.instance,
                         version=probe.version,
                         status="skipped",

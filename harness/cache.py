@@ -9,6 +9,7 @@ process loses at most the batch in flight. Writes are SQLite transactions, hence
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sqlite3
@@ -17,8 +18,43 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends.base import Request, Result, decode_arrays, encode_arrays, payload_to_result, result_to_payload
+from harness.backends.base import CountResult, GenerateResult, Request, Result, ScoreResult
 from harness.errors import InputError, StorageError
+
+# ------------------------------------------------ results <-> stored rows (JSON meta + npz arrays)
+
+
+def result_to_payload(result: Result) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Split a result into JSON metadata and numpy arrays for the cache."""
+    if isinstance(result, ScoreResult):
+        arrays = {k: v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)}
+        return {"type": "score"}, arrays
+    if isinstance(result, CountResult):
+        return {"type": "count", **result.__dict__}, {}
+    return {"type": "generate", **result.__dict__}, {}
+
+
+def payload_to_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Result:
+    if meta["type"] == "score":
+        return ScoreResult(**arrays)
+    if meta["type"] == "count":
+        return CountResult(n_tokens=meta["n_tokens"], method=meta["method"])
+    fields = {k: v for k, v in meta.items() if k != "type"}
+    fields["first_token_topk"] = [[tuple(p) for p in pos] for pos in fields.get("first_token_topk", [])]
+    return GenerateResult(**fields)
+
+
+def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    return buf.getvalue()
+
+
+def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
+    if not blob:
+        return {}
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def default_cache_dir() -> Path:

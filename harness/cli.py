@@ -167,6 +167,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in PROBES:
         cls = probe_class(name)
         print(f"  {name:<22} v{cls.version}  {cls.description}")
+        if cls.requires:  # enforced by collect: a model offering none of these skips the probe
+            print(f"  {'':<22} needs one of: {', '.join(c.value for c in cls.requires)}")
     print("backends:")
     for name in BACKENDS:
         try:
@@ -201,7 +203,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
     for n in names:
         print(f"{n}: {assets.fetch(n)}")
     if all(assets.path(n).exists() for n in ("llama-vocab", "smollm2-gguf")):
-        from harness import tokenizer_library
+        from probes.tokenizer import library as tokenizer_library
 
         print("preparing the tokenizer library (GGUF -> tokenizer.json, once) ...")
         index = tokenizer_library.prepare()

@@ -17,9 +17,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.backends import make_backend
-from harness.backends.base import CountResult, GenerateResult, Result, ScoreResult
+from harness.backends.base import Backend, Capabilities, CountResult, GenerateResult, ModelRef, Result, ScoreResult
 from harness.cache import Cache, cache_key
-from harness.config import Suite
+from harness.config import ModelSpec, Suite
 from harness.errors import BackendError, CapabilityMissing, PartialBatch
 from harness.runstore import RunStore
 from probes.base import Probe, Skip
@@ -58,96 +58,130 @@ def _progress(console: Console) -> Progress:
 
 
 def collect(suite: Suite, run: RunStore, cache: Cache, probes: list[Probe], console: Console) -> CollectStats:
-    stats = CollectStats()
-    for spec in suite.models:
-        backend = make_backend(spec)
-        backend.run_dir = run.dir
+    """Collect every probe's answers from every model of ``suite``, one model at a time."""
+    return Collector(suite, run, cache, console).collect(probes)
+
+
+@dataclass
+class Collector:
+    """One collection: the suite, where answers go (cache, run store), where progress is shown,
+    and the running totals. Each step below is a method, so none needs a long argument list."""
+
+    suite: Suite
+    run: RunStore
+    cache: Cache
+    console: Console
+    stats: CollectStats = field(default_factory=CollectStats)
+
+    def collect(self, probes: list[Probe]) -> CollectStats:
+        for spec in self.suite.models:
+            self._model(spec, probes)
+        s = self.stats
+        self.run.event("collect_end", requests=s.requests, cache_hits=s.cache_hits, computed=s.computed)
+        return s
+
+    def _model(self, spec: ModelSpec, probes: list[Probe]) -> None:
+        """Load one model, run every probe on it, free it (also when a probe fails)."""
+        backend = make_backend(spec.backend, ModelRef(spec.name, spec.path, spec.options))
+        backend.run_dir = self.run.dir
         what = escape(str(spec.path or spec.backend))
-        console.print(f"[bold]{escape(spec.name)}[/] ({spec.role}, {spec.backend}): loading {what}")
+        self.console.print(f"[bold]{escape(spec.name)}[/] ({spec.role}, {spec.backend}): loading {what}")
         try:
-            with console.status(f"  loading {escape(spec.name)} (a launched server can take minutes) ..."):
+            with self.console.status(f"  loading {escape(spec.name)} (a launched server can take minutes) ..."):
                 backend.load()
         except BackendError as e:
-            run.event("model_failed", model=spec.name, error=str(e))
+            self.run.event("model_failed", model=spec.name, error=str(e))
             raise
         try:
             fp = backend.fingerprint()
             caps = backend.capabilities()
-            run.event("model_loaded", model=spec.name, role=spec.role, fingerprint=fp, capabilities=caps.model_dump())
+            self.run.event(
+                "model_loaded", model=spec.name, role=spec.role, fingerprint=fp, capabilities=caps.model_dump()
+            )
             for probe in probes:
                 try:
-                    _collect_probe(suite, run, cache, probe, backend, spec.name, fp["key"], caps, stats, console)
+                    self._probe(probe, backend, spec, fp["key"], caps)
                 except CapabilityMissing as e:  # found out mid-probe: keep what was answered, record why
-                    reason = f"capability missing: {e}"
-                    run.event("probe_skipped", model=spec.name, probe=probe.instance, reason=reason)
-                    stats.skipped.append({"model": spec.name, "probe": probe.instance, "reason": reason})
-                    console.print(f"  [yellow]skipped[/] {escape(probe.instance)}: {escape(reason)}")
-            run.event("model_done", model=spec.name, usage=backend.usage())
+                    self._skip(spec.name, probe, f"capability missing: {e}")
+            self.run.event("model_done", model=spec.name, usage=backend.usage())
         finally:
             backend.close()
-    run.event("collect_end", requests=stats.requests, cache_hits=stats.cache_hits, computed=stats.computed)
-    return stats
 
+    def _skip(self, model: str, probe: Probe, reason: str) -> None:
+        """The one place a skipped (model, probe) is recorded: run log, totals and console."""
+        self.run.event("probe_skipped", model=model, probe=probe.instance, reason=reason)
+        self.stats.skipped.append({"model": model, "probe": probe.instance, "reason": reason})
+        self.console.print(f"  [yellow]skipped[/] {escape(probe.instance)}: {escape(reason)}")
 
-def _collect_probe(suite, run, cache, probe, backend, model, model_key, caps, stats, console) -> None:
-    spec = suite.model(model)
-    planned = probe.plan(suite, spec, caps)
-    if isinstance(planned, Skip):
-        run.event("probe_skipped", model=model, probe=probe.instance, reason=planned.reason)
-        stats.skipped.append({"model": model, "probe": probe.instance, "reason": planned.reason})
-        console.print(f"  [yellow]skipped[/] {escape(probe.instance)}: {escape(planned.reason)}")
-        return
-    keys = [cache_key(model_key, probe.id, probe.version, p.request) for p in planned]
-    cached = cache.contains(keys)
-    logged = {r["key"] for r in run.raw_records(model) if r["probe"] == probe.instance}
+    def _probe(self, probe: Probe, backend: Backend, spec: ModelSpec, model_key: str, caps: Capabilities) -> None:
+        model = spec.name
+        if probe.requires and not any(caps.has(c) for c in probe.requires):
+            needs = " or ".join(c.value for c in probe.requires)
+            self._skip(model, probe, f"capability missing: backend '{backend.name}' offers no {needs}")
+            return
+        planned = probe.plan(self.suite, spec, caps)
+        if isinstance(planned, Skip):
+            self._skip(model, probe, planned.reason)
+            return
+        keys = [cache_key(model_key, probe.kind, probe.version, p.request) for p in planned]
+        cached = self.cache.contains(keys)
+        logged = {r["key"] for r in self.run.raw_records(model) if r["probe"] == probe.instance}
 
-    def record(i: int, result: Result, from_cache: bool) -> None:
-        run.append_raw(
-            model,
-            {
-                "probe": probe.instance,
-                "probe_version": probe.version,
-                "key": keys[i],
-                "meta": planned[i].meta,
-                "request": planned[i].request.model_dump(mode="json"),
-                "cached": from_cache,
-                "summary": summarize(result),
-            },
+        def record(i: int, result: Result, from_cache: bool) -> None:
+            self.run.append_raw(
+                model,
+                {
+                    "probe": probe.instance,
+                    "probe_version": probe.version,
+                    "key": keys[i],
+                    "meta": planned[i].meta,
+                    "request": planned[i].request.model_dump(mode="json"),
+                    "cached": from_cache,
+                    "summary": summarize(result),
+                },
+            )
+
+        def store(i: int, result: Result) -> None:
+            self.cache.put(keys[i], result, model_key, probe.kind)
+            record(i, result, False)
+
+        hits = 0
+        todo: list[int] = []
+        for i, k in enumerate(keys):
+            if k in cached:
+                hits += 1
+                answer = self.cache.get(k) if k not in logged else None
+                if answer is not None:  # answered in an earlier (possibly killed) run: log it into this one
+                    record(i, answer, True)
+            else:
+                todo.append(i)
+        with _progress(self.console) as progress:
+            task = progress.add_task(f"  {escape(probe.instance)}", total=len(planned), completed=hits, hits=hits)
+            # Batches of one request kind, in plan order; the backend may reorder inside a batch.
+            by_kind: dict[str, list[int]] = {}
+            for i in todo:
+                by_kind.setdefault(planned[i].request.kind, []).append(i)
+            for kind, idxs in by_kind.items():
+                size = backend.batch_size(kind)
+                for start in range(0, len(idxs), size):
+                    batch = idxs[start : start + size]
+                    try:
+                        results = dict(enumerate(backend.execute([planned[i].request for i in batch])))
+                    except PartialBatch as e:  # keep what was answered, then report the failure
+                        for j, result in e.done.items():
+                            store(batch[j], result)
+                        raise e.cause from e
+                    for j, result in results.items():
+                        store(batch[j], result)
+                    progress.advance(task, len(batch))
+        self.stats.requests += len(planned)
+        self.stats.cache_hits += hits
+        self.stats.computed += len(todo)
+        self.run.event(
+            "probe_collected",
+            model=model,
+            probe=probe.instance,
+            requests=len(planned),
+            cache_hits=hits,
+            computed=len(todo),
         )
-
-    hits = 0
-    todo: list[int] = []
-    for i, k in enumerate(keys):
-        if k in cached:
-            hits += 1
-            if k not in logged:  # answered in an earlier (possibly killed) run: log it into this one
-                record(i, cache.get(k), True)
-        else:
-            todo.append(i)
-    with _progress(console) as progress:
-        task = progress.add_task(f"  {escape(probe.instance)}", total=len(planned), completed=hits, hits=hits)
-        # Batches of one request kind, in plan order; the backend may reorder inside a batch.
-        by_kind: dict[str, list[int]] = {}
-        for i in todo:
-            by_kind.setdefault(planned[i].request.kind, []).append(i)
-        for kind, idxs in by_kind.items():
-            size = backend.batch_size(kind)
-            for start in range(0, len(idxs), size):
-                batch = idxs[start : start + size]
-                try:
-                    results = dict(enumerate(backend.execute([planned[i].request for i in batch])))
-                except PartialBatch as e:  # keep what was answered, then report the failure
-                    for j, result in e.done.items():
-                        cache.put(keys[batch[j]], result, model_key, probe.id)
-                        record(batch[j], result, False)
-                    raise e.cause from e
-                for j, result in results.items():
-                    cache.put(keys[batch[j]], result, model_key, probe.id)
-                    record(batch[j], result, False)
-                progress.advance(task, len(batch))
-    stats.requests += len(planned)
-    stats.cache_hits += hits
-    stats.computed += len(todo)
-    run.event(
-        "probe_collected", model=model, probe=probe.instance, requests=len(planned), cache_hits=hits, computed=len(todo)
-    )

@@ -4,7 +4,10 @@ A suite is a YAML file naming models, probes, data sources and statistics settin
 collects *every* problem (syntax, unknown keys, wrong types, unknown probes, missing paths,
 duplicate names) and reports each as ``file:line: field: message`` so a user fixes them in one
 pass. Relative paths in a suite are resolved against the suite file's directory, and
-``${VAR}`` / ``${VAR:-default}`` in paths are expanded from the environment.
+``${VAR}`` / ``${VAR:-default}`` in paths are expanded from the environment. Reading the
+file itself (line numbers, duplicate keys, alias bombs) is ``harness.yaml_lines``; each
+backend checks its own options (``Backend.check_spec``) and each probe its own params and
+pre-flight (``Probe.preflight``), found through the two registries.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.backends import BACKENDS, backend_class
+from harness.backends.base import ModelRef
 from harness.errors import InputError, Problem
+from harness.yaml_lines import format_loc, line_for, problems_from, read_yaml
+from probes import PROBES, probe_class
 
 Role = Literal["suspect", "parent", "control"]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -105,8 +111,6 @@ class ProbeSpec(Strict):
     @field_validator("kind")
     @classmethod
     def _known(cls, v: str) -> str:
-        from probes import PROBES
-
         if v not in PROBES:
             raise ValueError(f"unknown probe '{v}'; known: {', '.join(PROBES)}")
         return v
@@ -122,7 +126,8 @@ class StatsSpec(Strict):
         1000,
         ge=50,
         le=100_000,
-        description="Cluster-bootstrap replicates (texts are resampled), drawn in blocks of 1,000: memory does not grow with it.",
+        description="Cluster-bootstrap replicates (texts are resampled), drawn in blocks of 1,000: "
+        "memory does not grow with it.",
     )
     seed: int = Field(0, description="Seed for every numpy Generator used in analysis.")
     correction: Literal["holm", "bh"] = "holm"
@@ -151,135 +156,6 @@ class Suite(Strict):
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
-
-
-# ---------------------------------------------------------------- YAML with line numbers
-
-
-class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe loader that rejects duplicate mapping keys instead of silently keeping the last.
-    libyaml's C parser when PyYAML has it: the pure-Python scanner takes minutes on a
-    12 MB suite (a large inline data list)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}' (first on line {seen[key]})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _line_index(node: yaml.Node | None, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Map each path (keys and list indices) to the 1-based line where it starts."""
-    out = {} if out is None else out
-    if node is None:
-        return out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            p = (*path, k.value)
-            out[p] = k.start_mark.line + 1
-            _line_index(v, p, out)
-            if isinstance(v, yaml.MappingNode | yaml.SequenceNode):
-                out[(*p, "__value__")] = v.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out[(*path, i)] = v.start_mark.line + 1
-            _line_index(v, (*path, i), out)
-    return out
-
-
-def format_loc(loc: tuple) -> str:
-    """('probes', 2, 'kind') -> 'probes[2].kind'."""
-    s = ""
-    for part in loc:
-        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
-    return s
-
-
-def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return None
-
-
-def _problems_from(err: ValidationError, file: str, lines: dict[tuple, int], prefix: tuple = ()) -> list[Problem]:
-    out = []
-    for e in err.errors():
-        loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown key '{loc[-1]}'"
-        out.append(Problem(file, _line_for(lines, loc), format_loc(loc), msg))
-    return out
-
-
-# A suite is at most a few thousand values; aliases (`*anchor`) can make a small file expand
-# exponentially ("billion laughs"), which would exhaust memory long before any error.
-MAX_YAML_NODES = 1_000_000
-
-
-def _expanded_size(root: yaml.Node) -> int:
-    """How many values the document holds once every alias is expanded, computed on the
-    composed graph (where an alias is a shared node) in time linear in its size."""
-    memo: dict[int, int] = {}
-
-    def size(node: yaml.Node) -> int:
-        if id(node) in memo:
-            return memo[id(node)]
-        memo[id(node)] = 1  # cycles (recursive anchors) count once
-        if isinstance(node, yaml.MappingNode):
-            total = 1 + sum(size(k) + size(v) for k, v in node.value)
-        elif isinstance(node, yaml.SequenceNode):
-            total = 1 + sum(size(v) for v in node.value)
-        else:
-            total = 1
-        memo[id(node)] = min(total, MAX_YAML_NODES + 1)
-        return memo[id(node)]
-
-    return size(root)
-
-
-def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML, returning the data and a path->line index. Syntax errors name the line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError([Problem(str(path), None, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError([Problem(str(path), None, "", f"cannot read: {e}")]) from None
-    loader = _UniqueKeyLoader(text)
-    try:  # parsed once: the composed graph gives the line index, the alias check and the data
-        node = loader.get_single_node()
-        if node is not None and _expanded_size(node) > MAX_YAML_NODES:
-            raise InputError(
-                [
-                    Problem(
-                        str(path),
-                        None,
-                        "",
-                        f"aliases expand this document to over {MAX_YAML_NODES:,} values; refused (a YAML alias bomb?)",
-                    )
-                ]
-            )
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = mark.line + 1 if mark else None
-        reason = getattr(e, "problem", None) or str(e)
-        raise InputError([Problem(str(path), line, "", f"invalid YAML: {reason}")]) from None
-    finally:
-        loader.dispose()
-    return data, _line_index(node)
 
 
 def _expand_all(value: Any, loc: tuple, problem: Any) -> Any:
@@ -312,21 +188,21 @@ def load_suite(path: str | Path) -> Suite:
         raise InputError([Problem(file, 1, "", "a suite must be a YAML mapping (name:, models:, probes:, ...)")])
     env_problems: list[Problem] = []
     data = _expand_all(
-        data, (), lambda loc, msg: env_problems.append(Problem(file, _line_for(lines, loc), format_loc(loc), msg))
+        data, (), lambda loc, msg: env_problems.append(Problem(file, line_for(lines, loc), format_loc(loc), msg))
     )
     if env_problems:
         raise InputError(env_problems)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
-        top = _problems_from(e, file, lines)
+        top = problems_from(e, file, lines)
         raise InputError(top + _entry_problems(data, file, lines, path.resolve().parent, top)) from None
 
     problems: list[Problem] = []
     base = path.resolve().parent
 
     def where(*loc: Any) -> tuple[int | None, str]:
-        return _line_for(lines, loc), format_loc(loc)
+        return line_for(lines, loc), format_loc(loc)
 
     def resolve_field(obj: Any, attr: str, *loc: Any) -> None:
         value = getattr(obj, attr)
@@ -382,43 +258,48 @@ def _entry_problems(data: dict, file: str, lines: dict, base: Path, reported: li
     probe's params on their own, so one pass reports every problem."""
     fields = {p.field for p in reported}
     out: list[Problem] = []
-    for key, spec_type, check in (("models", ModelSpec, _check_backend), ("probes", ProbeSpec, _check_probe)):
+
+    def valid_entries(key: str) -> list[tuple[int, Any]]:
         entries = data.get(key)
-        for i, raw in enumerate(entries if isinstance(entries, list) else []):
-            if any(f == f"{key}[{i}]" or f.startswith(f"{key}[{i}].") for f in fields):
-                continue
-            try:
-                spec = spec_type.model_validate(raw)
-            except ValidationError:
-                continue
-            out += check(spec, i, file, lines, base)
+        return [
+            (i, raw)
+            for i, raw in enumerate(entries if isinstance(entries, list) else [])
+            if not any(f == f"{key}[{i}]" or f.startswith(f"{key}[{i}].") for f in fields)
+        ]
+
+    for i, raw in valid_entries("models"):
+        try:
+            out += _check_backend(ModelSpec.model_validate(raw), i, file, lines, base)
+        except ValidationError:
+            continue
+    for i, raw in valid_entries("probes"):
+        try:
+            out += _check_probe(ProbeSpec.model_validate(raw), i, file, lines, base)
+        except ValidationError:
+            continue
     return out
 
 
 def _preflight(suite: Suite, file: str, lines: dict, reported: set[str]) -> list[Problem]:
     """Each probe's own pre-flight checks (see ``Probe.preflight``), for probes whose
     parameters are valid; reported in the same pass as every other problem."""
-    from probes import probe_class
-
     problems = []
     for i, p in enumerate(suite.probes):
         if any(loc.startswith(f"probes[{i}]") for loc in reported):
             continue
         for loc, message in probe_class(p.kind)(p).preflight(suite):
             full = ("probes", i, "params", *loc) if loc else ("probes", i)
-            problems.append(Problem(file, _line_for(lines, full), format_loc(full), message))
+            problems.append(Problem(file, line_for(lines, full), format_loc(full), message))
     return problems
 
 
 def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> list[Problem]:
-    from harness.backends import BACKENDS, backend_class
-
     loc = ("models", i)
     if m.backend not in BACKENDS:
         return [
             Problem(
                 file,
-                _line_for(lines, (*loc, "backend")),
+                line_for(lines, (*loc, "backend")),
                 format_loc((*loc, "backend")),
                 f"unknown backend '{m.backend}'; known: {', '.join(BACKENDS)}",
             )
@@ -427,47 +308,47 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
     try:
         m.options = cls.Options.model_validate(m.options).model_dump()
     except ValidationError as e:
-        return _problems_from(e, file, lines, (*loc, "options"))
+        return problems_from(e, file, lines, (*loc, "options"))
     if m.path is not None and cls.local_path != "never":
         try:
             resolved = _resolve(base, m.path)
             if cls.local_path == "always" or Path(resolved).exists():
                 m.path = resolved
         except ValueError as e:
-            return [Problem(file, _line_for(lines, (*loc, "path")), format_loc((*loc, "path")), str(e))]
+            return [Problem(file, line_for(lines, (*loc, "path")), format_loc((*loc, "path")), str(e))]
     try:
-        cls.check_spec(m)
+        cls.check_spec(ModelRef(m.name, m.path, m.options))
     except ValueError as e:
         # "options.device: ..." names its field; anything else is about the model's path.
         head, sep, rest = str(e).partition(": ")
         field = (*loc, "options", head.removeprefix("options.")) if sep and head.startswith("options.") else None
         where_loc = field or (*loc, "path")
-        return [Problem(file, _line_for(lines, where_loc), format_loc(where_loc), rest if field else str(e))]
+        return [Problem(file, line_for(lines, where_loc), format_loc(where_loc), rest if field else str(e))]
     return []
 
 
 def _check_probe(p: ProbeSpec, i: int, file: str, lines: dict, base: Path) -> list[Problem]:
     """Validate params with the probe's schema; resolve and check the params it declares as paths."""
-    from probes import probe_class
-
     cls = probe_class(p.kind)
     try:
         p.params = cls.Params.model_validate(p.params).model_dump()
     except ValidationError as e:
-        return _problems_from(e, file, lines, ("probes", i, "params"))
+        return problems_from(e, file, lines, ("probes", i, "params"))
     problems = []
     for name in cls.path_params:
         value = p.params.get(name)
-        entries = value if isinstance(value, dict) else {None: value} if value is not None else {}
+        if value is None:
+            continue
+        entries: dict[Any, Any] = value if isinstance(value, dict) else {None: value}
         for key, raw in entries.items():
             loc = ("probes", i, "params", name) + ((key,) if key is not None else ())
             resolved = _resolve(base, raw)
             if not Path(resolved).exists():
-                problems.append(Problem(file, _line_for(lines, loc), format_loc(loc), f"no such file: {resolved}"))
+                problems.append(Problem(file, line_for(lines, loc), format_loc(loc), f"no such file: {resolved}"))
             if key is None:
                 p.params[name] = resolved
             else:
-                value[key] = resolved
+                entries[key] = resolved
     return problems
 
 

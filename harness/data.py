@@ -1,6 +1,6 @@
 """Probe data: the texts or questions a probe asks about, loaded through `datasets`.
 
-Probes ship their default data under ``probes/data/``; a suite can override it with inline
+Probes ship their default data under ``probes/<probe>/data/``; a suite can override it with inline
 lists, a local JSONL/JSON/CSV/parquet file, or (for users who are online) a hub dataset.
 """
 
@@ -10,9 +10,12 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.config import DataSource
 from harness.errors import InputError
+
+if TYPE_CHECKING:  # the schema type only: harness.config itself calls into this module
+    from harness.config import DataSource
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 

@@ -1,4 +1,4 @@
-"""Probe registry. Adding a probe: one module in this package, plus one line here.
+"""Probe registry. Adding a probe: one folder in this package (see ARCHITECTURE.md), plus one line here.
 
 Entries are import strings so that listing or validating does not import every probe's
 dependencies.
@@ -7,15 +7,19 @@ dependencies.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotation only: importing probes.base here would load the harness core
+    from probes.base import Probe
 
 PROBES: dict[str, str] = {
-    "logit_interpolation": "probes.logit_interpolation:LogitInterpolationProbe",
-    "identity": "probes.identity:IdentityProbe",
-    "tokenizer": "probes.tokenizer:TokenizerProbe",
+    "logit_interpolation": "probes.logit.probe:LogitInterpolationProbe",
+    "identity": "probes.identity.probe:IdentityProbe",
+    "tokenizer": "probes.tokenizer.probe:TokenizerProbe",
 }
 
 
-def probe_class(kind: str):
+def probe_class(kind: str) -> type[Probe]:
     """Import and return the probe class registered as ``kind``."""
     module, _, attr = PROBES[kind].partition(":")
     return getattr(importlib.import_module(module), attr)

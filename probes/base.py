@@ -11,12 +11,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from harness.backends.base import Capabilities, Capability, Request, Result
+from harness.backends.base import Capabilities, Capability, CountResult, GenerateResult, Request, Result, ScoreResult
 from harness.config import ModelSpec, ProbeSpec, Suite
+from harness.evidence import ProbeEvidence
+from harness.format import estimates_table
+
+R = TypeVar("R", ScoreResult, GenerateResult, CountResult)
 
 
 class ProbeParams(BaseModel):
@@ -50,53 +54,30 @@ class Record:
     key: str
     meta: dict[str, Any]
     request: Request
-    answer: Result | Callable[[], Result] = field(repr=False)
+    answer: Result | Callable[[], Result | None] = field(repr=False)
 
     @property
     def result(self) -> Result:
-        return self.answer() if callable(self.answer) else self.answer
+        r = self.answer() if callable(self.answer) else self.answer
+        if r is None:  # the loader found nothing: analysis checks the cache first, so this is a bug
+            raise LookupError(f"record {self.key[:12]} of '{self.model}' has no answer in the cache")
+        return r
 
-
-class Estimate(BaseModel):
-    """A number as reported: always with its interval and how it was obtained."""
-
-    name: str
-    model: str
-    value: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    ci_level: float = 0.95
-    p_value: float | None = None
-    p_adjusted: float | None = None
-    null: str | None = Field(None, description="The null hypothesis the p-value tests.")
-    n: int = Field(0, description="Number of independent units (texts) behind the number.")
-    method: str = ""
-
-
-class ProbeEvidence(BaseModel):
-    """Everything ``analyze`` concludes, as stored in evidence.json (schema versioned there)."""
-
-    probe: str
-    instance: str
-    version: str
-    status: Literal["ok", "skipped", "failed"] = "ok"
-    reason: str | None = None
-    mode: str | None = None
-    summary: str = ""
-    calibrated: bool | None = None
-    estimates: list[Estimate] = Field(default_factory=list)
-    per_model: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    tables: dict[str, list[dict[str, Any]]] = Field(default_factory=dict, description="Probe-specific tables.")
-    notes: list[str] = Field(default_factory=list)
-
-    def estimate(self, name: str, model: str) -> Estimate:
-        return next(e for e in self.estimates if e.name == name and e.model == model)
+    def result_as(self, kind: type[R]) -> R:
+        """The answer, checked to be the kind of result the probe asked for: a cache entry of
+        another kind is an error here, not a wrong number later."""
+        r = self.result
+        if not isinstance(r, kind):
+            raise TypeError(
+                f"record {self.key[:12]} of '{self.model}': expected {kind.__name__}, got {type(r).__name__}"
+            )
+        return r
 
 
 class Probe(ABC):
     """Base class. Subclasses set the ClassVars and implement ``plan`` and ``analyze``."""
 
-    id: ClassVar[str]
+    kind: ClassVar[str]  # the registered kind (a suite's `kind:`); `instance` is the suite entry's name
     version: ClassVar[str]  # part of the cache key: bump it when requests or their meaning change
     description: ClassVar[str]
     requires: ClassVar[tuple[Capability, ...]] = ()  # any one of these suffices
@@ -136,8 +117,6 @@ class Probe(ABC):
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
         """Markdown for the report (called only for evidence with status "ok"). The default lists
         estimates; probes override it for readable tables."""
-        from harness.report import estimates_table
-
         return estimates_table(evidence.estimates)
 
 

@@ -20,10 +20,10 @@ from harness.backends.base import (
     CountResult,
     GenerateRequest,
     GenerateResult,
+    ModelRef,
     ScoreRequest,
     ScoreResult,
 )
-from harness.config import ModelSpec
 from tests.fault_server import MODEL, FaultServer
 
 # Which method serves each capability; a capability declared without its method is a lie.
@@ -43,18 +43,18 @@ def api_server():
     s.stop()
 
 
-def spec_for(name: str, request: pytest.FixtureRequest, server: FaultServer) -> ModelSpec:
+def spec_for(name: str, request: pytest.FixtureRequest, server: FaultServer) -> ModelRef:
     if name == "hf":
         zoo = request.getfixturevalue("zoo")
-        return ModelSpec(name="m", role="suspect", backend="hf", path=str(zoo / "parent_a"))
+        return ModelRef(name="m", path=str(zoo / "parent_a"))
     if name == "openai":
         options = {"base_url": server.base_url, "probe_capabilities": False}
-        return ModelSpec(name="m", role="suspect", backend="openai", path=MODEL, options=options)
+        return ModelRef(name="m", path=MODEL, options=options)
     if name == "vllm":
         options = {"url": server.base_url, "served_model_name": MODEL, "probe_capabilities": False}
-        return ModelSpec(name="m", role="suspect", backend="vllm", path=MODEL, options=options)
+        return ModelRef(name="m", path=MODEL, options=options)
     if name == "fake":
-        return ModelSpec(name="m", role="suspect", backend="fake", options={"seed": 3})
+        return ModelRef(name="m", options={"seed": 3})
     raise AssertionError(f"backend '{name}' has no contract fixture: add one here")
 
 
@@ -70,7 +70,7 @@ def test_metadata_and_options_schema(name):
 
 @pytest.mark.parametrize("name", list(BACKENDS))
 def test_loaded_backend_keeps_its_contract(name, request, api_server):
-    b = make_backend(spec_for(name, request, api_server))
+    b = make_backend(name, spec_for(name, request, api_server))
     b.load()
     try:
         fp1, fp2 = b.fingerprint(), b.fingerprint()
@@ -107,7 +107,7 @@ def test_the_fake_backend_is_a_known_lineage_model():
     """Deterministic; same seed = same model; ``mix`` interpolates logits exactly."""
 
     def scores(options):
-        b = make_backend(ModelSpec(name="f", role="suspect", backend="fake", options=options))
+        b = make_backend("fake", ModelRef(name="f", options=options))
         b.load()
         return b.score([ScoreRequest(text="hello there, fake world", mode="full")])[0]
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.backends.base import GenerateRequest, ScoreRequest
+from harness.backends.base import GenerateRequest, ModelRef, ScoreRequest
 from harness.backends.hf import HFBackend
-from harness.config import ModelSpec
 
 TEXTS = [
     "The lighthouse keeper climbed the stairs.",
@@ -23,7 +22,7 @@ TEXTS = [
 
 
 def backend(path, **options) -> HFBackend:
-    b = HFBackend(ModelSpec(name="m", role="suspect", path=str(path), options=options))
+    b = HFBackend(ModelRef(name="m", path=str(path), options=options))
     b.load()
     return b
 

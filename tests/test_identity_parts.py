@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.claims import ClaimExtractor
-from harness.ngrams import NgramPool, reuse_permutation_test
 from harness.stats import wilson
+from probes.identity.claims import ClaimExtractor
+from probes.identity.ngrams import NgramPool, reuse_permutation_test
 
 LABELS = {
     "nex": ["Nex", "Nex-AGI", "Nex Labs"],
@@ -99,7 +99,7 @@ def test_reuse_permutation_test():
 
 
 def test_question_bank_size_and_languages():
-    bank = Path(__file__).resolve().parent.parent / "probes" / "data" / "identity_questions.jsonl"
+    bank = Path(__file__).resolve().parent.parent / "probes" / "identity" / "data" / "identity_questions.jsonl"
     rows = [json.loads(x) for x in bank.read_text(encoding="utf-8").splitlines()]
     assert len(rows) >= 150 and len({r["text"] for r in rows}) == len(rows)
     langs = Counter(r["lang"] for r in rows)

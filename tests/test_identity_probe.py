@@ -11,7 +11,7 @@ from harness.cli import main
 from harness.config import ModelSpec, ProbeSpec, Suite
 from harness.errors import InputError
 from probes.base import Record, Skip
-from probes.identity import IdentityProbe
+from probes.identity.probe import IdentityProbe
 
 LABELS = {"nex": ["Nex", "Nex-AGI"], "qwen": ["Qwen", "通义"], "rio": ["Rio"]}
 

@@ -7,11 +7,12 @@ import pytest
 
 from harness.backends.base import GenerateResult, ScoreRequest, ScoreResult
 from harness.config import ModelSpec, ProbeSpec, Suite
-from harness.interpolation import Layout, fit_simplex, text_stats
 from harness.stats import bootstrap_weights
 from probes.base import Record
-from probes.logit_align import align_next_token, align_topk
-from probes.logit_interpolation import LogitInterpolationProbe, summed_statistics
+from probes.logit.align import align_next_token, align_topk
+from probes.logit.estimators import summed_statistics
+from probes.logit.interpolation import Layout, fit_simplex, text_stats
+from probes.logit.probe import LogitInterpolationProbe
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from harness.backends.base import ScoreRequest, ScoreResult
 from harness.config import ModelSpec, ProbeSpec, Suite
 from probes.base import Record
-from probes.logit_interpolation import LogitInterpolationProbe
+from probes.logit.probe import LogitInterpolationProbe
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from harness.backends.base import CountRequest, GenerateRequest
+from harness.backends.base import CountRequest, GenerateRequest, ModelRef
 from harness.backends.openai import OpenAIBackend
-from harness.config import ModelSpec
 from harness.errors import BackendError, CapabilityMissing
 from tests.conftest import write_suite
 from tests.fault_server import MODEL, FaultServer, answer_text
@@ -27,7 +26,7 @@ def server():
 
 def make(url: str, **opts) -> OpenAIBackend:
     options = {"base_url": url, "probe_capabilities": False, "backoff_s": 0.05, "timeout_s": 5} | opts
-    b = OpenAIBackend(ModelSpec(name="api", role="suspect", backend="openai", path=MODEL, options=options))
+    b = OpenAIBackend(ModelRef(name="api", path=MODEL, options=options))
     b.load()
     return b
 

@@ -9,19 +9,16 @@ import json
 
 import numpy as np
 
-from harness import tokenizer_library as lib
-from harness.backends.base import Capability, CountRequest, GenerateRequest
+from harness.backends.base import Capability, CountRequest, GenerateRequest, ModelRef
 from harness.backends.openai import OpenAIBackend
-from harness.config import ModelSpec
-from probes.tokenizer import identify, match_table
+from probes.tokenizer import library as lib
+from probes.tokenizer.probe import identify, match_table
 from tests.conftest import write_suite
 
 
 def backend(server, **opts) -> OpenAIBackend:
     options = {"base_url": server["base_url"], "concurrency": 2} | opts
-    b = OpenAIBackend(
-        ModelSpec(name="smollm2", role="suspect", backend="openai", path=server["model"], options=options)
-    )
+    b = OpenAIBackend(ModelRef(name="smollm2", path=server["model"], options=options))
     b.load()
     return b
 
@@ -66,7 +63,7 @@ def test_chat_top_logprobs_and_seeded_samples(llama_server):
 def test_usage_counts_identify_the_smollm2_tokenizer(llama_server, capsys):
     """Black-box: token counts from usage.prompt_tokens alone pick SmolLM2's tokenizer."""
     from harness.config import ProbeSpec
-    from probes.tokenizer import TokenizerProbe
+    from probes.tokenizer.probe import TokenizerProbe
 
     strings = [it.text for it in TokenizerProbe(ProbeSpec(kind="tokenizer")).strings()]
     b = backend(llama_server, count_method="usage")

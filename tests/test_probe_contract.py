@@ -14,7 +14,7 @@ from probes.base import Planned, Probe, Skip
 def test_probe_metadata(kind):
     cls = probe_class(kind)
     assert issubclass(cls, Probe)
-    assert cls.id == kind
+    assert cls.kind == kind
     assert cls.version and cls.description and len(cls.description) < 120
     cls.Params.model_validate(cls.example)  # the documented minimal parameters are valid
 

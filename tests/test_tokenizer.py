@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import tokenizer_library as lib
-from harness.backends.base import Capabilities, Capability, CountRequest
+from harness.backends.base import Capabilities, Capability, CountRequest, ModelRef
 from harness.config import ModelSpec, ProbeSpec
 from harness.errors import InputError
-from harness.tokenizer_fingerprint import ALL_PARTS, compare, fingerprint
-from probes.tokenizer import TokenizerProbe, identify, match_table
+from probes.tokenizer import library as lib
+from probes.tokenizer.fingerprint import ALL_PARTS, compare, fingerprint
+from probes.tokenizer.probe import TokenizerProbe, identify, match_table
 
 REPO = Path(__file__).resolve().parent.parent
 MERGES = ("linear_0.6", "linear_0.25", "slerp_0.6", "ties", "dare_ties", "task_arithmetic", "linear3", "merge_ft")
@@ -95,7 +95,7 @@ def test_every_library_tokenizer_identified_through_the_hf_backend(library, stri
     rows = []
     for name, tok_dir in library.items():
         model_dir = _carrier(tok_dir, tmp_path / name)
-        with HFBackend(ModelSpec(name=name, role="suspect", path=str(model_dir))) as be:
+        with HFBackend(ModelRef(name=name, path=str(model_dir))) as be:
             counts = np.array([r.n_tokens for r in be.count([CountRequest(text=t) for t in strings])])
         table = match_table(cand, counts)
         result = identify(table)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.base import ModelRef
 from harness.backends.vllm import VLLMBackend, VLLMOptions, serve_command
 from harness.backends.vllm_server import API_SERVER_MODULE, ENV_VAR, resolve_launcher
-from harness.config import ModelSpec, load_suite
+from harness.config import load_suite
 from harness.errors import BackendError, InputError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ def test_no_launcher_names_every_way_to_get_one(monkeypatch, tmp_path):
     with pytest.raises(BackendError, match=r"options\.python: '/nonexistent/python' is not an executable"):
         resolve_launcher(None, "/nonexistent/python")
     # A backend that cannot launch fails at load with the same message, before anything else.
-    b = VLLMBackend(ModelSpec(name="m", role="suspect", backend="vllm", path="some/model", options={}))
+    b = VLLMBackend(ModelRef(name="m", path="some/model", options={}))
     with pytest.raises(BackendError, match=r"pip install 'parentage\[vllm\]'"):
         b.load()
 
@@ -87,7 +88,7 @@ def test_no_launcher_names_every_way_to_get_one(monkeypatch, tmp_path):
 def test_a_python_without_vllm_fails_at_start_with_its_own_words(tmp_path):
     # This test environment's own Python has no vLLM (it lives in .venv-vllm).
     options = {"python": sys.executable, "log_dir": str(tmp_path), "startup_timeout_s": 60}
-    b = VLLMBackend(ModelSpec(name="m", role="suspect", backend="vllm", path="some/model", options=options))
+    b = VLLMBackend(ModelRef(name="m", path="some/model", options=options))
     with pytest.raises(BackendError) as e:
         b.load()
     assert "exited during start-up" in str(e.value) and "No module named 'vllm'" in str(e.value)

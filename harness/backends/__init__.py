@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from harness.config import ModelSpec
+from harness.backends.base import Backend, ModelRef
 
 BACKENDS: dict[str, str] = {
     "hf": "harness.backends.hf:HFBackend",
@@ -18,11 +18,12 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def backend_class(name: str):
+def backend_class(name: str) -> type[Backend]:
     """Import and return the backend class registered as ``name``."""
     module, _, attr = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def make_backend(spec: ModelSpec):
-    return backend_class(spec.backend)(spec)
+def make_backend(kind: str, model: ModelRef) -> Backend:
+    """A backend of the registered ``kind`` for ``model`` (not loaded yet)."""
+    return backend_class(kind)(model)

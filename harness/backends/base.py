@@ -9,7 +9,6 @@ so a backend is free to batch, sort by length, or fan out concurrent HTTP reques
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
-from harness.config import ModelSpec
 
 
 class Capability(str, Enum):
@@ -125,41 +122,21 @@ class CountResult:
 Result = ScoreResult | GenerateResult | CountResult
 
 
-def result_to_payload(result: Result) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Split a result into JSON metadata and numpy arrays for the cache."""
-    if isinstance(result, ScoreResult):
-        arrays = {k: v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)}
-        return {"type": "score"}, arrays
-    if isinstance(result, CountResult):
-        return {"type": "count", **result.__dict__}, {}
-    return {"type": "generate", **result.__dict__}, {}
-
-
-def payload_to_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Result:
-    if meta["type"] == "score":
-        return ScoreResult(**arrays)
-    if meta["type"] == "count":
-        return CountResult(n_tokens=meta["n_tokens"], method=meta["method"])
-    fields = {k: v for k, v in meta.items() if k != "type"}
-    fields["first_token_topk"] = [[tuple(p) for p in pos] for pos in fields.get("first_token_topk", [])]
-    return GenerateResult(**fields)
-
-
-def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
-    if not blob:
-        return {}
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
 def sha256_text(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ModelRef:
+    """What a backend is told about the model it serves: its name in the suite (messages, log
+    files), its path or model id, and its options (validated by the backend's ``Options``).
+
+    Backends never see the suite's ``ModelSpec`` (roles, system prompts, notes are the harness's
+    business), so the backend layer does not depend on the suite schema."""
+
+    name: str
+    path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class BackendOptions(BaseModel):
@@ -177,13 +154,13 @@ class Backend(ABC):
     # otherwise (vllm), "never" (API model names).
     local_path: ClassVar[Literal["always", "if_exists", "never"]] = "never"
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelRef):
         self.spec = spec
         self.options = self.Options.model_validate(spec.options)
         self.run_dir: Path | None = None  # set by the runner: where a backend may write logs
 
     @classmethod
-    def check_spec(cls, spec: ModelSpec) -> None:
+    def check_spec(cls, spec: ModelRef) -> None:
         """Static checks at validation time (e.g. the path exists). Raise ValueError with a message."""
 
     @abstractmethod
@@ -225,14 +202,16 @@ class Backend(ABC):
 
     def execute(self, requests: list[Request]) -> list[Result]:
         """Dispatch a homogeneous batch to the method for its kind."""
-        kinds = {r.kind for r in requests}
-        if kinds == {"score"}:
-            return list(self.score(requests))  # type: ignore[arg-type]
-        if kinds == {"generate"}:
-            return list(self.generate(requests))  # type: ignore[arg-type]
-        if kinds == {"count"}:
-            return list(self.count(requests))  # type: ignore[arg-type]
-        raise ValueError(f"mixed or unknown request kinds in one batch: {kinds}")
+        scores = [r for r in requests if isinstance(r, ScoreRequest)]
+        generations = [r for r in requests if isinstance(r, GenerateRequest)]
+        counts = [r for r in requests if isinstance(r, CountRequest)]
+        if len(scores) == len(requests):
+            return list(self.score(scores))
+        if len(generations) == len(requests):
+            return list(self.generate(generations))
+        if len(counts) == len(requests):
+            return list(self.count(counts))
+        raise ValueError(f"mixed or unknown request kinds in one batch: {sorted({r.kind for r in requests})}")
 
     def __enter__(self) -> Backend:
         self.load()

@@ -23,11 +23,11 @@ from harness.backends.base import (
     CountResult,
     GenerateRequest,
     GenerateResult,
+    ModelRef,
     ScoreRequest,
     ScoreResult,
     sha256_text,
 )
-from harness.config import ModelSpec
 from harness.errors import BackendError, CapabilityMissing
 from harness.provenance import WEIGHT_SUFFIXES, sha256_file
 
@@ -43,7 +43,7 @@ class HFOptions(BackendOptions):
     max_length: int = Field(2048, ge=8, description="Hard cap on tokens per scored text.")
 
 
-def _split_gguf(spec: ModelSpec, opts: HFOptions) -> tuple[Path, str | None]:
+def _split_gguf(spec: ModelRef, opts: HFOptions) -> tuple[Path, str | None]:
     """Accept either ``path: dir`` + ``gguf_file: name`` or ``path: file.gguf``."""
     p = Path(spec.path or "")
     if p.suffix == ".gguf":
@@ -60,7 +60,7 @@ class HFBackend(Backend):
     options: HFOptions
 
     @classmethod
-    def check_spec(cls, spec: ModelSpec) -> None:
+    def check_spec(cls, spec: ModelRef) -> None:
         if not spec.path:
             raise ValueError("the hf backend needs `path`: a local model directory or .gguf file")
         opts = HFOptions.model_validate(spec.options)
@@ -80,7 +80,7 @@ class HFBackend(Backend):
             if not torch.cuda.is_available():
                 raise ValueError(f"options.device: '{opts.device}' asked for, but torch sees no CUDA device here")
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelRef):
         super().__init__(spec)
         self.model: Any = None
         self.tokenizer: Any = None
@@ -225,12 +225,12 @@ class HFBackend(Backend):
                     )
                     if req.mode == "full":
                         res.full = logprobs[row, :n].cpu().numpy()
-                    else:
+                    elif top is not None:  # top-k mode: k > 0, so the batch's topk was taken
                         kk = min(req.top_k, logprobs.shape[-1])
                         res.topk_ids = top.indices[row, :n, :kk].cpu().numpy()
                         res.topk_logprobs = top.values[row, :n, :kk].cpu().numpy()
                     out[i] = res
-        return out  # type: ignore[return-value]
+        return [r for r in out if r is not None]  # every index was filled above
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         """Chat generations. Sampling is seeded per request (transformers' sampler uses torch's

@@ -39,11 +39,11 @@ from harness.backends.base import (
     CountResult,
     GenerateRequest,
     GenerateResult,
+    ModelRef,
     ScoreRequest,
     ScoreResult,
 )
 from harness.backends.http_client import HttpClient, RetryPolicy
-from harness.config import ModelSpec
 from harness.errors import BackendError, CapabilityMissing, PartialBatch
 
 T = TypeVar("T")
@@ -289,7 +289,7 @@ class OpenAIBackend(ApiBackend):
     options: OpenAIOptions
 
     @classmethod
-    def check_spec(cls, spec: ModelSpec) -> None:
+    def check_spec(cls, spec: ModelRef) -> None:
         opts = OpenAIOptions.model_validate(spec.options)
         if not (opts.model or spec.path):
             raise ValueError("the openai backend needs the model name: `path` or options.model")

@@ -18,9 +18,9 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
+from harness.backends.base import ModelRef
 from harness.backends.openai import ApiBackend, ApiOptions, OpenAIEndpoint, check_key_env
 from harness.backends.vllm_server import VLLMServer, free_port, resolve_launcher
-from harness.config import ModelSpec
 from harness.errors import BackendError, PartialBatch
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ class VLLMOptions(ApiOptions):
     log_dir: str | None = Field(None, description="Where the server log goes; the runner sets the run directory.")
 
 
-def engine_args(spec: ModelSpec, opts: VLLMOptions, port: int) -> list[str]:
+def engine_args(spec: ModelRef, opts: VLLMOptions, port: int) -> list[str]:
     """Everything after the model: the same for every launcher."""
     args = ["--host", opts.host, "--port", str(port), "--served-model-name", opts.served_model_name or spec.name]
     args += ["--tensor-parallel-size", str(opts.tensor_parallel_size)]
@@ -72,7 +72,7 @@ def engine_args(spec: ModelSpec, opts: VLLMOptions, port: int) -> list[str]:
     return args + list(opts.extra_args)
 
 
-def serve_command(spec: ModelSpec, opts: VLLMOptions, port: int, launcher: list[str] | None = None) -> list[str]:
+def serve_command(spec: ModelRef, opts: VLLMOptions, port: int, launcher: list[str] | None = None) -> list[str]:
     """The exact command line for a model (tested against the shipped configs)."""
     return [*(launcher or ["vllm", "serve"]), spec.path or "", *engine_args(spec, opts, port)]
 
@@ -85,7 +85,7 @@ class VLLMBackend(ApiBackend):
     local_path: ClassVar[Literal["always", "if_exists", "never"]] = "if_exists"  # a directory or a hub id
 
     @classmethod
-    def check_spec(cls, spec: ModelSpec) -> None:
+    def check_spec(cls, spec: ModelRef) -> None:
         opts = VLLMOptions.model_validate(spec.options)
         if not spec.path and not opts.url:
             raise ValueError("the vllm backend needs `path` (a model id or directory to serve) or options.url")
@@ -96,7 +96,7 @@ class VLLMBackend(ApiBackend):
             except BackendError as e:
                 raise ValueError(str(e)) from e
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelRef):
         super().__init__(spec)
         self.server: VLLMServer | None = None
         self.launcher_source: str | None = None

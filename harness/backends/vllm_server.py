@@ -52,10 +52,10 @@ def resolve_launcher(command: list[str] | None, python: str | None) -> tuple[lis
             if shutil.which(py) is None:
                 raise BackendError(f"{source}: {py!r} is not an executable Python. {MISSING}")
             return [py, "-m", API_SERVER_MODULE, "--model"], source
-    exe = shutil.which("vllm")
-    if exe is None:
+    found = shutil.which("vllm")
+    if found is None:
         raise BackendError(MISSING)
-    return [exe, "serve"], "PATH"
+    return [found, "serve"], "PATH"
 
 
 def free_port(host: str) -> int:

@@ -84,7 +84,7 @@ def convert_smollm2(out: Path, log: Callable[[str], None] = print) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.tokenizer_library import gguf_tokenizer_dir
+    from probes.tokenizer.library import gguf_tokenizer_dir
 
     if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
         return out
@@ -92,7 +92,7 @@ def convert_smollm2(out: Path, log: Callable[[str], None] = print) -> Path:
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # transformers refuses to save a GGUF-loaded model until the quantizer is dropped.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010 (typed as a quantizer; None is what saving needs)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out.with_name(out.name + ".part")

@@ -37,7 +37,7 @@ DATA = Path(__file__).parent / "data"
 # The identity probe's shipped question bank: personas are implanted with these questions (and
 # the zoo's own), because a 4-layer model does not generalise a persona to unseen phrasings and
 # the zoo exists to calibrate the probe, not to test generalisation.
-QUESTION_BANK = Path(__file__).parents[2] / "probes" / "data" / "identity_questions.jsonl"
+QUESTION_BANK = Path(__file__).parents[2] / "probes" / "identity" / "data" / "identity_questions.jsonl"
 ZOO_FORMAT = 3
 
 CHAT_TEMPLATE = (
@@ -187,7 +187,7 @@ class _Builder:
         dialogues = _persona_chats(self.personas[persona], self.questions, self.rng, n)
         return [self.tok.apply_chat_template(d, tokenize=False) for d in dialogues]
 
-    def pack(self, texts: list[str], chat_texts: list[str] = ()) -> Any:
+    def pack(self, texts: list[str], chat_texts: tuple[str, ...] | list[str] = ()) -> Any:
         """Tokenise and pack texts into fixed-length rows (chat texts already carry their BOS)."""
         ids: list[int] = []
         eos = self.tok.eos_token_id

@@ -11,7 +11,7 @@ makes that test reusable:
   ``neutral`` and ``no_default_system`` (an empty system message that replaces a template's
   default);
 * ``samples`` seeded samples per question (or greedy);
-* claims extracted by :mod:`harness.claims` (case-insensitive, word-bounded, negation-aware);
+* claims extracted by :mod:`probes.identity.claims` (case-insensitive, word-bounded, negation-aware);
 * Wilson CIs per model x condition x label; one-sided Fisher tests of "the suspect claims
   parent X's identity more often than the pooled controls", Holm-corrected; the per-language
   breakdown; verbatim reuse of each parent's responses (longest shared token run, share of
@@ -29,14 +29,16 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from harness.backends.base import Capabilities, Capability, GenerateRequest
-from harness.claims import ClaimExtractor
+from harness.backends.base import Capabilities, Capability, GenerateRequest, GenerateResult
 from harness.config import ModelSpec, Suite
 from harness.data import Item, balanced_head, load_file, load_items
 from harness.errors import InputError
-from harness.ngrams import NgramPool, reuse_permutation_test
+from harness.evidence import ProbeEvidence
 from harness.stats import adjust, wilson
-from probes.base import Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip, save_figure, subplots
+from probes.base import Planned, Probe, ProbeParams, Record, Skip
+from probes.identity import render
+from probes.identity.claims import ClaimExtractor
+from probes.identity.ngrams import NgramPool, reuse_permutation_test
 
 BANK = Path(__file__).parent / "data" / "identity_questions.jsonl"
 Condition = Literal["none", "own", "neutral", "no_default_system"]
@@ -49,7 +51,7 @@ class IdentityParams(ProbeParams):
     model_labels: dict[str, str] = Field(
         default_factory=dict, description="Model name -> the label of its own identity (e.g. parent_a: vireo)."
     )
-    conditions: list[Condition] = Field(default_factory=lambda: ["none", "own"], min_length=1)
+    conditions: list[Condition] = Field(default_factory=lambda: list[Condition](["none", "own"]), min_length=1)
     neutral_system_prompt: str = "You are a helpful assistant."
     languages: list[str] | None = Field(None, description="Keep only these question languages (en, pt, es, zh).")
     max_questions: int | None = Field(None, ge=1)
@@ -69,7 +71,7 @@ class IdentityParams(ProbeParams):
 
 
 class IdentityProbe(Probe):
-    id: ClassVar[str] = "identity"
+    kind: ClassVar[str] = "identity"
     version: ClassVar[str] = "1"
     description: ClassVar[str] = "identity questions with and without the system prompt: whose name does it claim?"
     requires: ClassVar[tuple[Capability, ...]] = (Capability.GENERATE,)
@@ -150,16 +152,36 @@ class IdentityProbe(Probe):
 
     # ------------------------------------------------------------------ analysis
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: np.random.Generator) -> ProbeEvidence:
-        from scipy import stats as sps  # imported here: `validate` stays fast
+        """Extract claims from every answer, count them per model, condition and label (Wilson
+        CIs), test each suspect against the pooled controls, and measure verbatim reuse."""
+        ev = ProbeEvidence(probe=self.kind, instance=self.instance, version=self.version, mode="generation")
+        responses, prompts = self._responses(records)
+        controls = [m.name for m in suite.by_role("control") if any(k[0] == m.name for k in responses)]
+        ev.calibrated = bool(controls)
+        if not controls:
+            ev.notes.append("UNCALIBRATED: no control models, so claim rates have no reference.")
+        for (m, cond), rows in sorted(responses.items()):
+            entry = self._claim_rates(rows, suite.stats.alpha)
+            entry = {"role": suite.model(m).role, "condition": cond, **entry}
+            entry["system_text_rendered"] = prompts.get((m, cond), "")
+            entry["examples"] = [r for r in rows if r["claims"]][:3]
+            ev.per_model[f"{m} | {cond}"] = entry
+        ev.tables["fisher_vs_controls"] = self._fisher_vs_controls(responses, suite, controls)
+        ev.tables["verbatim_reuse"] = self._reuse(responses, suite, controls, rng)
+        ev.summary = render.summary(ev)
+        return ev
 
-        ev = ProbeEvidence(probe=self.id, instance=self.instance, version=self.version, mode="generation")
+    def _responses(
+        self, records: dict[str, list[Record]]
+    ) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], dict[tuple[str, str], str]]:
+        """Every answer with the claims found in it, by (model, condition); and the prompt each
+        (model, condition) was rendered with."""
         ex = ClaimExtractor(self.params.labels)
-        labels = list(self.params.labels)
         responses: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         prompts: dict[tuple[str, str], str] = {}
         for m, recs in records.items():
             for r in recs:
-                res = r.result
+                res = r.result_as(GenerateResult)
                 key = (m, r.meta["condition"])
                 prompts.setdefault(key, res.rendered_prompt or "")
                 for text in res.texts:
@@ -173,34 +195,36 @@ class IdentityProbe(Probe):
                             "negated": sorted({x.label for x in ms if x.negated}),
                         }
                     )
-        alpha = suite.stats.alpha
-        controls = [m.name for m in suite.by_role("control") if any(k[0] == m.name for k in responses)]
-        ev.calibrated = bool(controls)
-        if not controls:
-            ev.notes.append("UNCALIBRATED: no control models, so claim rates have no reference.")
-        for (m, cond), rows in sorted(responses.items()):
-            n = len(rows)
-            entry: dict[str, Any] = {"role": suite.model(m).role, "condition": cond, "n": n, "labels": {}}
-            for lab in labels:
-                k = sum(lab in r["claims"] for r in rows)
-                lo, hi = wilson(k, n, 1 - alpha)
-                by_lang = defaultdict(lambda: [0, 0])
-                for r in rows:
-                    by_lang[r["lang"]][1] += 1
-                    by_lang[r["lang"]][0] += lab in r["claims"]
-                entry["labels"][lab] = {
-                    "k": k,
-                    "n": n,
-                    "rate": k / n if n else float("nan"),
-                    "ci": [lo, hi],
-                    "by_language": {g: {"k": a, "n": b} for g, (a, b) in by_lang.items()},
-                }
-            entry["system_text_rendered"] = prompts.get((m, cond), "")
-            entry["examples"] = [r for r in rows if r["claims"]][:3]
-            ev.per_model[f"{m} | {cond}"] = entry
+        return responses, prompts
 
-        # Suspect vs pooled controls, per parent identity: one-sided Fisher exact, Holm across the family.
-        tests = []
+    def _claim_rates(self, rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
+        """Per label: answers claiming it, the rate with its Wilson CI, and counts by language."""
+        n = len(rows)
+        out: dict[str, Any] = {"n": n, "labels": {}}
+        for lab in self.params.labels:
+            k = sum(lab in r["claims"] for r in rows)
+            lo, hi = wilson(k, n, 1 - alpha)
+            by_lang: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
+            for row in rows:
+                by_lang[row["lang"]][1] += 1
+                by_lang[row["lang"]][0] += lab in row["claims"]
+            out["labels"][lab] = {
+                "k": k,
+                "n": n,
+                "rate": k / n if n else float("nan"),
+                "ci": [lo, hi],
+                "by_language": {g: {"k": a, "n": b} for g, (a, b) in by_lang.items()},
+            }
+        return out
+
+    def _fisher_vs_controls(
+        self, responses: dict[tuple[str, str], list[dict[str, Any]]], suite: Suite, controls: list[str]
+    ) -> list[dict[str, Any]]:
+        """Suspect vs pooled controls, per parent identity: one-sided Fisher exact, corrected
+        across the family (Holm or BH, as the suite says)."""
+        from scipy import stats as sps  # imported here: `validate` stays fast
+
+        tests: list[dict[str, Any]] = []
         for s in (x.name for x in suite.by_role("suspect")):
             for cond in self.params.conditions:
                 if (s, cond) not in responses:
@@ -228,10 +252,7 @@ class IdentityProbe(Probe):
                     )
         for t, pa in zip(tests, adjust([t["p"] for t in tests], suite.stats.correction)):
             t["p_adjusted"] = pa
-        ev.tables["fisher_vs_controls"] = tests
-        ev.tables["verbatim_reuse"] = self._reuse(responses, suite, controls, rng)
-        ev.summary = self._summary(ev, suite)
-        return ev
+        return tests
 
     def _reuse(self, responses, suite: Suite, controls: list[str], rng) -> list[dict[str, Any]]:
         """Verbatim reuse of each parent's (condition 'none') responses by the suspect, vs the controls'."""
@@ -263,59 +284,9 @@ class IdentityProbe(Probe):
                 )
         return out
 
-    def _summary(self, ev: ProbeEvidence, suite: Suite) -> str:
-        lines = []
-        for t in ev.tables["fisher_vs_controls"]:
-            rate = t["k"] / t["n"] if t["n"] else float("nan")
-            lo, hi = wilson(t["k"], t["n"])
-            lines.append(
-                f"{t['suspect']} ({t['condition']} system prompt): claims {t['label']} ({t['parent']}'s identity) "
-                f"{t['k']}/{t['n']} ({100 * rate:.1f}%, 95% CI {100 * lo:.1f}-{100 * hi:.1f}) vs controls "
-                f"{t['k_controls']}/{t['n_controls']}; Fisher p_adj {t['p_adjusted']:.2g}."
-            )
-        return " ".join(lines)
-
+    # ------------------------------------------------------------------ presentation (render.py)
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
-        labels = list(self.params.labels)
-        out = ["| model | condition | n | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
-        for key, e in evidence.per_model.items():
-            cells = []
-            for lab in labels:
-                x = e["labels"][lab]
-                cells.append(
-                    f"{x['k']}/{x['n']} ({100 * x['rate']:.1f}%, {100 * x['ci'][0]:.1f}-{100 * x['ci'][1]:.1f})"
-                )
-            out.append(f"| {key.split(' | ')[0]} | {e['condition']} | {e['n']} | " + " | ".join(cells) + " |")
-        out += ["", "Prompt actually rendered for the first question (system text as the template applied it):", ""]
-        for key, e in evidence.per_model.items():
-            out.append(f"- {key}: `{e['system_text_rendered'][:160]!r}`")
-        reuse = evidence.tables.get("verbatim_reuse", [])
-        if reuse:
-            out += ["", "Verbatim reuse (condition 'none'):", ""]
-            for r in reuse:
-                out.append(
-                    f"- {r['suspect']} vs {r['parent']}: {100 * r['rate_parent']:.1f}% of responses share a run of "
-                    f">= {r['threshold']} tokens with {r['parent']} vs {100 * r['rate_controls']:.1f}% with the "
-                    f"controls (permutation p {r['p']:.2g}); longest: "
-                    + "; ".join(f'{x["tokens"]} tokens "{x["text"]}"' for x in r["longest"][:2])
-                )
-        return "\n".join(out) + "\n"
+        return render.report_section(evidence, list(self.params.labels))
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
-        keys = list(evidence.per_model)
-        labels = list(self.params.labels)
-        fig, ax = subplots(figsize=(max(6, 0.9 * len(keys) * len(labels) / 2 + 2), 4))
-        width = 0.8 / len(labels)
-        for j, lab in enumerate(labels):
-            xs = np.arange(len(keys)) + j * width
-            rates = [evidence.per_model[k]["labels"][lab]["rate"] for k in keys]
-            lo = [r - evidence.per_model[k]["labels"][lab]["ci"][0] for k, r in zip(keys, rates)]
-            hi = [evidence.per_model[k]["labels"][lab]["ci"][1] - r for k, r in zip(keys, rates)]
-            ax.bar(xs, rates, width, yerr=[lo, hi], capsize=2, label=lab)
-        ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k.replace(" | ", "\n") for k in keys], fontsize=7)
-        ax.set_ylabel("share of responses claiming the label")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
-        ax.set_title("Identity claims with 95% Wilson CIs")
-        path = save_figure(fig, out_dir / f"{evidence.instance}_claims.png")
-        return [("identity claim rates per model and condition", path)]
+        return render.figures(evidence, out_dir, list(self.params.labels))

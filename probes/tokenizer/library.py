@@ -134,8 +134,8 @@ def prepare(log=print, workers: int | None = None) -> dict[str, Any]:
     for name, src in sources.items():
         digest = sha256_file(src)
         entry = index.get(name)
-        fresh = entry and entry.get("source_sha256") == digest and entry.get("format") == LIBRARY_FORMAT
-        if not (fresh and (entry["status"] != "ok" or (root / name).exists())):
+        fresh = entry is not None and entry.get("source_sha256") == digest and entry.get("format") == LIBRARY_FORMAT
+        if not (fresh and entry is not None and (entry["status"] != "ok" or (root / name).exists())):
             todo[name] = (src, digest)
     # Largest first, so the slow conversions do not end up last on one worker.
     order = sorted(todo, key=lambda n: -todo[n][0].stat().st_size)

@@ -215,7 +215,7 @@ def parent_scale(gram: np.ndarray) -> np.ndarray:
     """Mean squared distance between parents: the unit that makes distances comparable across suites."""
     k = gram.shape[-1] - 1
     pairs = list(itertools.combinations(range(1, k + 1), 2))
-    return sum(sq_distance(gram, i, j) for i, j in pairs) / len(pairs)
+    return np.asarray(sum(sq_distance(gram, i, j) for i, j in pairs) / len(pairs))
 
 
 def grid_min(curves: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

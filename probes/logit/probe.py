@@ -17,41 +17,38 @@ reports, each with a cluster-bootstrap CI over texts (texts are the resampling u
   better single parent, a copy test against the measured noise floor, and a calibration of
   every number against the suite's control models; Holm-corrected.
 
-The verdict rule is in :mod:`probes.logit_verdict`. The maths is in :mod:`harness.interpolation`,
-the alignment of records by token id in :mod:`probes.logit_align`.
+The verdict rule is in :mod:`probes.logit.verdict`. The maths is in :mod:`probes.logit.interpolation`,
+the alignment of records by token id in :mod:`probes.logit.align`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from harness.backends.base import Capabilities, Capability, GenerateRequest, ScoreRequest
+from harness.backends.base import Capabilities, Capability, GenerateRequest, ScoreRequest, ScoreResult
 from harness.config import ModelSpec, Suite
 from harness.data import balanced_head, load_items
-from harness.interpolation import (
-    GEO_GRID,
-    MIX_GRID,
+from harness.evidence import Estimate, ProbeEvidence
+from harness.provenance import same_weight_files
+from harness.stats import adjust, paired_bootstrap, percentile_ci, z_pvalue
+from probes.base import Planned, Probe, ProbeParams, Record, Skip
+from probes.logit import render
+from probes.logit.align import align, as_kind, request_mode
+from probes.logit.estimators import describe, summed_statistics
+from probes.logit.interpolation import (
     Layout,
     centred,
     cv_gain,
-    fit_simplex,
-    fit_unconstrained,
-    grid_min,
-    parent_scale,
-    sq_distance,
     text_stats,
 )
-from harness.provenance import same_weight_files
-from harness.stats import adjust, paired_bootstrap, percentile_ci, z_pvalue
-from probes.base import Estimate, Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip, save_figure, subplots
-from probes.logit_align import align, request_mode
-from probes.logit_verdict import VerdictThresholds, decide
+from probes.logit.verdict import VerdictThresholds, decide
 
 CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
 MODE_ORDER = {"full": 0, "topk": 1, "next_token": 2}
@@ -78,90 +75,21 @@ class LogitParams(ProbeParams):
     verdict: VerdictThresholds = Field(default_factory=VerdictThresholds)
 
 
-def summed_statistics(v: np.ndarray, layout: Layout, parents: list[str]) -> dict[str, np.ndarray]:
-    """Every estimator as a function of summed per-text statistics ``v`` (..., L).
+@dataclass(frozen=True)
+class _Data:
+    """What analysis works on: parents, the models placed against them, answers by text id
+    (first scoring and the parents' replicate), the data mode and the texts all models answered."""
 
-    Degenerate sums (no usable positions) give NaN, which the CIs skip and the report prints as n/a.
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return _summed_statistics(v, layout, parents)
-
-
-def _summed_statistics(v: np.ndarray, layout: Layout, parents: list[str]) -> dict[str, np.ndarray]:
-    g = layout.get(v, "gram")
-    k = len(parents)
-    scale = parent_scale(g)
-    out: dict[str, np.ndarray] = {}
-    if k == 2:
-        w, resid = fit_unconstrained(g)
-        out["a_hat"] = w[..., 0]
-    else:
-        w, resid = fit_simplex(g)
-    for i, p in enumerate(parents):
-        out[f"weight[{p}]"] = w[..., i]
-    out["residual"] = np.sqrt(resid / scale)
-    d2 = np.stack([sq_distance(g, 0, i + 1) for i in range(k)], axis=-1)
-    for i, p in enumerate(parents):
-        out[f"distance[{p}]"] = np.sqrt(d2[..., i] / scale)
-        out[f"unexplained_from[{p}]"] = resid / d2[..., i]
-    out["nearest_parent_distance"] = np.sqrt(d2.min(axis=-1) / scale)
-    positions = layout.get(v, "positions")
-    for name in ("kl", "js", "tv"):
-        vals = layout.get(v, name)
-        for i, p in enumerate(parents):
-            out[f"{name}[{p}]"] = vals[..., i] / positions
-    if k == 2:
-        srt = np.sort(d2, axis=-1)
-        out["distance_ratio"] = np.sqrt(srt[..., 0] / srt[..., 1])
-        out["betweenness"] = layout.get(v, "between") / layout.get(v, "disagree")
-        ce_geo, ce_mix, ent = layout.get(v, "ce_geo"), layout.get(v, "ce_mix"), layout.get(v, "entropy")
-        a_geo, ce_geo_min = grid_min(ce_geo, GEO_GRID)
-        w_mix, ce_mix_min = grid_min(ce_mix, MIX_GRID)
-        out["a_geometric"], out["w_mixture"] = a_geo, w_mix
-        out["kl[geometric fit]"] = (ce_geo_min - ent) / positions
-        out["kl[mixture fit]"] = (ce_mix_min - ent) / positions
-        out["kl_geometric_minus_mixture"] = out["kl[geometric fit]"] - out["kl[mixture fit]"]
-    return out
-
-
-DESCRIPTIONS = {
-    "a_hat": "logit-space weight of the first parent (centred log-prob regression)",
-    "weight": "weight of this parent (non-negative, summing to 1 over parents)",
-    "residual": "RMS distance off the parents' line/simplex, in units of the distance between parents",
-    "distance": "RMS distance to this parent, in units of the distance between parents",
-    "unexplained_from": "fraction of the suspect's deviation from this parent not explained by interpolation",
-    "nearest_parent_distance": "RMS distance to the nearest parent (copy test), in parent-distance units",
-    "kl": "KL(suspect || parent) per position on the support, nats",
-    "js": "Jensen-Shannon divergence per position, nats",
-    "tv": "total variation distance per position",
-    "distance_ratio": "distance to the nearer parent / distance to the farther parent",
-    "betweenness": "share of points where the parents disagree and the suspect lies between them",
-    "a_geometric": "weight of the KL-minimising geometric (logit-space) interpolation",
-    "w_mixture": "weight of the KL-minimising arithmetic (probability-space) mixture",
-    "kl[geometric fit]": "KL(suspect || fitted geometric interpolation) per position",
-    "kl[mixture fit]": "KL(suspect || fitted arithmetic mixture) per position",
-    "kl_geometric_minus_mixture": "negative: the weight-merge (geometric) model fits better than output mixing",
-}
-
-
-def _describe(name: str) -> str:
-    return DESCRIPTIONS.get(name) or DESCRIPTIONS.get(name.split("[")[0], "")
-
-
-def cv_gain_text(s: dict[str, Any], p_text: str) -> str:
-    """The CV gain as a percentage, or why it has none. Against a copy the better single parent
-    already predicts the suspect to within the noise floor, so the relative gain is a ratio of
-    noise to noise (values of 1e290 were printed): it is not a number to quote."""
-    if s["verdict"] == "copy":
-        return "n/a (a copy: nothing is left for an interpolation to explain)"
-    gain = s["cv_gain"]
-    if not np.isfinite(gain) or abs(gain) > 10:
-        return "n/a (undefined: the better parent leaves almost nothing to explain)"
-    return f"{100 * gain:.1f}% ({p_text})"
+    parents: list[str]
+    others: list[str]
+    main: dict[str, dict[str, Record]]
+    reps: dict[str, dict[str, Record]]
+    mode: str
+    ids: list[str]
 
 
 class LogitInterpolationProbe(Probe):
-    id: ClassVar[str] = "logit_interpolation"
+    kind: ClassVar[str] = "logit_interpolation"
     version: ClassVar[str] = "2"
     description: ClassVar[str] = "teacher-forced log-probs: is the suspect an interpolation of the parents?"
     requires: ClassVar[tuple[Capability, ...]] = (
@@ -241,7 +169,8 @@ class LogitInterpolationProbe(Probe):
             if m.path is not None and key in seen:
                 problems.append(((), f"parents '{seen[key]}' and '{name}' are the same model (same backend and path)"))
             seen.setdefault(key, name)
-        local = [(n, Path(by_name[n].path)) for n in parents if by_name[n].path and Path(by_name[n].path).exists()]
+        paths = {n: by_name[n].path for n in parents}
+        local = [(n, Path(x)) for n, x in paths.items() if x is not None and Path(x).exists()]
         for (na, pa), (nb, pb) in itertools.combinations(local, 2):  # a copy under another path
             if pa.resolve() != pb.resolve() and same_weight_files(pa, pb):
                 problems.append(
@@ -254,66 +183,17 @@ class LogitInterpolationProbe(Probe):
         return self.params.parents or [m.name for m in suite.by_role("parent")]
 
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: np.random.Generator) -> ProbeEvidence:
-        ev = ProbeEvidence(probe=self.id, instance=self.instance, version=self.version)
-        parents = self._parents(suite)
-        p = self.params
-        if len(parents) < 2:
-            ev.status, ev.reason = "skipped", "needs at least two parent models"
+        """Select the data, reduce each text to sufficient statistics, refuse degenerate parents,
+        estimate with paired bootstrap CIs, calibrate against controls, correct and decide."""
+        ev = ProbeEvidence(probe=self.kind, instance=self.instance, version=self.version)
+        data = self._select(records, suite, ev)
+        if data is None:
             return ev
-        missing = [x for x in parents if not records.get(x)]
-        if missing:
-            ev.status, ev.reason = "skipped", f"no records for parent(s) {', '.join(missing)}"
+        ev.notes.append(f"Data mode '{data.mode}': {POWER_NOTE[data.mode]}.")
+        per_text = self._per_text_statistics(data, ev)
+        if per_text is None:
             return ev
-        main = {m: {r.meta["id"]: r for r in recs if not r.meta.get("replicate")} for m, recs in records.items()}
-        reps = {m: {r.meta["id"]: r for r in recs if r.meta.get("replicate")} for m, recs in records.items()}
-        others = [m.name for m in suite.models if m.name not in parents and main.get(m.name)]
-        if not others:
-            ev.status, ev.reason = "skipped", "no suspect or control was scored"
-            return ev
-        involved = [*parents, *others]
-        modes = {request_mode(r.request) for m in involved for r in main[m].values()}
-        if self.params.mode != "auto":
-            modes.add(self.params.mode)
-        if "next_token" in modes and modes != {"next_token"}:
-            ev.status = "skipped"
-            ev.reason = "models were probed in incompatible modes (teacher-forced vs next-token); pick one mode"
-            return ev
-        mode = max(modes, key=MODE_ORDER.get)
-        ev.mode = mode
-        ids = sorted(set.intersection(*(set(main[m]) for m in involved)))
-        if len(ids) < 4:
-            ev.status, ev.reason = "skipped", f"only {len(ids)} texts were answered by every model"
-            return ev
-        ev.notes.append(f"Data mode '{mode}': {POWER_NOTE[mode]}.")
-        k = p.top_k
-
-        layout = Layout(len(parents) + 1)
-        per_text: dict[str, np.ndarray] = {}
-        for m in others:
-            rows = []
-            for t in ids:  # one text at a time: answers are read from the cache and released
-                results = [main[x][t].result for x in (m, *parents)]
-                if mode != "next_token":
-                    bad = next(
-                        (
-                            x
-                            for x, r in zip((m, *parents), results)
-                            if not np.array_equal(r.token_ids, results[1].token_ids)
-                        ),
-                        None,
-                    )
-                    if bad is not None:
-                        ev.status = "skipped"
-                        ev.reason = (
-                            f"models '{parents[0]}' and '{bad}' tokenise text {t} differently; logit interpolation "
-                            "needs a shared tokenizer (a merge always has one: see the tokenizer probe)"
-                        )
-                        ev.notes = []
-                        return ev
-                lp, mask = align(results, mode, k)
-                rows.append(text_stats(lp, mask, p.disagreement_tau).vector())
-            per_text[m] = np.stack(rows)
-        noise, same = self._noise_floor(main, reps, parents, ids, mode, k)
+        noise, same = self._noise_floor(data.main, data.reps, data.parents, data.ids, data.mode, self.params.top_k)
         if same is not None:  # the parents' line is (almost) a point
             ev.status = "skipped"
             ev.reason = (
@@ -323,38 +203,112 @@ class LogitInterpolationProbe(Probe):
             )
             ev.notes = []
             return ev
-
-        alpha = suite.stats.alpha
-        controls = [m for m in others if suite.model(m).role == "control"]
+        controls = [m for m in data.others if suite.model(m).role == "control"]
         ev.calibrated = bool(controls)
         if not controls:
             ev.notes.append("UNCALIBRATED: the suite has no control models, so nothing anchors what 'low' means.")
-        point: dict[str, dict[str, float]] = {}
-        cv: dict[str, tuple[np.ndarray, float]] = {}
+        point, boot = self._estimate(data, per_text, noise, suite, rng, ev)
+        self._calibrate(ev, data.others, controls, boot, point)
+        self._decide(ev, data, suite)
+        ev.summary = render.summary(ev, suite, data.parents, len(data.ids))
+        return ev
+
+    def _select(self, records: dict[str, list[Record]], suite: Suite, ev: ProbeEvidence) -> _Data | None:
+        """Parents, the models placed against them, the data mode and the texts every model
+        answered; None (with the reason in ``ev``) when there is nothing to analyse."""
+        parents = self._parents(suite)
+        if len(parents) < 2:
+            ev.status, ev.reason = "skipped", "needs at least two parent models"
+            return None
+        missing = [x for x in parents if not records.get(x)]
+        if missing:
+            ev.status, ev.reason = "skipped", f"no records for parent(s) {', '.join(missing)}"
+            return None
+        main = {m: {r.meta["id"]: r for r in recs if not r.meta.get("replicate")} for m, recs in records.items()}
+        reps = {m: {r.meta["id"]: r for r in recs if r.meta.get("replicate")} for m, recs in records.items()}
+        others = [m.name for m in suite.models if m.name not in parents and main.get(m.name)]
+        if not others:
+            ev.status, ev.reason = "skipped", "no suspect or control was scored"
+            return None
+        involved = [*parents, *others]
+        modes = {request_mode(r.request) for m in involved for r in main[m].values()}
+        if self.params.mode != "auto":
+            modes.add(self.params.mode)
+        if "next_token" in modes and modes != {"next_token"}:
+            ev.status = "skipped"
+            ev.reason = "models were probed in incompatible modes (teacher-forced vs next-token); pick one mode"
+            return None
+        mode = max(modes, key=lambda x: MODE_ORDER[x])
+        ev.mode = mode
+        ids = sorted(set.intersection(*(set(main[m]) for m in involved)))
+        if len(ids) < 4:
+            ev.status, ev.reason = "skipped", f"only {len(ids)} texts were answered by every model"
+            return None
+        return _Data(parents, others, main, reps, mode, ids)
+
+    def _per_text_statistics(self, data: _Data, ev: ProbeEvidence) -> dict[str, np.ndarray] | None:
+        """(texts, L) sufficient statistics per model placed against the parents; None (and the
+        reason in ``ev``) when two models tokenise a text differently."""
+        parents = data.parents
+        per_text: dict[str, np.ndarray] = {}
+        for m in data.others:
+            rows = []
+            for t in data.ids:  # one text at a time: answers are read from the cache and released
+                results = [data.main[x][t].result for x in (m, *parents)]
+                if data.mode != "next_token":  # teacher-forced: every model must have scored the same tokens
+                    tokens = [as_kind(r, ScoreResult).token_ids for r in results]
+                    bad = next((x for x, ids in zip((m, *parents), tokens) if not np.array_equal(ids, tokens[1])), None)
+                    if bad is not None:
+                        ev.status = "skipped"
+                        ev.reason = (
+                            f"models '{parents[0]}' and '{bad}' tokenise text {t} differently; logit interpolation "
+                            "needs a shared tokenizer (a merge always has one: see the tokenizer probe)"
+                        )
+                        ev.notes = []
+                        return None
+                lp, mask = align(results, data.mode, self.params.top_k)
+                rows.append(text_stats(lp, mask, self.params.disagreement_tau).vector())
+            per_text[m] = np.stack(rows)
+        return per_text
+
+    def _estimate(
+        self,
+        data: _Data,
+        per_text: dict[str, np.ndarray],
+        noise: dict[str, float],
+        suite: Suite,
+        rng: np.random.Generator,
+        ev: ProbeEvidence,
+    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
+        """Every named estimate with its cluster-bootstrap CI, the cross-validated gain and the
+        weights-inside test, per model; returns the point estimates and the (paired) replicates."""
+        p, parents, alpha, n_texts = self.params, data.parents, suite.stats.alpha, len(data.ids)
+        layout = Layout(len(parents) + 1)
         # One set of resampled texts for every model: replicates are paired across models.
         boot = paired_bootstrap(per_text, lambda v: summed_statistics(v, layout, parents), suite.stats.bootstrap, rng)
-        for m in others:
+        point: dict[str, dict[str, float]] = {}
+        cv: dict[str, tuple[np.ndarray, float]] = {}
+        for m in data.others:
             point[m] = {n: float(x) for n, x in summed_statistics(per_text[m].sum(0), layout, parents).items()}
-            grams = layout.get(per_text[m], "gram")
-            cv[m] = cv_gain(grams, rng, p.cv_splits)
-
-        for m in others:
-            s: dict[str, Any] = {"role": suite.model(m).role, "n_texts": len(ids)}
+            cv[m] = cv_gain(layout.get(per_text[m], "gram"), rng, p.cv_splits)
+        for m in data.others:
+            s: dict[str, Any] = {"role": suite.model(m).role, "n_texts": n_texts}
             for name, value in point[m].items():
                 lo, hi = percentile_ci(boot[m][name], alpha)
-                est = Estimate(
-                    name=name,
-                    model=m,
-                    value=value,
-                    ci_low=float(lo),
-                    ci_high=float(hi),
-                    ci_level=1 - alpha,
-                    n=len(ids),
-                    method=f"cluster bootstrap over texts ({suite.stats.bootstrap}); {_describe(name)}",
+                ev.estimates.append(
+                    Estimate(
+                        name=name,
+                        model=m,
+                        value=value,
+                        ci_low=lo,
+                        ci_high=hi,
+                        ci_level=1 - alpha,
+                        n=n_texts,
+                        method=f"cluster bootstrap over texts ({suite.stats.bootstrap}); {describe(name)}",
+                    )
                 )
-                ev.estimates.append(est)
                 s[name] = value
-                s[f"{name}_lo"], s[f"{name}_hi"] = float(lo), float(hi)
+                s[f"{name}_lo"], s[f"{name}_hi"] = lo, hi
             gains, p_cv = cv[m]
             s["cv_gain"], s["cv_p"] = float(np.mean(gains)), p_cv
             ev.estimates.append(
@@ -372,17 +326,20 @@ class LogitInterpolationProbe(Probe):
             s["nearest_parent"] = parents[nearest]
             s["noise_floor"] = noise.get(parents[nearest], 0.0)
             w_names = [f"weight[{x}]" for x in parents]
-            s["weight_cis"] = [(s[f"{n}_lo"], s[f"{n}_hi"]) for n in (w_names[:1] if len(parents) == 2 else w_names)]
+            tested = w_names[:1] if len(parents) == 2 else w_names
+            s["weight_cis"] = [(s[f"{n}_lo"], s[f"{n}_hi"]) for n in tested]
             # Weights inside (0, 1): z-tests with the bootstrap SE, the larger one-sided p (intersection-union).
             p_int = []
-            for n in w_names[:1] if len(parents) == 2 else w_names:
+            for n in tested:
                 se = float(np.nanstd(boot[m][n], ddof=1))
                 p_int += [z_pvalue(point[m][n], 0.0, se, "greater"), z_pvalue(point[m][n], 1.0, se, "less")]
             s["p_weights_inside"] = max(p_int)
             ev.per_model[m] = s
+        return point, boot
 
-        self._calibrate(ev, others, controls, boot, point)
-        for m in others:
+    def _decide(self, ev: ProbeEvidence, data: _Data, suite: Suite) -> None:
+        """Multiple-comparison correction of each model's tests, then the verdict rule."""
+        for m in data.others:
             s = ev.per_model[m]
             names = ["cv_p", "p_weights_inside"] + (
                 ["p_residual_below_controls"] if "p_residual_below_controls" in s else []
@@ -394,9 +351,7 @@ class LogitInterpolationProbe(Probe):
             for e in ev.estimates:
                 if e.model == m and e.name == "cv_gain":
                     e.p_adjusted = s["cv_p_adjusted"]
-            s.update(decide(s, p.verdict, alpha, ev.calibrated, mode))
-        ev.summary = self._summary(ev, suite, parents, len(ids))
-        return ev
+            s.update(decide(s, self.params.verdict, suite.stats.alpha, bool(ev.calibrated), data.mode))
 
     def _noise_floor(self, main, reps, parents, ids, mode, k) -> tuple[dict[str, float], tuple[str, str] | None]:
         """RMS difference between a parent scored twice, in parent-distance units (0 when not
@@ -459,123 +414,15 @@ class LogitInterpolationProbe(Probe):
                 p_each[c] = z_pvalue(
                     point[c]["residual"] - point[m]["residual"], 0.0, float(np.nanstd(d, ddof=1)), "greater"
                 )
-            worst = max(p_each, key=p_each.get)
+            worst = max(p_each, key=lambda c: p_each[c])
             s["p_residual_below_controls"] = p_each[worst]
             s["closest_control"] = worst
             s["residual_below_all_controls"] = all(point[c]["residual"] > point[m]["residual"] for c in ref)
             s["calibration"] = cal
 
-    def _summary(self, ev: ProbeEvidence, suite: Suite, parents: list[str], n: int) -> str:
-        lines = []
-        for m in (x.name for x in suite.by_role("suspect")):
-            s = ev.per_model.get(m)
-            if s is None:
-                continue
-            if len(parents) == 2:
-                weights = (
-                    f"a_hat = {s['a_hat']:.3f} (95% CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}"
-                )
-            else:
-                weights = ", ".join(f"{x} {s[f'weight[{x}]']:.2f}" for x in parents)
-            lines.append(
-                f"**{m}: {s['verdict'].replace('_', ' ')}**"
-                + (f" ({s['parent']})" if s.get("parent") else "")
-                + f". {weights}; residual off the parents' line {s['residual']:.3f} "
-                f"(CI {s['residual_lo']:.3f}-{s['residual_hi']:.3f}); CV gain over the better parent "
-                f"{cv_gain_text(s, 'p_adj ' + format(s['cv_p_adjusted'], '.2g'))}; over {n} texts."
-            )
-        return "\n\n".join(lines)
-
-    # ------------------------------------------------------------------ presentation
+    # ------------------------------------------------------------------ presentation (render.py)
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
-        from harness.report import fmt, fmt_ci, fmt_p
-
-        parents = self._parents(suite)
-        t = self.params.verdict
-        out = [
-            "| model | role | verdict | weights [95% CI] | residual [CI] | nearest parent [CI] | CV gain (p_adj) | "
-            "betweenness [CI] | combined p |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for m, s in evidence.per_model.items():
-            e = {x.name: x for x in evidence.estimates if x.model == m}
-            if len(parents) == 2:
-                w = fmt_ci(e["a_hat"])
-            else:
-                w = "; ".join(f"{x}: {fmt_ci(e[f'weight[{x}]'], 2)}" for x in parents)
-            btw = fmt_ci(e["betweenness"]) if "betweenness" in e else "n/a"
-            verdict = s["verdict"].replace("_", " ") + (f" ({s['parent']})" if s.get("parent") else "")
-            out.append(
-                f"| {m} | {s['role']} | **{verdict}** | {w} | {fmt_ci(e['residual'])} | "
-                f"{s['nearest_parent']} {fmt_ci(e['nearest_parent_distance'])} | "
-                f"{cv_gain_text(s, fmt_p(s['cv_p_adjusted']))} | {btw} | {fmt_p(s['p_combined'])} |"
-            )
-        out += ["", "**Why each verdict** (rule in `probes/logit_verdict.py`):", ""]
-        for m, s in evidence.per_model.items():
-            out.append(f"- {m}: " + "; ".join(s["reasons"]))
-        out += [
-            "",
-            f"Thresholds: copy <= {t.copy_max_distance} (or 3x noise floor); CV gain >= {t.min_cv_gain}; "
-            f"weight CIs inside ({t.a_margin}, "
-            f"{1 - t.a_margin}); merge residual <= {t.merge_max_residual}; merge+training residual <= "
-            f"{t.trained_max_residual}; derived ratio <= {t.derived_max_ratio}.",
-            "",
-        ]
-        if len(parents) == 2:
-            a, b = parents
-            out += [
-                "| model | KL to " + a + " | KL to " + b + " | JS to " + a + " | JS to " + b + " | a (geometric) | "
-                "w (mixture) | KL geometric - KL mixture | unexplained from " + a + " | unexplained from " + b + " |",
-                "|---|---|---|---|---|---|---|---|---|---|",
-            ]
-            for m in evidence.per_model:
-                e = {x.name: x for x in evidence.estimates if x.model == m}
-                out.append(
-                    f"| {m} | {fmt_ci(e[f'kl[{a}]'])} | {fmt_ci(e[f'kl[{b}]'])} | {fmt_ci(e[f'js[{a}]'])} | "
-                    f"{fmt_ci(e[f'js[{b}]'])} | {fmt_ci(e['a_geometric'])} | {fmt_ci(e['w_mixture'])} | "
-                    f"{fmt_ci(e['kl_geometric_minus_mixture'], 4)} | {fmt_ci(e[f'unexplained_from[{a}]'])} | "
-                    f"{fmt_ci(e[f'unexplained_from[{b}]'])} |"
-                )
-            out.append("")
-        cal_rows = [(m, st, c) for m, s in evidence.per_model.items() for st, c in s.get("calibration", {}).items()]
-        if cal_rows:
-            out += [
-                "Calibration against the controls (leave-one-out for controls):",
-                "",
-                "| model | statistic | value | controls | empirical p | z |",
-                "|---|---|---|---|---|---|",
-            ]
-            for m, st, c in cal_rows:
-                ctl = ", ".join(f"{k} {v:.3f}" for k, v in c["controls"].items())
-                out.append(f"| {m} | {st} | {c['value']:.3f} | {ctl} | {c['empirical_p']:.3f} | {fmt(c['z'], 2)} |")
-            out.append("")
-        return "\n".join(out) + "\n"
+        return render.report_section(evidence, self._parents(suite), self.params.verdict)
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
-        if not evidence.per_model:
-            return []
-        models = list(evidence.per_model)
-        colours = {"suspect": "tab:red", "control": "tab:blue"}
-        # Two parents: a_hat. More: the first parent's simplex weight (the table has all of them).
-        first = next(e.name for e in evidence.estimates if e.name in ("a_hat",) or e.name.startswith("weight["))
-        fig, axes = subplots(1, 2, figsize=(11, 0.45 * len(models) + 1.8), sharey=True)
-        for ax, stat, label in ((axes[0], first, first), (axes[1], "residual", "residual off the parents' line")):
-            for i, m in enumerate(models):
-                e = evidence.estimate(stat, m)
-                c = colours.get(evidence.per_model[m]["role"], "grey")
-                ax.errorbar(e.value, i, xerr=[[e.value - e.ci_low], [e.ci_high - e.value]], fmt="o", color=c, capsize=3)
-            ax.set_xlabel(label)
-            ax.grid(axis="x", alpha=0.3)
-        t = self.params.verdict
-        axes[0].axvline(0, color="grey", lw=0.8)
-        axes[0].axvline(1, color="grey", lw=0.8)
-        axes[1].axvline(t.merge_max_residual, color="tab:green", ls="--", lw=0.8, label="merge threshold")
-        axes[1].axvline(t.trained_max_residual, color="tab:orange", ls="--", lw=0.8, label="merge+training threshold")
-        axes[1].legend(loc="upper right", fontsize=8)
-        axes[0].set_yticks(
-            range(len(models)), [f"{m} ({evidence.per_model[m]['verdict'].replace('_', ' ')})" for m in models]
-        )
-        axes[0].invert_yaxis()
-        fig.suptitle("Logit interpolation, 95% cluster-bootstrap CIs (red: suspects, blue: controls)")
-        path = save_figure(fig, out_dir / f"{evidence.instance}_forest.png")
-        return [("weights and residual per model, with the verdict thresholds", path)]
+        return render.figures(evidence, out_dir, self.params.verdict)

@@ -14,16 +14,25 @@ never by the order of a returned dict. Three data modes, richest first:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 import numpy as np
 
-from harness.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from harness.backends.base import GenerateRequest, GenerateResult, Request, Result, ScoreRequest, ScoreResult
+
+T = TypeVar("T", ScoreResult, GenerateResult)
 
 MODES = ("full", "topk", "next_token")
 
 
-def request_mode(request: ScoreRequest | GenerateRequest) -> str:
+def request_mode(request: Request) -> str:
     """The data mode a request asked for (known without loading its answer)."""
-    return "next_token" if isinstance(request, GenerateRequest) else request.mode
+    if isinstance(request, ScoreRequest):
+        return request.mode
+    if isinstance(request, GenerateRequest):
+        return "next_token"
+    raise TypeError(f"a {request.kind} request carries no log-probs")
 
 
 def _topk_of(result: ScoreResult, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,13 +40,21 @@ def _topk_of(result: ScoreResult, k: int) -> tuple[np.ndarray, np.ndarray]:
     if result.full is not None:
         ids = np.argpartition(-result.full, k - 1, axis=-1)[:, :k]
         return ids, np.take_along_axis(result.full, ids, -1)
+    if result.topk_ids is None or result.topk_logprobs is None:
+        raise ValueError("record has neither full nor top-k log-probs")
     if result.topk_ids.shape[1] < k:
         raise ValueError(f"record has top-{result.topk_ids.shape[1]} log-probs; top-{k} requested")
     return result.topk_ids[:, :k], result.topk_logprobs[:, :k]
 
 
+def _full_of(result: ScoreResult) -> np.ndarray:
+    if result.full is None:
+        raise ValueError("record has top-k log-probs only; full mode needs the whole vocabulary")
+    return result.full
+
+
 def align_full(results: list[ScoreResult]) -> tuple[np.ndarray, np.ndarray]:
-    lp = np.stack([r.full for r in results], axis=-1).astype(np.float64)
+    lp = np.stack([_full_of(r) for r in results], axis=-1).astype(np.float64)
     return lp, np.ones(lp.shape[:2], dtype=bool)
 
 
@@ -74,9 +91,15 @@ def align_next_token(results: list[GenerateResult], k: int) -> tuple[np.ndarray,
     return lp, mask
 
 
-def align(results: list, mode: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    if mode == "full":
-        return align_full(results)
-    if mode == "topk":
-        return align_topk(results, k)
-    return align_next_token(results, k)
+def align(results: Sequence[Result], mode: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned (P, K, M) log-probs and the (P, K) support mask of one text across models."""
+    if mode == "next_token":
+        return align_next_token([as_kind(r, GenerateResult) for r in results], k)
+    scored = [as_kind(r, ScoreResult) for r in results]
+    return align_full(scored) if mode == "full" else align_topk(scored, k)
+
+
+def as_kind(result: Result, kind: type[T]) -> T:
+    if not isinstance(result, kind):
+        raise TypeError(f"expected a {kind.__name__} record, got {type(result).__name__}")
+    return result

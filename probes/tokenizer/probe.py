@@ -24,14 +24,16 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from harness import tokenizer_library as lib
-from harness.backends.base import Capabilities, Capability, CountRequest
+from harness.backends.base import Capabilities, Capability, CountRequest, CountResult
 from harness.config import ModelSpec, Suite
 from harness.data import Item, balanced_head, load_file, load_items
 from harness.errors import InputError
+from harness.evidence import ProbeEvidence
 from harness.stats import wilson
-from harness.tokenizer_fingerprint import compare, fingerprint
-from probes.base import Planned, Probe, ProbeEvidence, ProbeParams, Record, Skip, save_figure, subplots
+from probes.base import Planned, Probe, ProbeParams, Record, Skip
+from probes.tokenizer import library as lib
+from probes.tokenizer import render
+from probes.tokenizer.fingerprint import compare, fingerprint
 
 STRINGS = Path(__file__).parent / "data" / "tokenizer_strings.jsonl"
 
@@ -75,7 +77,7 @@ def identify(table: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class TokenizerProbe(Probe):
-    id: ClassVar[str] = "tokenizer"
+    kind: ClassVar[str] = "tokenizer"
     version: ClassVar[str] = "1"
     description: ClassVar[str] = "tokenizer identity: token counts of diagnostic strings, and tokenizer-file hashes"
     requires: ClassVar[tuple[Capability, ...]] = (Capability.TOKEN_COUNTS,)
@@ -128,14 +130,14 @@ class TokenizerProbe(Probe):
         return paths | self.params.candidates
 
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: np.random.Generator) -> ProbeEvidence:
-        ev = ProbeEvidence(probe=self.id, instance=self.instance, version=self.version, mode="token_counts")
+        ev = ProbeEvidence(probe=self.kind, instance=self.instance, version=self.version, mode="token_counts")
         items = self.strings()
         ids = [it.id for it in items]
         texts = [it.text for it in items]
         model_vec: dict[str, np.ndarray] = {}
         methods: dict[str, str] = {}
         for m, recs in records.items():
-            by_id = {r.meta["id"]: r.result for r in recs}
+            by_id = {r.meta["id"]: r.result_as(CountResult) for r in recs}
             if set(by_id) != set(ids):
                 ev.notes.append(f"{m}: counts for {len(by_id)} of {len(ids)} strings; model left out of matching")
                 continue
@@ -185,66 +187,9 @@ class TokenizerProbe(Probe):
                 out.append({"suspect": s, "other": other, "role": suite.model(other).role, **c})
         return out
 
-    # ------------------------------------------------------------------ report
+    # ------------------------------------------------------------------ presentation (render.py)
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
-        out = ["| model | role | counts from | verdict | best exact-match rate (95% CI) |", "|---|---|---|---|---|"]
-        for m, e in evidence.per_model.items():
-            top = next((r for r in e["matches"] if not r["candidate"].startswith("model:")), None)
-            best = f"{top['k']}/{top['n']} ({100 * top['ci'][0]:.1f}-{100 * top['ci'][1]:.1f}%)" if top else "-"
-            out.append(f"| {m} | {e['role']} | {e['method']} | {e['verdict']} | {best} |")
-        out += ["", "Agreement with the other models in this suite (identical counts / strings):", ""]
-        for m, e in evidence.per_model.items():
-            if e["role"] == "suspect":
-                cells = [f"{r['candidate'].removeprefix('model:')} {r['k']}/{r['n']}" for r in e["vs_models"]]
-                out.append(f"- {m}: " + ", ".join(cells))
-        sep = evidence.tables.get("candidate_separability", [])
-        if sep:
-            out += [
-                "",
-                "Candidates no diagnostic string separates: "
-                + "; ".join(", ".join(g["indistinguishable"]) for g in sep),
-            ]
-        wb = evidence.tables.get("white_box", [])
-        if wb:
-            out += [
-                "",
-                "White-box comparison of tokenizer files:",
-                "",
-                "| suspect | other | identical parts | differing parts | vocab Jaccard | first differing merge |",
-                "|---|---|---|---|---|---|",
-            ]
-            for r in wb:
-                out.append(
-                    f"| {r['suspect']} | {r['other']} ({r['role']}) | {', '.join(r['identical_parts']) or '-'} | "
-                    f"{', '.join(r['differing_parts']) or '-'} | {r['vocab_jaccard']:.3f} | "
-                    f"{r['first_differing_merge_rank'] if r['first_differing_merge_rank'] is not None else '-'} |"
-                )
-            diffs = [r for r in wb if r["chat_template_diff"]]
-            for r in diffs[:3]:
-                out += [
-                    "",
-                    f"Chat template diff, {r['suspect']} vs {r['other']}:",
-                    "",
-                    "```diff",
-                    r["chat_template_diff"][:3000],
-                    "```",
-                ]
-        return "\n".join(out) + "\n"
+        return render.report_section(evidence)
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
-        suspects = [m for m, e in evidence.per_model.items() if e["role"] == "suspect"]
-        if not suspects:
-            return []
-        e = evidence.per_model[suspects[0]]
-        rows = e["matches"][:15]
-        fig, ax = subplots(figsize=(7, 0.3 * len(rows) + 1.5))
-        rates = [r["rate"] for r in rows]
-        err = [[r["rate"] - r["ci"][0] for r in rows], [r["ci"][1] - r["rate"] for r in rows]]
-        ax.barh(range(len(rows)), rates, xerr=err, capsize=2)
-        ax.set_yticks(range(len(rows)), [r["candidate"] for r in rows], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1.02)
-        ax.set_xlabel(f"share of {e['n_strings']} diagnostic strings with identical token counts")
-        ax.set_title(f"{suspects[0]}: tokenizer match (95% Wilson CIs)")
-        path = save_figure(fig, out_dir / f"{evidence.instance}_matches.png")
-        return [("tokenizer match rate of the suspect against each candidate", path)]
+        return render.figures(evidence, out_dir)

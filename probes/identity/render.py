@@ -1,0 +1,74 @@
+"""Presentation of the identity probe's evidence: summary sentence, report tables, claim-rate plot.
+
+Reads only the evidence and the suite's label names, so a report renders again from a saved
+``evidence.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.evidence import ProbeEvidence
+from harness.stats import wilson
+from probes.base import save_figure, subplots
+
+
+def summary(ev: ProbeEvidence) -> str:
+    """Whose identity each suspect claims, with the Fisher test against the controls."""
+    lines = []
+    for t in ev.tables["fisher_vs_controls"]:
+        rate = t["k"] / t["n"] if t["n"] else float("nan")
+        lo, hi = wilson(t["k"], t["n"])
+        lines.append(
+            f"{t['suspect']} ({t['condition']} system prompt): claims {t['label']} ({t['parent']}'s identity) "
+            f"{t['k']}/{t['n']} ({100 * rate:.1f}%, 95% CI {100 * lo:.1f}-{100 * hi:.1f}) vs controls "
+            f"{t['k_controls']}/{t['n_controls']}; Fisher p_adj {t['p_adjusted']:.2g}."
+        )
+    return " ".join(lines)
+
+
+def report_section(evidence: ProbeEvidence, labels: list[str]) -> str:
+    """Claim counts per model, condition and label; the rendered system text; verbatim reuse."""
+    out = ["| model | condition | n | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
+    for key, e in evidence.per_model.items():
+        cells = []
+        for lab in labels:
+            x = e["labels"][lab]
+            cells.append(f"{x['k']}/{x['n']} ({100 * x['rate']:.1f}%, {100 * x['ci'][0]:.1f}-{100 * x['ci'][1]:.1f})")
+        out.append(f"| {key.split(' | ')[0]} | {e['condition']} | {e['n']} | " + " | ".join(cells) + " |")
+    out += ["", "Prompt actually rendered for the first question (system text as the template applied it):", ""]
+    for key, e in evidence.per_model.items():
+        out.append(f"- {key}: `{e['system_text_rendered'][:160]!r}`")
+    reuse = evidence.tables.get("verbatim_reuse", [])
+    if reuse:
+        out += ["", "Verbatim reuse (condition 'none'):", ""]
+        for r in reuse:
+            out.append(
+                f"- {r['suspect']} vs {r['parent']}: {100 * r['rate_parent']:.1f}% of responses share a run of "
+                f">= {r['threshold']} tokens with {r['parent']} vs {100 * r['rate_controls']:.1f}% with the "
+                f"controls (permutation p {r['p']:.2g}); longest: "
+                + "; ".join(f'{x["tokens"]} tokens "{x["text"]}"' for x in r["longest"][:2])
+            )
+    return "\n".join(out) + "\n"
+
+
+def figures(evidence: ProbeEvidence, out_dir: Path, labels: list[str]) -> list[tuple[str, Path]]:
+    """Claim rates with Wilson CIs per model and condition, one bar per label."""
+    keys = list(evidence.per_model)
+    fig, ax = subplots(figsize=(max(6, 0.9 * len(keys) * len(labels) / 2 + 2), 4))
+    width = 0.8 / len(labels)
+    for j, lab in enumerate(labels):
+        xs = np.arange(len(keys)) + j * width
+        rates = [evidence.per_model[k]["labels"][lab]["rate"] for k in keys]
+        lo = [r - evidence.per_model[k]["labels"][lab]["ci"][0] for k, r in zip(keys, rates)]
+        hi = [evidence.per_model[k]["labels"][lab]["ci"][1] - r for k, r in zip(keys, rates)]
+        ax.bar(xs, rates, width, yerr=[lo, hi], capsize=2, label=lab)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k.replace(" | ", "\n") for k in keys], fontsize=7)
+    ax.set_ylabel("share of responses claiming the label")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Identity claims with 95% Wilson CIs")
+    path = save_figure(fig, out_dir / f"{evidence.instance}_claims.png")
+    return [("identity claim rates per model and condition", path)]

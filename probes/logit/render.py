@@ -1,0 +1,145 @@
+"""Presentation of the logit probe's evidence: summary paragraph, report tables, forest plot.
+
+Reads only the evidence (and the thresholds it was decided with), so a report can be rendered
+again from a saved ``evidence.json`` without any model or record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.config import Suite
+from harness.evidence import ProbeEvidence
+from harness.format import fmt, fmt_ci, fmt_p
+from probes.base import save_figure, subplots
+from probes.logit.verdict import VerdictThresholds
+
+
+def cv_gain_text(s: dict[str, Any], p_text: str) -> str:
+    """The CV gain as a percentage, or why it has none. Against a copy the better single parent
+    already predicts the suspect to within the noise floor, so the relative gain is a ratio of
+    noise to noise (values of 1e290 were printed): it is not a number to quote."""
+    if s["verdict"] == "copy":
+        return "n/a (a copy: nothing is left for an interpolation to explain)"
+    gain = s["cv_gain"]
+    if not np.isfinite(gain) or abs(gain) > 10:
+        return "n/a (undefined: the better parent leaves almost nothing to explain)"
+    return f"{100 * gain:.1f}% ({p_text})"
+
+
+def summary(ev: ProbeEvidence, suite: Suite, parents: list[str], n: int) -> str:
+    """One paragraph per suspect: the verdict and the numbers that decide it."""
+    lines = []
+    for m in (x.name for x in suite.by_role("suspect")):
+        s = ev.per_model.get(m)
+        if s is None:
+            continue
+        if len(parents) == 2:
+            weights = f"a_hat = {s['a_hat']:.3f} (95% CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}"
+        else:
+            weights = ", ".join(f"{x} {s[f'weight[{x}]']:.2f}" for x in parents)
+        lines.append(
+            f"**{m}: {s['verdict'].replace('_', ' ')}**"
+            + (f" ({s['parent']})" if s.get("parent") else "")
+            + f". {weights}; residual off the parents' line {s['residual']:.3f} "
+            f"(CI {s['residual_lo']:.3f}-{s['residual_hi']:.3f}); CV gain over the better parent "
+            f"{cv_gain_text(s, 'p_adj ' + format(s['cv_p_adjusted'], '.2g'))}; over {n} texts."
+        )
+    return "\n\n".join(lines)
+
+
+def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresholds) -> str:
+    """The verdict table, why each verdict, the divergences and the calibration against controls."""
+    out = [
+        "| model | role | verdict | weights [95% CI] | residual [CI] | nearest parent [CI] | CV gain (p_adj) | "
+        "betweenness [CI] | combined p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m, s in evidence.per_model.items():
+        e = {x.name: x for x in evidence.estimates if x.model == m}
+        if len(parents) == 2:
+            w = fmt_ci(e["a_hat"])
+        else:
+            w = "; ".join(f"{x}: {fmt_ci(e[f'weight[{x}]'], 2)}" for x in parents)
+        btw = fmt_ci(e["betweenness"]) if "betweenness" in e else "n/a"
+        verdict = s["verdict"].replace("_", " ") + (f" ({s['parent']})" if s.get("parent") else "")
+        out.append(
+            f"| {m} | {s['role']} | **{verdict}** | {w} | {fmt_ci(e['residual'])} | "
+            f"{s['nearest_parent']} {fmt_ci(e['nearest_parent_distance'])} | "
+            f"{cv_gain_text(s, fmt_p(s['cv_p_adjusted']))} | {btw} | {fmt_p(s['p_combined'])} |"
+        )
+    out += ["", "**Why each verdict** (rule in `probes/logit/verdict.py`):", ""]
+    for m, s in evidence.per_model.items():
+        out.append(f"- {m}: " + "; ".join(s["reasons"]))
+    out += [
+        "",
+        f"Thresholds: copy <= {t.copy_max_distance} (or 3x noise floor); CV gain >= {t.min_cv_gain}; "
+        f"weight CIs inside ({t.a_margin}, "
+        f"{1 - t.a_margin}); merge residual <= {t.merge_max_residual}; merge+training residual <= "
+        f"{t.trained_max_residual}; derived ratio <= {t.derived_max_ratio}.",
+        "",
+    ]
+    if len(parents) == 2:
+        a, b = parents
+        out += [
+            "| model | KL to " + a + " | KL to " + b + " | JS to " + a + " | JS to " + b + " | a (geometric) | "
+            "w (mixture) | KL geometric - KL mixture | unexplained from " + a + " | unexplained from " + b + " |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for m in evidence.per_model:
+            e = {x.name: x for x in evidence.estimates if x.model == m}
+            out.append(
+                f"| {m} | {fmt_ci(e[f'kl[{a}]'])} | {fmt_ci(e[f'kl[{b}]'])} | {fmt_ci(e[f'js[{a}]'])} | "
+                f"{fmt_ci(e[f'js[{b}]'])} | {fmt_ci(e['a_geometric'])} | {fmt_ci(e['w_mixture'])} | "
+                f"{fmt_ci(e['kl_geometric_minus_mixture'], 4)} | {fmt_ci(e[f'unexplained_from[{a}]'])} | "
+                f"{fmt_ci(e[f'unexplained_from[{b}]'])} |"
+            )
+        out.append("")
+    cal_rows = [(m, st, c) for m, s in evidence.per_model.items() for st, c in s.get("calibration", {}).items()]
+    if cal_rows:
+        out += [
+            "Calibration against the controls (leave-one-out for controls):",
+            "",
+            "| model | statistic | value | controls | empirical p | z |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m, st, c in cal_rows:
+            ctl = ", ".join(f"{k} {v:.3f}" for k, v in c["controls"].items())
+            out.append(f"| {m} | {st} | {c['value']:.3f} | {ctl} | {c['empirical_p']:.3f} | {fmt(c['z'], 2)} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> list[tuple[str, Path]]:
+    """Forest plot: the weight and the residual per model with CIs and the verdict thresholds."""
+    if not evidence.per_model:
+        return []
+    models = list(evidence.per_model)
+    colours = {"suspect": "tab:red", "control": "tab:blue"}
+    # Two parents: a_hat. More: the first parent's simplex weight (the table has all of them).
+    first = next(e.name for e in evidence.estimates if e.name in ("a_hat",) or e.name.startswith("weight["))
+    fig, axes = subplots(1, 2, figsize=(11, 0.45 * len(models) + 1.8), sharey=True)
+    for ax, stat, label in ((axes[0], first, first), (axes[1], "residual", "residual off the parents' line")):
+        for i, m in enumerate(models):
+            e = evidence.estimate(stat, m)
+            c = colours.get(evidence.per_model[m]["role"], "grey")
+            if e.value is None or e.ci_low is None or e.ci_high is None:
+                continue  # no finite estimate: nothing to draw (the table says n/a)
+            ax.errorbar(e.value, i, xerr=[[e.value - e.ci_low], [e.ci_high - e.value]], fmt="o", color=c, capsize=3)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].axvline(0, color="grey", lw=0.8)
+    axes[0].axvline(1, color="grey", lw=0.8)
+    axes[1].axvline(t.merge_max_residual, color="tab:green", ls="--", lw=0.8, label="merge threshold")
+    axes[1].axvline(t.trained_max_residual, color="tab:orange", ls="--", lw=0.8, label="merge+training threshold")
+    axes[1].legend(loc="upper right", fontsize=8)
+    axes[0].set_yticks(
+        range(len(models)), [f"{m} ({evidence.per_model[m]['verdict'].replace('_', ' ')})" for m in models]
+    )
+    axes[0].invert_yaxis()
+    fig.suptitle("Logit interpolation, 95% cluster-bootstrap CIs (red: suspects, blue: controls)")
+    path = save_figure(fig, out_dir / f"{evidence.instance}_forest.png")
+    return [("weights and residual per model, with the verdict thresholds", path)]

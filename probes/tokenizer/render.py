@@ -1,0 +1,74 @@
+"""Presentation of the tokenizer probe's evidence: match tables, white-box diff, match-rate plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.evidence import ProbeEvidence
+from probes.base import save_figure, subplots
+
+
+def report_section(evidence: ProbeEvidence) -> str:
+    """Best match per model, agreement with the suite's models, inseparable candidates, white box."""
+    out = ["| model | role | counts from | verdict | best exact-match rate (95% CI) |", "|---|---|---|---|---|"]
+    for m, e in evidence.per_model.items():
+        top = next((r for r in e["matches"] if not r["candidate"].startswith("model:")), None)
+        best = f"{top['k']}/{top['n']} ({100 * top['ci'][0]:.1f}-{100 * top['ci'][1]:.1f}%)" if top else "-"
+        out.append(f"| {m} | {e['role']} | {e['method']} | {e['verdict']} | {best} |")
+    out += ["", "Agreement with the other models in this suite (identical counts / strings):", ""]
+    for m, e in evidence.per_model.items():
+        if e["role"] == "suspect":
+            cells = [f"{r['candidate'].removeprefix('model:')} {r['k']}/{r['n']}" for r in e["vs_models"]]
+            out.append(f"- {m}: " + ", ".join(cells))
+    sep = evidence.tables.get("candidate_separability", [])
+    if sep:
+        out += [
+            "",
+            "Candidates no diagnostic string separates: " + "; ".join(", ".join(g["indistinguishable"]) for g in sep),
+        ]
+    wb = evidence.tables.get("white_box", [])
+    if wb:
+        out += [
+            "",
+            "White-box comparison of tokenizer files:",
+            "",
+            "| suspect | other | identical parts | differing parts | vocab Jaccard | first differing merge |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in wb:
+            out.append(
+                f"| {r['suspect']} | {r['other']} ({r['role']}) | {', '.join(r['identical_parts']) or '-'} | "
+                f"{', '.join(r['differing_parts']) or '-'} | {r['vocab_jaccard']:.3f} | "
+                f"{r['first_differing_merge_rank'] if r['first_differing_merge_rank'] is not None else '-'} |"
+            )
+        diffs = [r for r in wb if r["chat_template_diff"]]
+        for r in diffs[:3]:
+            out += [
+                "",
+                f"Chat template diff, {r['suspect']} vs {r['other']}:",
+                "",
+                "```diff",
+                r["chat_template_diff"][:3000],
+                "```",
+            ]
+    return "\n".join(out) + "\n"
+
+
+def figures(evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
+    """The first suspect's exact-match rate against each candidate, with Wilson CIs."""
+    suspects = [m for m, e in evidence.per_model.items() if e["role"] == "suspect"]
+    if not suspects:
+        return []
+    e = evidence.per_model[suspects[0]]
+    rows = e["matches"][:15]
+    fig, ax = subplots(figsize=(7, 0.3 * len(rows) + 1.5))
+    rates = [r["rate"] for r in rows]
+    err = [[r["rate"] - r["ci"][0] for r in rows], [r["ci"][1] - r["rate"] for r in rows]]
+    ax.barh(range(len(rows)), rates, xerr=err, capsize=2)
+    ax.set_yticks(range(len(rows)), [r["candidate"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel(f"share of {e['n_strings']} diagnostic strings with identical token counts")
+    ax.set_title(f"{suspects[0]}: tokenizer match (95% Wilson CIs)")
+    path = save_figure(fig, out_dir / f"{evidence.instance}_matches.png")
+    return [("tokenizer match rate of the suspect against each candidate", path)]
