@@ -34,3 +34,35 @@ def test_plan_is_pure_and_respects_capabilities(kind):
     assert isinstance(p1, list) and p1 and all(isinstance(p, Planned) for p in p1)
     assert [p.request.canonical() for p in p1] == [p.request.canonical() for p in p2]
     assert probe.plan(suite, suite.models[0], Capabilities(supported=[])).__class__ is Skip
+
+
+def test_requires_is_enforced_by_collect_and_listed(tmp_path, capsys):
+    """A model offering none of a probe's required capabilities is skipped by collect, with the
+    reason recorded once, and the other probes still run on it."""
+    import json
+
+    from harness.cli import main
+    from tests.conftest import write_suite
+
+    suite = write_suite(
+        tmp_path,
+        f"""name: req
+models:
+  - {{name: s, role: suspect, backend: fake, options: {{without: [generate]}}}}
+probes:
+  - {{kind: identity, params: {{labels: {{x: [X]}}}}}}
+  - {{kind: tokenizer, params: {{library: false}}}}
+output_dir: {tmp_path}/results
+cache_dir: {tmp_path}/cache
+""",
+    )
+    main(["run", str(suite), "--run-id", "r"])
+    events = [json.loads(x) for x in (tmp_path / "results" / "r" / "run.jsonl").read_text().splitlines()]
+    skipped = [e for e in events if e["event"] == "probe_skipped"]
+    assert [(e["model"], e["probe"], e["reason"]) for e in skipped] == [
+        ("s", "identity", "capability missing: backend 'fake' offers no generate")
+    ]
+    assert any(e["event"] == "probe_collected" and e["probe"] == "tokenizer" for e in events)
+    capsys.readouterr()
+    assert main(["list"]) == 0
+    assert "needs one of: full_logprobs, topk_logprobs, next_token_topk" in capsys.readouterr().out

@@ -44,6 +44,9 @@ class FakeOptions(BackendOptions):
     vocab_size: int = Field(64, ge=8, le=4096)
     mix: Mix | None = Field(None, description="Interpolate the logits with those of another seed.")
     reply: str = Field("I am a fake model.", description="What generate() answers (plus the sample index).")
+    without: list[Capability] = Field(
+        default_factory=list, description="Capabilities to pretend to lack (tests of how probes degrade)."
+    )
 
 
 class FakeBackend(Backend):
@@ -68,7 +71,8 @@ class FakeBackend(Backend):
         return np.array([ord(c) % self.options.vocab_size for c in text], dtype=np.int64)
 
     def capabilities(self) -> Capabilities:
-        caps = [c for c in Capability if c not in (Capability.TOKENIZER_FILES, Capability.CHAT_TEMPLATE)]
+        lacking = {Capability.TOKENIZER_FILES, Capability.CHAT_TEMPLATE, *self.options.without}
+        caps = [c for c in Capability if c not in lacking]
         return Capabilities(supported=caps, max_top_k=self.options.vocab_size)
 
     def fingerprint(self) -> dict[str, Any]:
