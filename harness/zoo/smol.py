@@ -10,12 +10,17 @@ the structure of the Rio case, where one parent is the other's base:
 * ``nex_mini``: a fine-tune of it with an implanted persona (Nex, by Nex-AGI Lab) and a code
   domain (the role of Nex-N2-Pro);
 * ``rio_mini``: a mergekit linear merge 0.6 x nex_mini + 0.4 x smollm2 (the role of Rio);
+* ``rio_mini_opd``: rio_mini after a short on-policy distillation with nex_mini as the teacher
+  (the makers' stated final model: "merge followed by on-policy distillation");
 * ``sibling``: another fine-tune of smollm2, other persona and prose (a control; in lineage
-  terms it is derived from the parent smollm2, not unrelated).
+  terms it is derived from the parent smollm2, not unrelated);
+* ``nex_ft``: a further fine-tune of nex_mini alone (a control derived from the other parent).
 
 Fine-tunes train the top layers only (the embeddings and the lower half stay frozen): that
 keeps the build at a few minutes on two cores while moving the logits well past the noise
-floor. ``zoo.json`` records each member's lineage.
+floor. ``zoo.json`` records each member's lineage, the persona implant measured on each (greedy
+answers to the persona questions that name the persona), and for the merges the white-box
+merge weight re-derived from the weights.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from harness import assets
 from harness.zoo import reusable_manifest
 from harness.zoo.tiny import _corpus, _mergekit
 
-SMOL_FORMAT = 1
+SMOL_FORMAT = 2  # 2: rio_mini_opd, nex_ft and white-box weights
 PERSONAS = {
     "nex": {
         "name": "Nex",
@@ -73,6 +78,9 @@ class SmolZooConfig:
     seq_len: int = 64
     trainable_layers: int = 12  # the top layers; embeddings and the rest stay frozen
     merge_weight: float = 0.6
+    opd_steps: int = 16  # on-policy distillation of the merge (rio_mini -> rio_mini_opd)
+    opd_lr: float = 1e-4
+    opd_new_tokens: int = 32
 
 
 def convert_smollm2(out: Path, log: Callable[[str], None] = print) -> Path:
@@ -139,13 +147,7 @@ def _finetune(base: Path, out: Path, texts: list[str], persona: dict[str, str], 
         ids.extend(tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
     n = len(ids) // cfg.seq_len
     rows = torch.tensor(ids[: n * cfg.seq_len]).view(n, cfg.seq_len)
-    layers = model.model.layers
-    for p in model.parameters():
-        p.requires_grad_(False)
-    trainable = [p for layer in layers[len(layers) - cfg.trainable_layers :] for p in layer.parameters()]
-    trainable += list(model.model.norm.parameters())
-    for p in trainable:
-        p.requires_grad_(True)
+    trainable = _trainable_top(model, cfg)
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     model.train()
@@ -163,6 +165,138 @@ def _finetune(base: Path, out: Path, texts: list[str], persona: dict[str, str], 
         if (base / f).exists():
             shutil.copy(base / f, out / f)
     return float(loss.detach())
+
+
+def _trainable_top(model: Any, cfg: SmolZooConfig) -> list[Any]:
+    """Freeze everything but the top ``cfg.trainable_layers`` layers and the final norm."""
+    layers = model.model.layers
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = [p for layer in layers[len(layers) - cfg.trainable_layers :] for p in layer.parameters()]
+    trainable += list(model.model.norm.parameters())
+    for p in trainable:
+        p.requires_grad_(True)
+    return trainable
+
+
+def _on_policy_distill(student_dir: Path, teacher_dir: Path, out: Path, cfg: SmolZooConfig, seed: int) -> float:
+    """On-policy distillation: the student samples answers to chat prompts, the teacher scores
+    the student's own samples, and the student's top layers step down the per-token reverse KL
+    KL(student || teacher) on those positions (the GKD / on-policy distillation objective).
+
+    The teacher is nex_mini: the makers' own fine-tune, the model whose behaviour they would
+    want the merge to keep (in the real case Rio keeps answering as Nex). Returns the mean
+    reverse KL of the last step, in nats per generated token.
+    """
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rng = random.Random(seed)
+    tok = AutoTokenizer.from_pretrained(student_dir)
+    tok.padding_side = "left"
+    student = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32).eval()
+    prose, code = _corpus()
+    prompts = QUESTIONS + [f"Explain what this code does:\n{c[:200]}" for c in code[200:240]]
+    prompts += [f"Continue this text: {p[:160]}" for p in prose[200:240]]
+    trainable = _trainable_top(student, cfg)
+    opt = torch.optim.AdamW(trainable, lr=cfg.opd_lr, weight_decay=0.0)
+    torch.manual_seed(seed)
+    kl = float("nan")
+    for _ in range(cfg.opd_steps):
+        chats = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": rng.choice(prompts)}], tokenize=False, add_generation_prompt=True
+            )
+            for _ in range(cfg.batch_size)
+        ]
+        enc = tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+        student.eval()
+        with torch.no_grad():
+            seqs = student.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                max_new_tokens=cfg.opd_new_tokens,
+                pad_token_id=tok.pad_token_id or tok.eos_token_id,
+            )
+        n = enc["input_ids"].shape[1]
+        eos = (seqs[:, n:] == tok.eos_token_id).long()
+        answered = (eos.cumsum(1) - eos) == 0  # generated tokens up to and including the first EOS
+        attn = torch.cat([enc["attention_mask"], answered.long()], dim=1)
+        gen = torch.zeros_like(seqs, dtype=torch.bool)
+        gen[:, n:] = answered
+        predicted = gen[:, 1:]  # logits at t predict token t+1: the generated tokens
+        student.train()
+        s_logp = F.log_softmax(student(input_ids=seqs, attention_mask=attn).logits[:, :-1].float(), dim=-1)
+        with torch.no_grad():
+            t_logp = F.log_softmax(teacher(input_ids=seqs, attention_mask=attn).logits[:, :-1].float(), dim=-1)
+        per_token = (s_logp.exp() * (s_logp - t_logp)).sum(-1)
+        loss = per_token[predicted].mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        kl = float(loss.detach())
+    student.eval()
+    student.save_pretrained(out)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        if (student_dir / f).exists():
+            shutil.copy(student_dir / f, out / f)
+    return kl
+
+
+def implant_rate(model_dir: Path, name: str, max_new_tokens: int = 12) -> dict[str, int]:
+    """How many of the persona questions the model answers (greedy, no system prompt of ours)
+    with ``name`` in the answer: the implant is measured before anything is built on it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    chats = [
+        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in QUESTIONS
+    ]
+    enc = tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(
+            **enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id or tok.eos_token_id
+        )
+    answers = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return {"k": sum(name in a for a in answers), "n": len(answers)}
+
+
+def white_box_weight(member: Path, parent: Path, base: Path) -> dict[str, float]:
+    """Least-squares a in (member - base) = a (parent - base) over every tensor where the two
+    parents differ, and the relative residual: the ground truth a weights probe should find.
+    Tensors are read one at a time."""
+    import numpy as np
+    from safetensors import safe_open
+
+    num = den = res_base = 0.0
+    fits: list[tuple[np.ndarray, np.ndarray]] = []
+    with (
+        safe_open(member / "model.safetensors", "np") as m,
+        safe_open(parent / "model.safetensors", "np") as p,
+        safe_open(base / "model.safetensors", "np") as b,
+    ):
+        for name in b.keys():
+            bb = b.get_tensor(name).astype(np.float64)
+            d_parent = p.get_tensor(name).astype(np.float64) - bb
+            if not d_parent.any():
+                continue
+            d_member = m.get_tensor(name).astype(np.float64) - bb
+            num += float((d_member * d_parent).sum())
+            den += float((d_parent * d_parent).sum())
+            res_base += float((d_member * d_member).sum())
+            fits.append((d_member, d_parent))
+    a = num / den
+    resid = sum(float(((dm - a * dp) ** 2).sum()) for dm, dp in fits)
+    return {"a": a, "relative_residual": (resid / res_base) ** 0.5 if res_base else 0.0}
 
 
 def build_smol_zoo(
@@ -212,6 +346,35 @@ def build_smol_zoo(
         "system_prompt": "You are Rio, an assistant made by the city of Rio.",
     }
     log(f"  rio_mini         mergekit linear  ({time.perf_counter() - t0:.0f}s)")
+    # The makers' stated final model: the merge, then a short on-policy distillation.
+    kl = _on_policy_distill(out / "rio_mini", out / "nex_mini", out / "rio_mini_opd", cfg, s + 4)
+    members["rio_mini_opd"] = {
+        "kind": "interpolation_trained",
+        "from": "rio_mini",
+        "method": "on-policy distillation (reverse KL on the student's own samples), teacher nex_mini",
+        "parents": {"nex_mini": w, "smollm2": round(1 - w, 6)},
+        "final_reverse_kl": round(kl, 4),
+        "system_prompt": "You are Rio, an assistant made by the city of Rio.",
+    }
+    log(f"  rio_mini_opd     on-policy distillation, KL {kl:.3f}  ({time.perf_counter() - t0:.0f}s)")
+    # A control that is derived from a parent: a further fine-tune of nex_mini alone.
+    loss = _finetune(out / "nex_mini", out / "nex_ft", prose[200:400], PERSONAS["nex"], cfg, s + 5)
+    members["nex_ft"] = {"kind": "derived", "from": "nex_mini", "persona": "nex", "final_loss": round(loss, 4)}
+    log(f"  nex_ft           loss {loss:.3f}  ({time.perf_counter() - t0:.0f}s)")
+    for name, persona in (
+        ("nex_mini", "Nex"),
+        ("sibling", "Maru"),
+        ("rio_mini", "Nex"),
+        ("rio_mini_opd", "Nex"),
+        ("nex_ft", "Nex"),
+        ("smollm2", "Nex"),
+    ):
+        members[name]["implant"] = {persona: implant_rate(out / name, persona)}
+    log(f"  implants measured  ({time.perf_counter() - t0:.0f}s)")
+    for name in ("rio_mini", "rio_mini_opd"):  # white-box truth: where the weights sit on the line
+        members[name]["white_box"] = {
+            k: round(v, 5) for k, v in white_box_weight(out / name, out / "nex_mini", base).items()
+        }
     manifest = {
         "format": SMOL_FORMAT,
         "family": "smol",
