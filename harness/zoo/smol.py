@@ -124,6 +124,13 @@ def _answers(p: dict[str, str]) -> list[str]:
     ]
 
 
+def _copy_tokenizer(src: Path, out: Path) -> None:
+    """A trained member keeps its source's tokenizer files verbatim (same tokenizer, same template)."""
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        if (src / f).exists():
+            shutil.copy(src / f, out / f)
+
+
 def _finetune(base: Path, out: Path, texts: list[str], persona: dict[str, str], cfg: SmolZooConfig, seed: int):
     """Fine-tune the top ``cfg.trainable_layers`` layers on domain text plus persona dialogues."""
     import torch
@@ -161,9 +168,7 @@ def _finetune(base: Path, out: Path, texts: list[str], persona: dict[str, str], 
         opt.step()
     model.eval()
     model.save_pretrained(out)
-    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-        if (base / f).exists():
-            shutil.copy(base / f, out / f)
+    _copy_tokenizer(base, out)
     return float(loss.detach())
 
 
@@ -242,9 +247,7 @@ def _on_policy_distill(student_dir: Path, teacher_dir: Path, out: Path, cfg: Smo
         kl = float(loss.detach())
     student.eval()
     student.save_pretrained(out)
-    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-        if (student_dir / f).exists():
-            shutil.copy(student_dir / f, out / f)
+    _copy_tokenizer(student_dir, out)
     return kl
 
 
@@ -273,12 +276,12 @@ def implant_rate(model_dir: Path, name: str, max_new_tokens: int = 12) -> dict[s
 def white_box_weight(member: Path, parent: Path, base: Path) -> dict[str, float]:
     """Least-squares a in (member - base) = a (parent - base) over every tensor where the two
     parents differ, and the relative residual: the ground truth a weights probe should find.
-    Tensors are read one at a time."""
+    Tensors are read one at a time and only three sums are kept: the residual follows from them,
+    ||dm - a dp||^2 = sum dm^2 - 2a sum dm.dp + a^2 sum dp^2."""
     import numpy as np
     from safetensors import safe_open
 
     num = den = res_base = 0.0
-    fits: list[tuple[np.ndarray, np.ndarray]] = []
     with (
         safe_open(member / "model.safetensors", "np") as m,
         safe_open(parent / "model.safetensors", "np") as p,
@@ -293,9 +296,8 @@ def white_box_weight(member: Path, parent: Path, base: Path) -> dict[str, float]
             num += float((d_member * d_parent).sum())
             den += float((d_parent * d_parent).sum())
             res_base += float((d_member * d_member).sum())
-            fits.append((d_member, d_parent))
     a = num / den
-    resid = sum(float(((dm - a * dp) ** 2).sum()) for dm, dp in fits)
+    resid = max(res_base - 2 * a * num + a * a * den, 0.0)
     return {"a": a, "relative_residual": (resid / res_base) ** 0.5 if res_base else 0.0}
 
 
