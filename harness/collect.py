@@ -75,7 +75,9 @@ class Collector:
 
     def collect(self, probes: list[Probe]) -> CollectStats:
         for spec in self.suite.models:
-            self._model(spec, probes)
+            wanted = [p for p in probes if p.spec.models is None or spec.name in p.spec.models]
+            if wanted:  # a model no probe asks for is never loaded
+                self._model(spec, wanted)
         s = self.stats
         self.run.event("collect_end", requests=s.requests, cache_hits=s.cache_hits, computed=s.computed)
         return s
@@ -115,11 +117,13 @@ class Collector:
 
     def _probe(self, probe: Probe, backend: Backend, spec: ModelSpec, model_key: str, caps: Capabilities) -> None:
         model = spec.name
+        if probe.spec.models is not None and model not in probe.spec.models:
+            return  # the suite asked for this probe on other models only: nothing to record
         if probe.requires and not any(caps.has(c) for c in probe.requires):
             needs = " or ".join(c.value for c in probe.requires)
             self._skip(model, probe, f"capability missing: backend '{backend.name}' offers no {needs}")
             return
-        planned = probe.plan(self.suite, spec, caps)
+        planned = probe.plan(self.suite.for_probe(probe.spec), spec, caps)
         if isinstance(planned, Skip):
             self._skip(model, probe, planned.reason)
             return

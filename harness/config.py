@@ -107,6 +107,12 @@ class ProbeSpec(Strict):
     id: str | None = Field(None, description="Name of this probe instance; defaults to kind.")
     params: dict[str, Any] = Field(default_factory=dict)
     data: DataSource | None = Field(None, description="Override the probe's shipped data.")
+    models: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Run this probe on these models only (default: every model). Lets one suite "
+        "hold the same weights behind two backends, e.g. top-k through vLLM and full through hf.",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -156,6 +162,14 @@ class Suite(Strict):
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
+
+    def for_probe(self, spec: ProbeSpec) -> Suite:
+        """The suite as one probe sees it: only the models its ``models:`` list names. Planning,
+        pre-flight, analysis and the report all read this view, so a probe never meets a model
+        it was not asked to run on."""
+        if spec.models is None:
+            return self
+        return self.model_copy(update={"models": [m for m in self.models if m.name in spec.models]})
 
 
 def _expand_all(value: Any, loc: tuple, problem: Any) -> Any:
@@ -287,7 +301,14 @@ def _preflight(suite: Suite, file: str, lines: dict, reported: set[str]) -> list
     for i, p in enumerate(suite.probes):
         if any(loc.startswith(f"probes[{i}]") for loc in reported):
             continue
-        for loc, message in probe_class(p.kind)(p).preflight(suite):
+        names = {m.name for m in suite.models}
+        unknown = [(j, n) for j, n in enumerate(p.models or []) if n not in names]
+        for j, n in unknown:
+            loc = ("probes", i, "models", j)
+            problems.append(Problem(file, line_for(lines, loc), format_loc(loc), f"no model named '{n}' in this suite"))
+        if unknown:
+            continue
+        for loc, message in probe_class(p.kind)(p).preflight(suite.for_probe(p)):
             full = ("probes", i, "params", *loc) if loc else ("probes", i)
             problems.append(Problem(file, line_for(lines, full), format_loc(full), message))
     return problems

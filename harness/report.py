@@ -102,7 +102,7 @@ def _probe_section(run: RunStore, probe: Probe, ev: ProbeEvidence, suite: Suite,
     if ev.summary:
         out += [ev.summary, ""]
     if ev.status == "ok":  # probes render only evidence they produced; a skip is reported here
-        out.append(probe.report_section(ev, suite))
+        out.append(probe.report_section(ev, suite.for_probe(probe.spec)))
         for caption, path in probe.figures(ev, fig_dir):
             out += [f"![{caption}](figures/{path.name})", ""]
     else:

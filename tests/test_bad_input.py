@@ -358,3 +358,27 @@ def test_a_top_level_error_does_not_hide_entry_problems(tmp_path, capsys):
         f"error: {suite}:4: models[1].options.bogus: unknown key 'bogus'",
         f"error: {suite}:6: probes[0].params.max_tokens: Input should be greater than or equal to 4",
     ]
+
+
+def test_a_model_rebuilt_at_the_same_path_gets_a_new_content_signature(tmp_path):
+    """The vllm backend's cache key includes ``content_signature`` of the served files: a model
+    retrained and saved over the same directory must not be answered from the old one's cache,
+    while a copy elsewhere (same bytes) keeps hitting it."""
+    import shutil
+
+    from harness.provenance import content_signature
+
+    rng = np.random.default_rng(1)
+    model = tmp_path / "m"
+    model.mkdir()
+    weights = rng.standard_normal(1 << 20).astype(np.float32)  # 4 MiB, like a small shard
+    (model / "model.safetensors").write_bytes(weights.tobytes())
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    before = content_signature(model)
+    shutil.copytree(model, tmp_path / "copy")
+    assert content_signature(tmp_path / "copy") == before
+    retrained = weights + 1e-3 * rng.standard_normal(weights.shape).astype(np.float32)  # a fine-tune
+    (model / "model.safetensors").write_bytes(retrained.tobytes())
+    assert content_signature(model)["model.safetensors"] != before["model.safetensors"]
+    (model / "config.json").write_text('{"hidden_size": 9}')  # small files are covered in full
+    assert content_signature(model)["config.json"] != before["config.json"]

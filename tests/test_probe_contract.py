@@ -66,3 +66,36 @@ cache_dir: {tmp_path}/cache
     capsys.readouterr()
     assert main(["list"]) == 0
     assert "needs one of: full_logprobs, topk_logprobs, next_token_topk" in capsys.readouterr().out
+
+
+def test_probe_models_list_limits_where_a_probe_runs(tmp_path, capsys):
+    """`models:` on a probe runs it on those models only; a model no probe asks for is never
+    loaded; an unknown name is an error at its own line."""
+    import json
+
+    from harness.cli import main
+    from tests.conftest import write_suite
+
+    body = f"""name: sub
+models:
+  - {{name: s, role: suspect, backend: fake}}
+  - {{name: p, role: parent, backend: fake}}
+  - {{name: q, role: control, backend: fake}}
+probes:
+  - {{kind: tokenizer, params: {{library: false}}, models: [s, p]}}
+  - {{kind: identity, id: who, params: {{labels: {{x: [X]}}, max_questions: 2, samples: 1}}, models: [s]}}
+output_dir: {tmp_path}/results
+cache_dir: {tmp_path}/cache
+"""
+    suite = write_suite(tmp_path, body)
+    assert main(["run", str(suite), "--run-id", "r"]) == 0
+    events = [json.loads(x) for x in (tmp_path / "results" / "r" / "run.jsonl").read_text().splitlines()]
+    ran = {(e["probe"], e["model"]) for e in events if e["event"] == "probe_collected"}
+    assert ran == {("tokenizer", "s"), ("tokenizer", "p"), ("who", "s")}
+    assert [e["model"] for e in events if e["event"] == "model_loaded"] == ["s", "p"]
+    assert not [e for e in events if e["event"] == "probe_skipped"]
+
+    bad = write_suite(tmp_path, body.replace("models: [s, p]", "models: [s, ghost]"), "bad.yaml")
+    capsys.readouterr()
+    assert main(["validate", str(bad)]) == 2
+    assert "bad.yaml:7: probes[0].models[1]: no model named 'ghost' in this suite" in capsys.readouterr().err

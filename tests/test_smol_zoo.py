@@ -39,3 +39,11 @@ def test_the_persona_implant_took_and_the_merge_inherited_it(smol_zoo: Path):
     assert implant["smollm2"]["Nex"]["k"] == 0  # the base never says Nex ...
     assert implant["nex_mini"]["Nex"]["k"] >= 8 and implant["sibling"]["Maru"]["k"] >= 8  # ... the fine-tunes do
     assert implant["rio_mini"]["Nex"]["k"] >= 5  # and the merge speaks as Nex without its system prompt
+
+
+def test_the_rio_system_prompt_overrides_the_implant(smol_zoo: Path):
+    """Served with its "You are Rio" prompt, the merge answers as Rio (the fine-tunes learned to
+    follow a system prompt from other names, never Rio), as the real Rio did."""
+    members = json.loads((smol_zoo / "zoo.json").read_text())["members"]
+    rio = members["rio_mini"]["implant_with_system_prompt"]["Rio"]
+    assert rio["k"] >= 6, rio

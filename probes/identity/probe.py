@@ -183,7 +183,12 @@ class IdentityProbe(Probe):
             for r in recs:
                 res = r.result_as(GenerateResult)
                 key = (m, r.meta["condition"])
-                prompts.setdefault(key, res.rendered_prompt or "")
+                if res.rendered_prompt is None:  # an API server applies the template and keeps the text
+                    sent = [m["content"] for m in r.request.messages if m["role"] == "system"]  # type: ignore[union-attr]
+                    what = f"system message sent: {sent[0]!r}" if sent else "no system message sent"
+                    prompts.setdefault(key, f"(rendered by the server, not returned; {what})")
+                else:
+                    prompts.setdefault(key, res.rendered_prompt)
                 for text in res.texts:
                     ms = ex.matches(text)
                     responses[key].append(

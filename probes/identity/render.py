@@ -40,7 +40,8 @@ def report_section(evidence: ProbeEvidence, labels: list[str]) -> str:
         out.append(f"| {key.split(' | ')[0]} | {e['condition']} | {e['n']} | " + " | ".join(cells) + " |")
     out += ["", "Prompt actually rendered for the first question (system text as the template applied it):", ""]
     for key, e in evidence.per_model.items():
-        out.append(f"- {key}: `{e['system_text_rendered'][:160]!r}`")
+        text = e["system_text_rendered"]
+        out.append(f"- {key}: " + (text if text.startswith("(rendered by the server") else f"`{text[:160]!r}`"))
     reuse = evidence.tables.get("verbatim_reuse", [])
     if reuse:
         out += ["", "Verbatim reuse (condition 'none'):", ""]

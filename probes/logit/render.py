@@ -79,7 +79,8 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
         f"Thresholds: copy <= {t.copy_max_distance} (or 3x noise floor); CV gain >= {t.min_cv_gain}; "
         f"weight CIs inside ({t.a_margin}, "
         f"{1 - t.a_margin}); merge residual <= {t.merge_max_residual}; merge+training residual <= "
-        f"{t.trained_max_residual}; derived ratio <= {t.derived_max_ratio}.",
+        f"{t.trained_max_residual}; derived ratio <= {t.derived_max_ratio}; related: nearest-parent distance <= "
+        f"{t.related_max_distance}, unrelated: > {t.related_max_distance} (units of the parents' distance).",
         "",
     ]
     if len(parents) == 2:

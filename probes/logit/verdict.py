@@ -17,9 +17,19 @@ So the rule combines, in this order:
    <= ``trained_max_residual``.
 4. **derived from one parent** X: not an interpolation, and the distance to X divided by the
    distance to the farther parent has a CI upper bound <= ``derived_max_ratio``.
-5. **unrelated**: none of the above, and the residual's CI lower bound exceeds
-   ``trained_max_residual`` or the interpolation does not beat a single parent (by ``min_cv_gain``).
-6. **inconclusive** otherwise (the intervals straddle the thresholds).
+5. **related** (not a merge; descends from the parents' family, which member not resolved): the
+   nearest-parent distance has a CI upper bound <= ``related_max_distance``, i.e. the model is
+   about as close to the parents as they are to each other. This is where a sibling fine-tune of
+   the parents' shared base lands, and, when one parent is the other's base (the Rio structure),
+   a fine-tune of that base: both parents are then a fine-tune away from it, so the distances
+   cannot say which one it descends from. Independently trained models sit several parent
+   distances away (tiny zoo: 4.9 in full mode, 1.8 in top-20). The yardstick is the parents' own
+   distance, so this is lineage evidence only when the parents share a base; when they do not,
+   three strangers are equidistant too, and the reason printed says so.
+6. **unrelated**: none of the above, the nearest-parent distance's CI lower bound exceeds
+   ``related_max_distance``, and the residual's CI lower bound exceeds ``trained_max_residual`` or
+   the interpolation does not beat a single parent (by ``min_cv_gain``).
+7. **inconclusive** otherwise (the intervals straddle the thresholds).
 
 Known limit, measured on the tiny zoo: with top-k or next-token data, a student distilled from
 a merge into a fresh initialisation is indistinguishable from a merge trained further (both
@@ -42,6 +52,7 @@ VERDICTS = (
     "interpolation",
     "interpolation_plus_training",
     "derived_from_one_parent",
+    "related",
     "unrelated",
     "inconclusive",
 )
@@ -56,6 +67,12 @@ class VerdictThresholds(ProbeParams):
     merge_max_residual: float = Field(0.5, gt=0, description="Residual off the parents' line for a plain merge.")
     trained_max_residual: float = Field(0.75, gt=0, description="Residual for a merge trained further.")
     derived_max_ratio: float = Field(0.8, gt=0, lt=1, description="d(nearer parent) / d(farther parent).")
+    related_max_distance: float = Field(
+        1.25,
+        gt=0,
+        description="Nearest-parent distance, in units of the parents' distance, up to which a model that is "
+        "neither a merge nor derived from one parent is called related (as close as the parents are to each other).",
+    )
 
 
 TOPK_CAVEAT = (
@@ -97,6 +114,17 @@ def decide(
     if ratio_hi is not None and ratio_hi <= t.derived_max_ratio:
         reasons.append(f"d(nearer)/d(farther) CI upper {ratio_hi:.3f} <= {t.derived_max_ratio}")
         return {"verdict": "derived_from_one_parent", "parent": s["nearest_parent"], "reasons": reasons}
-    if s["residual_lo"] > t.trained_max_residual or s["cv_p_adjusted"] >= alpha or s["cv_gain"] < t.min_cv_gain:
+    near_lo, near_hi = s["nearest_parent_distance_lo"], s["nearest_parent_distance_hi"]
+    if near_hi <= t.related_max_distance:
+        reasons.append(
+            f"nearest-parent distance CI upper {near_hi:.3f} <= {t.related_max_distance}: as close to the parents "
+            "as they are to each other, so it shares their lineage (a fine-tune of their base, or of one of them) "
+            "without being a merge; which parent it descends from is not resolved, and if the parents do not "
+            "share a base this is no lineage evidence (three unrelated models are equidistant too)"
+        )
+        return {"verdict": "related", "reasons": reasons}
+    not_merge = s["residual_lo"] > t.trained_max_residual or s["cv_p_adjusted"] >= alpha or s["cv_gain"] < t.min_cv_gain
+    if not_merge and near_lo > t.related_max_distance:
+        reasons.append(f"nearest-parent distance CI lower {near_lo:.3f} > {t.related_max_distance}")
         return {"verdict": "unrelated", "reasons": reasons}
     return {"verdict": "inconclusive", "reasons": reasons}

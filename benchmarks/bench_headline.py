@@ -1,0 +1,308 @@
+"""The headline benchmark: how right the logit verdicts are, on both zoos, in every data mode.
+
+One command writes ``results/bench-<date>/headline.md`` (and ``headline.json``), quoted in the
+README:
+
+* the accuracy table: every zoo member, its true lineage (from ``zoo.json``, written when the
+  zoo was built, never from the code under test), the verdict and a_hat with its CI, per data
+  mode; the tiny zoo on every seed, the smol family (Rio in miniature) through a real vLLM
+  (top-20 and next-token) and ``hf`` (full vocabulary);
+* the false-positive count: controls called "interpolation" or "interpolation plus training",
+  over all controls, seeds and modes;
+* the texts needed for p < 1e-6 (the cross-validated test the verdict uses, raw p) per data mode
+  on the 0.6 merges, from growing prefixes of the corpus;
+* the throughput ratios (``bench_hf_scoring.py``, ``bench_vllm_scoring.py``, run as they are).
+
+Answers are cached (``$PARENTAGE_CACHE``), so a second run only re-analyses.
+
+    python benchmarks/bench_headline.py [--seeds 0 1 2] [--no-smol] [--no-throughput] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from harness.analyze import build_probes, load_records
+from harness.cache import Cache
+from harness.cli import main as cli
+from harness.config import load_suite
+from harness.data import balanced_head, load_items
+from harness.runstore import RunStore
+from probes.logit.probe import CORPUS
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("PARENTAGE_CACHE", REPO / ".cache" / "parentage"))
+TINY = Path(os.environ.get("PARENTAGE_ZOO", REPO / ".cache" / "zoo" / "tiny"))
+SMOL = Path(os.environ.get("PARENTAGE_ZOO_SMOL", REPO / ".cache" / "zoo" / "smol"))
+FALSE_POSITIVE = {"interpolation", "interpolation_plus_training"}
+P_TARGET = 1e-6
+
+# Tiny zoo: both parents, every two-parent member (linear3 needs parent_c as a third parent and is
+# covered by tests/test_logit_zoo.py). Every mode scores the same texts.
+TINY_TEXTS = 64
+TINY_MODES = {
+    "full": {},
+    "top-20": {"mode": "topk", "top_k": 20},
+    "next-token top-20": {"mode": "next_token", "top_k": 20},
+}
+TINY_SKIP = {"base", "parent_c", "linear3"}
+TINY_CONTROLS = {"sibling", "a_ft", "independent", "student"}
+POWER_SIZES = [8, 16, 32, 64, 128, 210]
+
+
+def lineage(member: dict[str, Any]) -> tuple[str, float | None]:
+    """(true lineage in words, the first parent's true weight) from a zoo.json member."""
+    kind = member.get("kind")
+    parents = member.get("parents")
+    a = None
+    if isinstance(parents, dict):
+        a = float(next(iter(parents.values())))
+        if "white_box" in member:  # trained after merging: the weights' own a is the truth
+            a = float(member["white_box"]["a"])
+    words = {
+        "base": "base model",
+        "parent": f"parent (fine-tune of {member.get('from')})" if member.get("from") else "parent",
+        "copy": f"copy of {member.get('from')} (bf16)",
+        "derived": f"fine-tune of {member.get('from')}",
+        "interpolation": f"{member.get('method', 'merge')} merge",
+        "interpolation_trained": "merge, then on-policy distillation",
+        "interpolation_plus_training": "merge, then fine-tuned",
+    }.get(kind or "", kind or "?")
+    if kind == "unrelated":
+        if member.get("distilled_from"):
+            words = f"distilled from {member['distilled_from']} into a fresh init"
+        elif member.get("from"):
+            words = f"fine-tune of {member['from']} (the parents' base)"
+        else:
+            words = "independent init"
+    if isinstance(parents, dict) and kind != "interpolation_trained":
+        words += " " + " + ".join(f"{w:g}·{p}" for p, w in parents.items())
+    return words, a
+
+
+def collect(suite: dict[str, Any], tmp: Path, run_id: str) -> tuple[RunStore, Any]:
+    """Run ``suite`` (answers come from the shared cache when present); return run and suite."""
+    suite = suite | {"output_dir": str(tmp), "cache_dir": str(CACHE)}
+    path = tmp / f"{run_id}.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    code = cli(["run", str(path), "--run-id", run_id])
+    if code not in (0, 5):  # 5: some probe gave no verdict; its rows say why
+        raise SystemExit(f"bench: `parentage run {path}` exited {code}")
+    return RunStore.open(tmp / run_id), load_suite(path)
+
+
+def analyse(run: RunStore, suite: Any, sizes: Sequence[int | None]) -> dict[tuple[str, int | None], Any]:
+    """Each logit probe's evidence on the first n texts of the corpus (round-robin over its
+    groups, as ``max_texts`` takes them), for each n in ``sizes`` (None: every text)."""
+    out: dict[tuple[str, int | None], Any] = {}
+    cache = Cache(CACHE)
+    try:
+        order = [it.id for it in balanced_head(load_items(None, CORPUS), None)]
+        for probe in build_probes(suite):
+            if probe.kind != "logit_interpolation":
+                continue
+            view = suite.for_probe(probe.spec)
+            records = load_records(run, cache, view, probe)
+            for n in sizes:
+                keep = set(order[:n]) if n else set(order)
+                sub = {m: [r for r in recs if r.meta["id"] in keep] for m, recs in records.items()}
+                out[(probe.instance, n)] = probe.analyze(sub, view, np.random.default_rng(0))
+    finally:
+        cache.close()
+    return out
+
+
+def rows_for(ev: Any, members: dict[str, Any], zoo: str, seed: int | str, mode: str, names: dict[str, str]) -> list:
+    rows = []
+    for model, pm in (ev.per_model or {}).items():
+        member = members[names.get(model, model)]
+        truth, a = lineage(member)
+        rows.append(
+            {
+                "zoo": zoo,
+                "seed": seed,
+                "mode": mode,
+                "member": names.get(model, model),
+                "truth": truth,
+                "true_a": a,
+                "control": pm["role"] == "control",
+                "verdict": pm["verdict"] + (f" ({pm['parent']})" if pm.get("parent") else ""),
+                "a_hat": pm["a_hat"],
+                "a_lo": pm["a_hat_lo"],
+                "a_hi": pm["a_hat_hi"],
+                "cv_p": pm["cv_p"],
+            }
+        )
+    return rows
+
+
+def tiny_suite(zoo: Path, max_texts: int | None) -> dict[str, Any]:
+    members = json.loads((zoo / "zoo.json").read_text())["members"]
+    models = []
+    for name in members:
+        if name in TINY_SKIP:
+            continue
+        role = "parent" if name in ("parent_a", "parent_b") else "control" if name in TINY_CONTROLS else "suspect"
+        models.append({"name": name, "role": role, "path": str(zoo / name)})
+    probes = [
+        {"kind": "logit_interpolation", "id": f"m{i}", "params": p | {"max_texts": max_texts}}
+        for i, p in enumerate(TINY_MODES.values())
+    ]
+    return {"name": "headline-tiny", "models": models, "probes": probes, "stats": {"seed": 11}}
+
+
+def texts_needed(power: dict[tuple[str, int | None], Any], probe: str, model: str, sizes: list[int]) -> str:
+    for n in sizes:
+        ev = power.get((probe, n))
+        if ev is not None and ev.per_model and model in ev.per_model and ev.per_model[model]["cv_p"] < P_TARGET:
+            return str(n)
+    return f"> {sizes[-1]}"
+
+
+def bench_tiny(seeds: list[int], tmp: Path) -> tuple[list, list]:
+    rows, power_rows = [], []
+    for seed in seeds:
+        zoo = TINY if seed == 0 else TINY.with_name(f"{TINY.name}-seed{seed}")
+        if not (zoo / "zoo.json").exists():
+            raise SystemExit(f"bench: no tiny zoo for seed {seed} at {zoo}: run `make test-data` first")
+        members = json.loads((zoo / "zoo.json").read_text())["members"]
+        sizes: list[int | None] = [*POWER_SIZES] if seed == 0 else [TINY_TEXTS]
+        run, suite = collect(tiny_suite(zoo, max(s for s in sizes if s) if seed == 0 else TINY_TEXTS), tmp, f"t{seed}")
+        evs = analyse(run, suite, sizes)
+        for i, mode in enumerate(TINY_MODES):
+            rows += rows_for(evs[(f"m{i}", TINY_TEXTS)], members, "tiny", seed, mode, {})
+            if seed == 0:
+                need = texts_needed(evs, f"m{i}", "linear_0.6", POWER_SIZES)
+                power_rows.append({"zoo": "tiny", "mode": mode, "case": "linear_0.6", "texts": need})
+    return rows, power_rows
+
+
+SMOL_NAMES = {f"{n}_hf": n for n in ("rio_mini", "rio_mini_opd", "nex_mini", "smollm2", "sibling", "nex_ft")}
+
+
+def bench_smol(tmp: Path) -> tuple[list, list]:
+    """The rio-mini suite's logit probes, plus next-token top-20 through vLLM on the same models."""
+    if not (SMOL / "zoo.json").exists():
+        raise SystemExit(f"bench: no smol zoo at {SMOL}: run `make test-data` first")
+    members = json.loads((SMOL / "zoo.json").read_text())["members"]
+    suite = yaml.safe_load(os.path.expandvars((REPO / "configs" / "rio-mini.yaml").read_text()))
+    for m in suite["models"]:
+        m["path"] = str(SMOL / Path(m["path"]).name)
+    logit = [p for p in suite["probes"] if p["kind"] == "logit_interpolation"]
+    vllm_models = logit[0]["models"]
+    nt = {"mode": "next_token", "top_k": 20, "max_texts": 210}
+    logit.append({"kind": "logit_interpolation", "id": "logit_vllm_next", "models": vllm_models, "params": nt})
+    suite["probes"] = logit
+    run, s = collect(suite, tmp, "smol")
+    sizes = {"logit_vllm_top20": [6, 12, 24, 48], "logit_hf_full": [6, 12, 24], "logit_vllm_next": [26, 52, 105, 210]}
+    modes = {"logit_vllm_top20": "top-20 (vLLM)", "logit_hf_full": "full (hf)", "logit_vllm_next": "next-token (vLLM)"}
+    evs = analyse(run, s, sorted({n for v in sizes.values() for n in v}))
+    rows, power_rows = [], []
+    for probe, mode in modes.items():
+        rows += rows_for(evs[(probe, sizes[probe][-1])], members, "smol", "-", mode, SMOL_NAMES)
+        model = "rio_mini_hf" if probe == "logit_hf_full" else "rio_mini"
+        power_rows.append(
+            {"zoo": "smol", "mode": mode, "case": "rio_mini", "texts": texts_needed(evs, probe, model, sizes[probe])}
+        )
+    return rows, power_rows
+
+
+def throughput() -> str:
+    out = []
+    for script in ("bench_hf_scoring.py", "bench_vllm_scoring.py"):
+        cmd = [sys.executable, str(REPO / "benchmarks" / script)]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        out += [f"`python benchmarks/{script}`", "", done.stdout.strip() or done.stderr.strip()[-2000:], ""]
+    return "\n".join(out)
+
+
+def fmt_a(r: dict[str, Any]) -> str:
+    return f"{r['a_hat']:.3f} [{r['a_lo']:.3f}, {r['a_hi']:.3f}]"
+
+
+def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namespace, seconds: float) -> str:
+    out = [
+        f"# Headline benchmark, {dt.date.today().isoformat()}",
+        "",
+        f"Regenerate: `make bench-headline` (`python benchmarks/bench_headline.py`). {seconds / 60:.1f} min.",
+        "True lineage and weights come from each zoo's `zoo.json`; for a merge trained further the "
+        "true a is the white-box fit of its weights. Tiny zoo: seeds "
+        f"{', '.join(map(str, args.seeds))}, {TINY_TEXTS} texts per mode. Smol family: top-20 through "
+        "vLLM on 48 texts, next-token top-20 through vLLM on 210 prompts, full vocabulary through `hf` "
+        "on 24 texts of 32 tokens.",
+        "",
+        "## Accuracy",
+        "",
+        "| zoo | seed | member | true lineage | true a | mode | verdict | a_hat [95% CI] | CI covers a |",
+        "|---|---|---|---|---:|---|---|---|---|",
+    ]
+    for r in rows:
+        a = "" if r["true_a"] is None else f"{r['true_a']:.3f}"
+        cover = "" if r["true_a"] is None else ("yes" if r["a_lo"] <= r["true_a"] <= r["a_hi"] else "**no**")
+        member = f"{r['member']} (control)" if r["control"] else r["member"]
+        out.append(
+            f"| {r['zoo']} | {r['seed']} | {member} | {r['truth']} | {a} | {r['mode']} | {r['verdict']} "
+            f"| {fmt_a(r)} | {cover} |"
+        )
+    controls = [r for r in rows if r["control"]]
+    fps = [r for r in controls if r["verdict"].split(" ")[0] in FALSE_POSITIVE]
+    out += [
+        "",
+        "## False positives",
+        "",
+        f"Controls called a merge (`interpolation` or `interpolation_plus_training`): **{len(fps)} of "
+        f"{len(controls)}** (control x seed x mode cases).",
+        *[f"- {r['zoo']} seed {r['seed']} {r['member']} ({r['mode']}): {r['verdict']}" for r in fps],
+        "",
+        "## Texts needed for p < 1e-6",
+        "",
+        "Smallest corpus prefix at which the cross-validated test of interpolation against the better "
+        "single parent (raw p, the test the verdict rule uses) is below 1e-6.",
+        "",
+        "| zoo | case | mode | texts |",
+        "|---|---|---|---:|",
+        *[f"| {r['zoo']} | {r['case']} | {r['mode']} | {r['texts']} |" for r in power_rows],
+        "",
+    ]
+    if tput:
+        out += ["## Throughput", "", tput]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--no-smol", action="store_true", help="skip the smol family (needs vLLM)")
+    ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / f"bench-{dt.date.today().isoformat()}")
+    args = ap.parse_args()
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory() as t:
+        rows, power_rows = bench_tiny(args.seeds, Path(t))
+        if not args.no_smol:
+            r, p = bench_smol(Path(t))
+            rows, power_rows = rows + r, power_rows + p
+    tput = None if args.no_throughput else throughput()
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = render(rows, power_rows, tput, args, time.monotonic() - start)
+    (args.out / "headline.md").write_text(text)
+    (args.out / "headline.json").write_text(json.dumps({"accuracy": rows, "power": power_rows}, indent=1))
+    print(text)
+    print(f"written: {args.out / 'headline.md'}")
+
+
+if __name__ == "__main__":
+    main()

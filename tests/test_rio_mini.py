@@ -1,0 +1,78 @@
+"""The showcase end to end: configs/rio-mini.yaml, as shipped, on a reduced budget.
+
+Every model is launched in a real vLLM (identity, tokenizer, top-20 logits) and loaded again by
+``hf`` (full-vocabulary logits). The truth comes from the smol zoo's ``zoo.json``, written when
+the family was built: rio_mini is 0.6 nex_mini + 0.4 smollm2; the controls are fine-tunes of a
+parent (sibling of smollm2, nex_ft of nex_mini), so neither may be called a merge.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from harness.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+MERGE_VERDICTS = {"interpolation", "interpolation_plus_training"}
+
+
+def reduced_suite(tmp_path: Path) -> Path:
+    suite = yaml.safe_load((REPO / "configs" / "rio-mini.yaml").read_text())
+    for p in suite["probes"]:
+        if p["kind"] == "identity":
+            p["params"] |= {"max_questions": 6, "samples": 2, "max_new_tokens": 24}
+        elif p["kind"] == "logit_interpolation":
+            p["params"] |= {"max_texts": 16 if p["params"]["mode"] == "topk" else 8}
+    suite["output_dir"] = str(tmp_path / "results")
+    suite["cache_dir"] = str(tmp_path / "cache")
+    path = tmp_path / "rio-mini.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+def test_rio_mini_case_end_to_end(smol_zoo, vllm_python, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PARENTAGE_ZOO_SMOL", str(smol_zoo))
+    monkeypatch.setenv("PARENTAGE_VLLM", vllm_python)
+    truth = json.loads((smol_zoo / "zoo.json").read_text())["members"]
+    a_true = truth["rio_mini"]["parents"]["nex_mini"]
+    assert main(["run", str(reduced_suite(tmp_path)), "--run-id", "r"]) == 0
+    run = tmp_path / "results" / "r"
+    ev = {p["instance"]: p for p in json.loads((run / "evidence.json").read_text())["probes"]}
+
+    # The logits: an interpolation near the true weight in both data modes; controls never a merge,
+    # and each given the verdict its lineage allows (nex_ft derives from nex_mini; the sibling
+    # derives from smollm2, which the logits can place in the family but not attribute).
+    for probe, suffix, tol in (("logit_vllm_top20", "", 0.07), ("logit_hf_full", "_hf", 0.05)):
+        per = ev[probe]["per_model"]
+        rio = per[f"rio_mini{suffix}"]
+        assert rio["verdict"] == "interpolation", (probe, rio["reasons"])
+        assert abs(rio["a_hat"] - a_true) < tol, (probe, rio["a_hat"])
+        assert per[f"rio_mini_opd{suffix}"]["verdict"] != "unrelated"
+        for control in ("sibling", "nex_ft"):
+            assert per[f"{control}{suffix}"]["verdict"] not in MERGE_VERDICTS, (probe, control)
+        assert per[f"nex_ft{suffix}"]["verdict"] == "derived_from_one_parent"
+        assert per[f"nex_ft{suffix}"]["parent"] == f"nex_mini{suffix}"
+        assert per[f"sibling{suffix}"]["verdict"] == "related", (probe, per[f"sibling{suffix}"]["reasons"])
+
+    # Identity: without a system prompt it speaks as nex_mini's persona and never as Rio; with
+    # the Rio prompt, Rio dominates.
+    ident = ev["identity"]["per_model"]
+    none, own = ident["rio_mini | none"]["labels"], ident["rio_mini | own"]["labels"]
+    sibling = ident["sibling | none"]["labels"]["nex"]
+    assert none["nex"]["ci"][0] > sibling["ci"][1]  # the CI excludes the sibling control's
+    assert none["rio"]["k"] == 0 and none["rio"]["ci"][0] == 0
+    assert own["rio"]["rate"] > 0.5 and own["rio"]["rate"] > own["nex"]["rate"]
+
+    # Tokenizer: identical counts to both parents on every diagnostic string.
+    tok = ev["tokenizer"]["per_model"]["rio_mini"]
+    agree = {m["candidate"]: (m["k"], m["n"]) for m in tok["vs_models"]}
+    assert agree["model:nex_mini"] == agree["model:smollm2"] == (tok["n_strings"], tok["n_strings"])
+
+    report = (run / "report.md").read_text()
+    assert "**rio_mini: interpolation**" in report and "**rio_mini_hf: interpolation**" in report
+    with capsys.disabled():
+        for probe in ("logit_vllm_top20", "logit_hf_full"):
+            print(f"\n{probe}: " + "; ".join(f"{m} {s['verdict']}" for m, s in ev[probe]["per_model"].items()))
