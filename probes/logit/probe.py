@@ -397,13 +397,20 @@ class LogitInterpolationProbe(Probe):
             for stat, lower_is_merge_like in (("residual", True), ("betweenness", False), ("cv_gain", False)):
                 if stat not in s:
                     continue
-                vals = np.array([ev.per_model[c][stat] for c in ref])
+                # A statistic can be undefined (NaN: e.g. no CV gain against a copy-like model): such a
+                # control is no reference for it, and an undefined value is not ranked.
+                usable = [
+                    c for c in ref if ev.per_model[c].get(stat) is not None and np.isfinite(ev.per_model[c][stat])
+                ]
                 x = s[stat]
+                if not usable or x is None or not np.isfinite(x):
+                    continue
+                vals = np.array([ev.per_model[c][stat] for c in usable])
                 extreme = np.sum(vals <= x) if lower_is_merge_like else np.sum(vals >= x)
                 sd = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
                 cal[stat] = {
                     "value": x,
-                    "controls": dict(zip(ref, vals.tolist())),
+                    "controls": dict(zip(usable, vals.tolist())),
                     "empirical_p": float((1 + extreme) / (1 + len(vals))),
                     "z": float((x - vals.mean()) / sd) if sd and np.isfinite(sd) and sd > 0 else None,
                 }

@@ -108,8 +108,8 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
             "|---|---|---|---|---|---|",
         ]
         for m, st, c in cal_rows:
-            ctl = ", ".join(f"{k} {v:.3f}" for k, v in c["controls"].items())
-            out.append(f"| {m} | {st} | {c['value']:.3f} | {ctl} | {c['empirical_p']:.3f} | {fmt(c['z'], 2)} |")
+            ctl = ", ".join(f"{k} {fmt(v)}" for k, v in c["controls"].items())
+            out.append(f"| {m} | {st} | {fmt(c['value'])} | {ctl} | {fmt(c['empirical_p'])} | {fmt(c['z'], 2)} |")
         out.append("")
     return "\n".join(out) + "\n"
 
