@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +104,12 @@ def collect(suite: dict[str, Any], tmp: Path, run_id: str) -> tuple[RunStore, An
     return RunStore.open(tmp / run_id), load_suite(path)
 
 
-def analyse(run: RunStore, suite: Any, sizes: Sequence[int | None]) -> dict[tuple[str, int | None], Any]:
+def analyse(
+    run: RunStore, suite: Any, sizes: Sequence[int | None] | Mapping[str, Sequence[int | None]]
+) -> dict[tuple[str, int | None], Any]:
     """Each logit probe's evidence on the first n texts of the corpus (round-robin over its
-    groups, as ``max_texts`` takes them), for each n in ``sizes`` (None: every text)."""
+    groups, as ``max_texts`` takes them), for each n in ``sizes`` (None: every text), or in
+    ``sizes[probe id]``."""
     out: dict[tuple[str, int | None], Any] = {}
     cache = Cache(CACHE)
     try:
@@ -116,7 +119,7 @@ def analyse(run: RunStore, suite: Any, sizes: Sequence[int | None]) -> dict[tupl
                 continue
             view = suite.for_probe(probe.spec)
             records = load_records(run, cache, view, probe)
-            for n in sizes:
+            for n in sizes[probe.instance] if isinstance(sizes, Mapping) else sizes:
                 keep = set(order[:n]) if n else set(order)
                 sub = {m: [r for r in recs if r.meta["id"] in keep] for m, recs in records.items()}
                 out[(probe.instance, n)] = probe.analyze(sub, view, np.random.default_rng(0))
@@ -209,7 +212,7 @@ def bench_smol(tmp: Path) -> tuple[list, list]:
     run, s = collect(suite, tmp, "smol")
     sizes = {"logit_vllm_top20": [6, 12, 24, 48], "logit_hf_full": [6, 12, 24], "logit_vllm_next": [26, 52, 105, 210]}
     modes = {"logit_vllm_top20": "top-20 (vLLM)", "logit_hf_full": "full (hf)", "logit_vllm_next": "next-token (vLLM)"}
-    evs = analyse(run, s, sorted({n for v in sizes.values() for n in v}))
+    evs = analyse(run, s, sizes)
     rows, power_rows = [], []
     for probe, mode in modes.items():
         rows += rows_for(evs[(probe, sizes[probe][-1])], members, "smol", "-", mode, SMOL_NAMES)

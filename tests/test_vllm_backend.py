@@ -103,3 +103,47 @@ def test_validate_refuses_a_suite_that_cannot_launch_vllm(monkeypatch, tmp_path)
     with pytest.raises(InputError) as e:
         load_suite(suite)
     assert "s.yaml:3: models[0].path: no vLLM launcher found" in str(e.value)
+
+
+def test_ctrl_c_while_a_server_starts_leaves_nothing_running(tmp_path):
+    """A launcher that never becomes healthy (a real process standing in for a slow vLLM start):
+    Ctrl-C during the wait ends the run with 130 and takes the server's process group with it.
+    Before the fix the server, started in its own session, outlived the run."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    never_healthy = tmp_path / "never_healthy.py"
+    never_healthy.write_text("import time\ntime.sleep(600)\n")
+    (tmp_path / "model").mkdir()
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        f"""name: s
+models:
+  - name: m
+    role: suspect
+    backend: vllm
+    path: {tmp_path / "model"}
+    options: {{command: [{sys.executable}, {never_healthy}], startup_timeout_s: 600}}
+probes:
+  - {{kind: tokenizer, params: {{library: false}}}}
+output_dir: {tmp_path}/results
+cache_dir: {tmp_path}/cache
+"""
+    )
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--run-id", "r"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "results" / "r" / "servers" / "vllm-m.log"
+    deadline = time.monotonic() + 120
+    while "# pid " not in (log.read_text() if log.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0].decode()[-2000:]
+        time.sleep(0.1)
+    pid = int(log.read_text().split("# pid ")[1].split()[0])
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, out[-2000:]
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)

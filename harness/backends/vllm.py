@@ -126,6 +126,9 @@ class VLLMBackend(ApiBackend):
             error = self._translate(e)
             self.close()
             raise error from e
+        except BaseException:  # Ctrl-C or SIGTERM while the server starts: it must not outlive the run
+            self.close()
+            raise
 
     def _launch(self) -> VLLMServer:
         o = self.options
