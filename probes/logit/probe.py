@@ -414,7 +414,13 @@ class LogitInterpolationProbe(Probe):
                     "empirical_p": float((1 + extreme) / (1 + len(vals))),
                     "z": float((x - vals.mean()) / sd) if sd and np.isfinite(sd) and sd > 0 else None,
                 }
+            s["calibration"] = cal
             # Paired bootstrap z-test: residual below each control's (same resampled texts); worst control.
+            # A control whose residual is undefined (next-token data sharing no token with the
+            # parents' top-k) is no reference: it must not veto a merge verdict by comparing as NaN.
+            ref = [c for c in ref if np.isfinite(point[c]["residual"])]
+            if not ref or not np.isfinite(point[m]["residual"]):
+                continue
             p_each = {}
             for c in ref:
                 d = boot[c]["residual"] - boot[m]["residual"]
@@ -425,7 +431,6 @@ class LogitInterpolationProbe(Probe):
             s["p_residual_below_controls"] = p_each[worst]
             s["closest_control"] = worst
             s["residual_below_all_controls"] = all(point[c]["residual"] > point[m]["residual"] for c in ref)
-            s["calibration"] = cal
 
     # ------------------------------------------------------------------ presentation (render.py)
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:

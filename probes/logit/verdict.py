@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 
 from probes.base import ProbeParams
@@ -86,6 +87,14 @@ def decide(
 ) -> dict[str, Any]:
     """Apply the rule to one model's summary ``s`` (values and CI bounds). Returns verdict + reasons."""
     reasons: list[str] = []
+    if not np.isfinite(s["residual"]) or not np.isfinite(s["nearest_parent_distance_hi"]):
+        return {
+            "verdict": "inconclusive",
+            "reasons": [
+                "no scored position shares a token with both parents' reported top-k (undefined residual and "
+                "distances): these data carry no logit evidence either way; use a richer data mode"
+            ],
+        }
     copy_limit = max(t.copy_max_distance, 3 * s.get("noise_floor", 0.0))
     if s["nearest_parent_distance_hi"] <= copy_limit:
         reasons.append(f"nearest-parent distance CI upper {s['nearest_parent_distance_hi']:.3f} <= {copy_limit:.3f}")
