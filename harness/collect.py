@@ -117,8 +117,6 @@ class Collector:
 
     def _probe(self, probe: Probe, backend: Backend, spec: ModelSpec, model_key: str, caps: Capabilities) -> None:
         model = spec.name
-        if probe.spec.models is not None and model not in probe.spec.models:
-            return  # the suite asked for this probe on other models only: nothing to record
         if probe.requires and not any(caps.has(c) for c in probe.requires):
             needs = " or ".join(c.value for c in probe.requires)
             self._skip(model, probe, f"capability missing: backend '{backend.name}' offers no {needs}")

@@ -298,10 +298,10 @@ def _preflight(suite: Suite, file: str, lines: dict, reported: set[str]) -> list
     """Each probe's own pre-flight checks (see ``Probe.preflight``), for probes whose
     parameters are valid; reported in the same pass as every other problem."""
     problems = []
+    names = {m.name for m in suite.models}
     for i, p in enumerate(suite.probes):
         if any(loc.startswith(f"probes[{i}]") for loc in reported):
             continue
-        names = {m.name for m in suite.models}
         unknown = [(j, n) for j, n in enumerate(p.models or []) if n not in names]
         for j, n in unknown:
             loc = ("probes", i, "models", j)
