@@ -18,7 +18,7 @@ export HF_HOME         := $(CURDIR)/.cache/hf
 export HF_HUB_OFFLINE  := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-rio test test-data install install-vllm lint bench bench-headline clean check-vllm-resolves
+.PHONY: demo demo-rio test test-data install install-vllm lint bench bench-headline bench-storage clean check-vllm-resolves
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
 # multi-GB CUDA build; the package itself only asks for a range.
@@ -84,6 +84,11 @@ bench: test-data
 # results/bench-<date>/ and quoted in the README.
 bench-headline: test-data
 	$(BIN)/python benchmarks/bench_headline.py
+
+# Full mode's compact storage against the whole vocabulary (estimates, cache bytes per token,
+# analysis time and peak memory), written to results/bench-<date>/full-storage.md.
+bench-storage: test-data
+	$(BIN)/python benchmarks/bench_full_storage.py
 
 # Resolver dry run (needs PyPI, so it is not part of `make test`): the core's ranges must admit
 # vLLM's own pins (torch==2.14.0, transformers<5.21).

@@ -87,15 +87,22 @@ def analyze_run(
             records = load_records(run, cache, view, probe)
             if not records:
                 probes_ev.append(
-                    ProbeEvidence(
-                        probe=probe.kind,
-                        instance=probe.instance,
-                        version=probe.version,
+                    probe.new_evidence(
+                        suite,
                         status="skipped",
                         reason="; ".join(
-                            f"{e['model']}: {e['reason']}"
-                            for e in run.events("probe_skipped")
-                            if e["probe"] == probe.instance
+                            [
+                                *(
+                                    f"{e['model']}: {e['reason']}"
+                                    for e in run.events("probe_skipped")
+                                    if e["probe"] == probe.instance
+                                ),
+                                *(
+                                    f"{e['model']} failed to load: {e['error']}"
+                                    for e in run.events("model_failed")
+                                    if e.get("model") in {m.name for m in view.models}
+                                ),
+                            ]
                         )
                         or "no records were collected for this probe",
                     )

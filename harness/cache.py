@@ -28,7 +28,10 @@ def result_to_payload(result: Result) -> tuple[dict[str, Any], dict[str, np.ndar
     """Split a result into JSON metadata and numpy arrays for the cache."""
     if isinstance(result, ScoreResult):
         arrays = {k: v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)}
-        return {"type": "score"}, arrays
+        meta: dict[str, Any] = {"type": "score"}
+        if result.vocab_size:
+            meta["vocab_size"] = result.vocab_size
+        return meta, arrays
     if isinstance(result, CountResult):
         return {"type": "count", **result.__dict__}, {}
     return {"type": "generate", **result.__dict__}, {}
@@ -36,7 +39,7 @@ def result_to_payload(result: Result) -> tuple[dict[str, Any], dict[str, np.ndar
 
 def payload_to_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Result:
     if meta["type"] == "score":
-        return ScoreResult(**arrays)
+        return ScoreResult(**arrays, vocab_size=meta.get("vocab_size", 0))
     if meta["type"] == "count":
         return CountResult(n_tokens=meta["n_tokens"], method=meta["method"])
     fields = {k: v for k, v in meta.items() if k != "type"}

@@ -38,6 +38,7 @@ class ProbeEvidence(BaseModel):
     mode: str | None = None
     summary: str = ""
     calibrated: bool | None = None
+    ci_level: float = Field(0.95, description="Level of every interval in this evidence (1 - the suite's alpha).")
     estimates: list[Estimate] = Field(default_factory=list)
     per_model: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = Field(default_factory=dict, description="Probe-specific tables.")

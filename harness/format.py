@@ -13,6 +13,11 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def ci_label(level: float) -> str:
+    """'95%' for 0.95, '99%' after ``analyze --alpha 0.01``: intervals are never labelled by habit."""
+    return f"{100 * level:g}%"
+
+
 def fmt_ci(e: Estimate, digits: int = 3) -> str:
     return f"{fmt(e.value, digits)} [{fmt(e.ci_low, digits)}, {fmt(e.ci_high, digits)}]"
 

@@ -27,6 +27,7 @@ class Interval:
         return self.high - self.low
 
 
+EXACT_SIGNFLIP_MAX = 16  # clusters up to which a sign-flip test enumerates all 2**n patterns
 BOOTSTRAP_CHUNK = 1000  # replicates per block: memory is O(chunk x (clusters + statistics)), not O(replicates x ...)
 
 
@@ -141,3 +142,54 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
         return float("nan"), float("nan")
     ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)
+
+
+def clustered_wilson(k: np.ndarray, n: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson interval for a proportion observed in clusters (``k[i]`` of ``n[i]`` in cluster i,
+    e.g. the samples of one question), at the effective sample size N / deff.
+
+    Why: samples of one question are correlated (the same prompt, the same model), so treating
+    them as independent trials overstates the evidence. deff is the ratio of the cluster-robust
+    variance of the pooled rate to the binomial one (at least 1, at most the mean cluster size);
+    when every answer is the same there is no variance to measure and the worst case is taken
+    (each cluster counts once)."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    total, clusters = n.sum(), len(n)
+    if total == 0:
+        return float("nan"), float("nan")
+    p = k.sum() / total
+    worst = total / clusters
+    if clusters < 2 or p in (0.0, 1.0):
+        deff = worst
+    else:
+        robust = clusters / (clusters - 1) * np.sum((k - p * n) ** 2) / total**2
+        deff = float(np.clip(robust / (p * (1 - p) / total), 1.0, worst))
+    return _wilson_real(p, total / deff, confidence)
+
+
+def _wilson_real(p: float, n: float, confidence: float) -> tuple[float, float]:
+    """The Wilson score interval for rate ``p`` at a (possibly fractional) sample size ``n``."""
+    from scipy import stats as sps  # imported here: `validate` stays fast
+
+    z = float(sps.norm.ppf(1 - (1 - confidence) / 2))
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # The interval contains p; clamp the rounding error that puts a bound a hair past it (p = 0 gave 3e-17).
+    return float(min(max(0.0, centre - half), p)), float(max(min(1.0, centre + half), p))
+
+
+def signflip_pvalue(d: np.ndarray, rng: np.random.Generator, permutations: int = 10000) -> float:
+    """One-sided p-value that paired differences ``d`` (one per cluster) have a positive mean:
+    every difference's sign is flipped at random, which is exact when, under the null, the two
+    members of each pair are exchangeable (e.g. two models answering the same question)."""
+    d = np.asarray(d, dtype=float)
+    if d.size == 0 or not np.any(d):
+        return 1.0
+    if d.size <= EXACT_SIGNFLIP_MAX:  # every sign pattern: exact, and p can reach 2**-n
+        bits = (np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1
+        null = ((2.0 * bits - 1) * d).mean(axis=1)
+        return float(np.mean(null >= d.mean() - 1e-12))
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(permutations, d.size))
+    null = (signs * d).mean(axis=1)
+    return float((1 + np.sum(null >= d.mean() - 1e-12)) / (1 + permutations))

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from harness.backends.base import Capabilities, Capability, CountResult, GenerateResult, Request, Result, ScoreResult
+from harness.case import ProbeCase
 from harness.config import ModelSpec, ProbeSpec, Suite
 from harness.evidence import ProbeEvidence
 from harness.format import estimates_table
@@ -95,6 +96,13 @@ class Probe(ABC):
     def instance(self) -> str:
         return self.spec.name
 
+    def new_evidence(self, suite: Suite, **fields: Any) -> ProbeEvidence:
+        """Empty evidence of this probe, at the suite's interval level (its summary and tables
+        are labelled with it: "99% CI" after ``analyze --alpha 0.01``, never "95%" by habit)."""
+        return ProbeEvidence(
+            probe=self.kind, instance=self.instance, version=self.version, ci_level=1 - suite.stats.alpha, **fields
+        )
+
     def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
         """Problems knowable before any model is loaded, as (location under ``params``, message).
         ``validate`` and the start of ``run`` report them with file and line, so nothing
@@ -114,10 +122,28 @@ class Probe(ABC):
         (caption, path) pairs. Optional."""
         return []
 
+    def case(self, evidence: ProbeEvidence, names: list[str], suite: Suite) -> ProbeCase | None:
+        """This probe's stance on each explanation of one suspect (``harness.case``), whose weights
+        go by ``names`` in the suite (one name per backend serving them). None: the probe has
+        nothing to say about lineage (the default)."""
+        return None
+
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
         """Markdown for the report (called only for evidence with status "ok"). The default lists
         estimates; probes override it for readable tables."""
         return estimates_table(evidence.estimates)
+
+
+def uncalibrated_note(suite: Suite, consequence: str) -> str:
+    """Why a probe's evidence has no controls to compare with: the suite names none, or (a
+    partial run) they have not answered yet. The report prints it at the top of the section."""
+    named = [m.name for m in suite.by_role("control")]
+    why = (
+        f"the suite's controls ({', '.join(named)}) have no answers in this run yet (a partial run?)"
+        if named
+        else "the suite has no control models"
+    )
+    return f"UNCALIBRATED: {why}, so {consequence}."
 
 
 def subplots(*args: Any, **kwargs: Any):

@@ -382,3 +382,19 @@ def test_a_model_rebuilt_at_the_same_path_gets_a_new_content_signature(tmp_path)
     assert content_signature(model)["model.safetensors"] != before["model.safetensors"]
     (model / "config.json").write_text('{"hidden_size": 9}')  # small files are covered in full
     assert content_signature(model)["config.json"] != before["config.json"]
+
+
+def test_a_model_that_failed_to_load_is_named_with_its_error_in_the_report(tmp_path, capsys):
+    """Issue 14: a model that failed to load appeared only as "no records were collected", and the
+    partial run's report said "this suite has no control models"."""
+    dead = "  - {name: ctl, role: control, backend: openai, options: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n"
+    suite = fake_suite(tmp_path, extra_model=dead)
+    assert main(["run", str(suite), "--run-id", "r"]) == EXIT_BACKEND
+    capsys.readouterr()
+    run = tmp_path / "results" / "r"
+    assert main(["analyze", str(run)]) in (EXIT_OK, 5) and main(["report", str(run)]) == EXIT_OK
+    report = (run / "report.md").read_text()
+    row = next(x for x in report.splitlines() if x.startswith("| ctl | control | openai |"))
+    assert "**failed to load**: " in row and "127.0.0.1:9" in row
+    assert "the suite's controls (ctl) have no answers in this run yet" in report
+    assert "this suite has no control models" not in report

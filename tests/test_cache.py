@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from harness.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, compact_full
 from harness.cache import Cache, cache_key
 from harness.errors import StorageError
 
@@ -31,6 +31,17 @@ def test_round_trip(tmp_path):
     assert c.contains(["k1", "nope", "k2"]) == {"k1", "k2"}
     assert c.get("nope") is None
     assert (c.hits, c.writes) == (2, 2)
+
+
+def test_compact_full_record_round_trips_with_its_vocabulary_size(tmp_path):
+    c = Cache(tmp_path)
+    s = compact_full(score_result(v=500), ScoreRequest(text="t", mode="full", top_k=8, vocab_sample=50))
+    c.put("k", s)
+    back = c.get("k")
+    assert back.full is None and back.vocab_size == 500
+    np.testing.assert_array_equal(back.sample_ids, s.sample_ids)
+    np.testing.assert_array_equal(back.sample_logprobs, s.sample_logprobs)
+    np.testing.assert_array_equal(back.topk_ids, s.topk_ids)
 
 
 def test_key_covers_model_probe_version_and_whole_request():

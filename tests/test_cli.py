@@ -25,10 +25,23 @@ def test_analyze_reruns_offline_with_another_alpha(demo_run, capsys, monkeypatch
     w1, v1, level = width(after, "a_hat", "suspect")
     assert v1 == v5 and w1 > w5 and level == 0.99
     assert main(["report", str(run_dir)]) == 0
-    assert "alpha 0.01" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "alpha 0.01" in report
+    # every interval is labelled by the level it was computed at (issue 14: it read "95%" after --alpha 0.01)
+    assert "99% CI" in report and "95%" not in report
     # put the original evidence back for other tests sharing the session fixture
     assert main(["analyze", str(run_dir)]) == 0
     assert "**suspect: interpolation**. a_hat = " in capsys.readouterr().out
+
+
+def test_the_case_comes_first_and_concludes_merge_for_the_demo_merge(demo_run):
+    """Issue 14: a conclusion across probes before any probe detail; the tiny 0.6 merge is a merge."""
+    report = (demo_run["dir"] / "report.md").read_text()
+    case = report[report.index("## The case") : report.index("## Models")]
+    assert report.index("## The case") < report.index("## Probe")
+    assert "### suspect" in case and "**Conclusion: a merge of the parents.**" in case
+    assert "| a merge of the parents **(concluded)** | supports: a = 0.6" in case
+    assert "Lineage probes (logit interpolation, weights) decide" in case  # the rule is printed
 
 
 def test_run_records_provenance(demo_run):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats as sps
 
 from harness.backends.base import Capabilities, Capability, GenerateRequest, GenerateResult
 from harness.cli import main
@@ -44,7 +43,7 @@ def recs(model: str, texts: list[str], condition: str = "none") -> list[Record]:
     ]
 
 
-def test_counts_wilson_fisher_and_reuse_on_fixed_responses():
+def test_counts_wilson_question_test_and_reuse_on_fixed_responses():
     backstory = "Nex-AGI was founded by a small team of researchers in a converted warehouse by the river"
     s = suite(model_labels={"nex": "nex", "qwen": "qwen"})
     records = {
@@ -61,14 +60,46 @@ def test_counts_wilson_fisher_and_reuse_on_fixed_responses():
     assert ev.per_model["qwen | none"]["labels"]["qwen"]["k"] == 10  # Chinese alias
     lo, hi = none["nex"]["ci"]
     assert lo < 0.8 < hi
-    t = next(x for x in ev.tables["fisher_vs_controls"] if x["condition"] == "none" and x["label"] == "nex")
-    assert (t["k"], t["n"], t["k_controls"], t["n_controls"]) == (8, 10, 0, 10)
-    assert t["p"] == pytest.approx(sps.fisher_exact([[8, 2], [0, 10]], alternative="greater").pvalue)
+    t = next(x for x in ev.tables["claims_vs_controls"] if x["condition"] == "none" and x["label"] == "nex")
+    assert (t["k"], t["n"], t["k_controls"], t["n_controls"], t["questions"]) == (8, 10, 0, 10, 10)
+    # one answer per question: 8 questions +1, 2 at 0; only the all-positive sign pattern of the
+    # eight is as extreme, so the exact sign-flip p is 2**-8
+    assert t["p"] == pytest.approx(2**-8)
     assert t["p_adjusted"] >= t["p"]
     reuse = next(r for r in ev.tables["verbatim_reuse"] if r["parent"] == "nex")
     assert reuse["rate_parent"] == 0.8 and reuse["rate_controls"] == 0.0 and reuse["p"] < 0.05
     assert reuse["longest"][0]["tokens"] >= 15  # the backstory, word for word
     assert "8/10 (80.0%" in ev.summary
+
+
+def test_without_controls_reuse_is_a_rate_not_a_test_and_a_controls_label_is_not_tested():
+    """Issue 14: with no control, reuse read "vs 0.0% with the controls (permutation p 0.0002)"; and
+    a control with a model_labels entry had the suspect tested against the control's own label."""
+    backstory = "Nex-AGI was founded by a small team of researchers in a converted warehouse by the river"
+    no_ctl = Suite(
+        name="id",
+        models=[ModelSpec(name=n, role=r, path="/x") for n, r in (("rio", "suspect"), ("nex", "parent"))]
+        + [ModelSpec(name="qwen", role="parent", path="/x")],
+        probes=[ProbeSpec(kind="identity", params={"labels": LABELS})],
+    )
+    records = {
+        "rio": recs("rio", [f"I am Nex. {backstory}."] * 8 + ["Hello."] * 2),
+        "nex": recs("nex", [f"Hello! {backstory}, they say."] * 10),
+        "qwen": recs("qwen", ["我是通义千问。"] * 10),
+    }
+    ev = IdentityProbe(no_ctl.probes[0]).analyze(records, no_ctl, np.random.default_rng(0))
+    reuse = next(r for r in ev.tables["verbatim_reuse"] if r["parent"] == "nex")
+    assert reuse["rate_parent"] == 0.8 and reuse["rate_controls"] is None and reuse["p"] is None
+    from probes.identity import render
+
+    section = render.report_section(ev, list(LABELS))
+    assert "no controls in this run to compare with" in section and "permutation p" not in section
+    assert "UNCALIBRATED: the suite has no control models" in ev.notes[0]
+
+    s = suite(model_labels={"nex": "nex", "ctl": "qwen"})  # ctl is a control with its own label
+    records["ctl"] = recs("ctl", ["I am Qwen."] * 10)
+    ev = IdentityProbe(s.probes[0]).analyze(records, s, np.random.default_rng(0))
+    assert {t["label"] for t in ev.tables["claims_vs_controls"]} == {"nex"}
 
 
 def test_plan_conditions_and_capabilities():
@@ -118,8 +149,8 @@ def test_tiny_zoo_merge_claims_parent_a_above_every_control(zoo, tmp_path, monke
         assert merge["ci"][0] > per[f"{ctl} | none"]["labels"]["vireo"]["ci"][1], ctl
     assert merge["rate"] > per["suspect | none"]["labels"]["tamsin"]["rate"]  # the 0.6 side dominates
     assert per["suspect | none"]["labels"]["rio"]["k"] <= 1
-    fisher = {(t["condition"], t["label"]): t for t in ev["tables"]["fisher_vs_controls"]}
-    assert fisher[("none", "vireo")]["p_adjusted"] < 1e-6
+    tests = {(t["condition"], t["label"]): t for t in ev["tables"]["claims_vs_controls"]}
+    assert tests[("none", "vireo")]["p_adjusted"] < 1e-3  # 16 questions: the exact p cannot go below 2**-16
     report = (tmp_path / "results" / "t" / "report.md").read_text()
     k, n = merge["k"], merge["n"]
     assert f"{k}/{n} ({100 * k / n:.1f}%" in report

@@ -71,7 +71,7 @@ def test_linear_merges_recovered(seed0, instance):
         assert s["verdict"] == "interpolation", (m, s["reasons"])
         if instance == "full64":
             assert abs(s["a_hat"] - true_a) <= 0.05, (m, s["a_hat"], true_a)
-            assert s["p_combined"] < 1e-6
+            assert s["cv_p_adjusted"] < 1e-6 and s["p_weights_inside_adjusted"] < 1e-6
         assert 0 < s["a_hat_lo"] and s["a_hat_hi"] < 1
 
 

@@ -75,6 +75,12 @@ def test_killed_run_resumes_without_recomputing(tmp_path, zoo, sig):
     collected = [e for e in resumed if e["event"] == "probe_collected"]
     assert sum(e["cache_hits"] for e in collected) == cached  # every answered request came from the cache
     assert sum(e["computed"] for e in collected) == total - cached  # and only the rest was computed
+    # Issue 14: the report counted every session's requests (360 for 240) and showed the resume time
+    # as the start.
+    report = (run_dir / "report.md").read_text()
+    starts = [e["time"] for e in log if e["event"] == "run_start"]
+    assert f"Requests: {total} (" in report and "over 2 sessions" in report
+    assert f"started {starts[0]}; resumed {starts[1]}" in report
 
     # The resumed evidence equals that of an uninterrupted run with a fresh cache.
     fresh = tmp_path / "fresh.yaml"

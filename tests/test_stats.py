@@ -62,3 +62,38 @@ def test_chunked_bootstrap_draws_the_same_replicates_as_one_block():
             assert got[key]["sum0"].shape == (2500,)
             np.testing.assert_allclose(got[key]["sum0"], whole @ x[:, 0], rtol=0, atol=1e-12)
             np.testing.assert_allclose(got[key]["ratio"], (whole @ x[:, 1]) / (whole @ x[:, 2]), rtol=1e-12)
+
+
+def test_question_level_claim_test_holds_its_level_where_pooled_fisher_does_not():
+    """Issue 14: the identity probe's Fisher test counted 4 samples of one question as 4
+    independent trials. Simulated control pair (same claim behaviour, 24 questions x 4 samples,
+    answers correlated within a question through a model x question effect): the question-level
+    sign-flip test rejects at about its level, pooled Fisher about twice as often."""
+    from scipy import stats as sps
+    from scipy.special import expit
+
+    from harness.stats import signflip_pvalue
+
+    rng = np.random.default_rng(2026)
+    reps, questions, samples = 1000, 24, 4
+    new = fisher = 0
+    for _ in range(reps):
+        u = rng.normal(0, 0.5, questions)  # question difficulty, shared by both models
+        ks, kc = (rng.binomial(samples, expit(-1 + u + rng.normal(0, 3, questions))) for _ in range(2))
+        new += signflip_pvalue((ks - kc) / samples, rng, 2000) < 0.05
+        n = questions * samples
+        table = [[ks.sum(), n - ks.sum()], [kc.sum(), n - kc.sum()]]
+        fisher += sps.fisher_exact(table, alternative="greater").pvalue < 0.05
+    assert 0.02 <= new / reps <= 0.08, new / reps  # measured: 0.036
+    assert fisher / reps > 0.08, fisher / reps  # measured: 0.109
+
+
+def test_clustered_wilson_widens_with_within_question_agreement():
+    from harness.stats import clustered_wilson, wilson
+
+    lo1, hi1 = clustered_wilson(np.array([1, 0] * 12), np.ones(24))  # one answer per question: plain Wilson
+    assert (lo1, hi1) == pytest.approx(wilson(12, 24))
+    lo4, hi4 = clustered_wilson(np.array([4, 0] * 6), np.full(12, 4))  # 4 identical answers per question
+    assert (lo4, hi4) == pytest.approx(wilson(6, 12))  # counts as 12 answers, not 48
+    lo0, hi0 = clustered_wilson(np.zeros(12), np.full(12, 4))  # no claim at all: each question counts once
+    assert lo0 == pytest.approx(0, abs=1e-12) and hi0 == pytest.approx(wilson(0, 12)[1])

@@ -129,6 +129,9 @@ def test_tokenizer_probe_on_the_tiny_zoo(zoo, tmp_path, monkeypatch):
     assert wb["parent_a"]["all_identical"] and wb["parent_b"]["all_identical"]
     report = (run / "report.md").read_text()
     assert "White-box comparison" in report and (run / "figures" / "tokenizer_matches.png").exists()
+    # Issue 14: the headline said "closest: homegrown (226/284)" while the suspect matches both parents.
+    assert ev["summary"].startswith(f"suspect: It tokenises exactly as parent_a and parent_b (parent_a {n}/{n}")
+    assert "Among the reference tokenizers: closest:" in ev["summary"]
 
 
 def test_missing_capability_is_a_recorded_skip_not_a_zero():

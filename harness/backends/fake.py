@@ -29,6 +29,7 @@ from harness.backends.base import (
     GenerateResult,
     ScoreRequest,
     ScoreResult,
+    compact_full,
 )
 from harness.errors import BackendError
 
@@ -90,6 +91,7 @@ class FakeBackend(Backend):
             res = ScoreResult(token_ids=ids, token_logprobs=rows[np.arange(len(ids) - 1), ids[1:]].astype(np.float32))
             if r.mode == "full":
                 res.full = rows.astype(np.float32)
+                res = compact_full(res, r)
             else:
                 top = np.argsort(-rows, axis=1, kind="stable")[:, : r.top_k]
                 res.topk_ids = top

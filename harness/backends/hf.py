@@ -26,6 +26,7 @@ from harness.backends.base import (
     ModelRef,
     ScoreRequest,
     ScoreResult,
+    compact_full,
     sha256_text,
 )
 from harness.errors import BackendError, CapabilityMissing
@@ -225,6 +226,7 @@ class HFBackend(Backend):
                     )
                     if req.mode == "full":
                         res.full = logprobs[row, :n].cpu().numpy()
+                        res = compact_full(res, req)
                     elif top is not None:  # top-k mode: k > 0, so the batch's topk was taken
                         kk = min(req.top_k, logprobs.shape[-1])
                         res.topk_ids = top.indices[row, :n, :kk].cpu().numpy()

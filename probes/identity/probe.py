@@ -12,8 +12,10 @@ makes that test reusable:
   default);
 * ``samples`` seeded samples per question (or greedy);
 * claims extracted by :mod:`probes.identity.claims` (case-insensitive, word-bounded, negation-aware);
-* Wilson CIs per model x condition x label; one-sided Fisher tests of "the suspect claims
-  parent X's identity more often than the pooled controls", Holm-corrected; the per-language
+* Wilson CIs per model x condition x label, at the effective sample size of answers clustered
+  by question; one-sided tests of "the suspect claims parent X's identity more often than the
+  controls" with questions as the units (paired sign-flip permutation of question-level rates:
+  samples of one question are correlated), Holm-corrected; the per-language
   breakdown; verbatim reuse of each parent's responses (longest shared token run, share of
   responses with a run of at least ``ngram_threshold`` tokens, paired permutation p-value).
 """
@@ -30,13 +32,15 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from harness.backends.base import Capabilities, Capability, GenerateRequest, GenerateResult
+from harness.case import ProbeCase
 from harness.config import ModelSpec, Suite
 from harness.data import Item, balanced_head, load_file, load_items
 from harness.errors import InputError
 from harness.evidence import ProbeEvidence
-from harness.stats import adjust, wilson
-from probes.base import Planned, Probe, ProbeParams, Record, Skip
+from harness.stats import adjust, clustered_wilson, signflip_pvalue
+from probes.base import Planned, Probe, ProbeParams, Record, Skip, uncalibrated_note
 from probes.identity import render
+from probes.identity.case import identity_case
 from probes.identity.claims import ClaimExtractor
 from probes.identity.ngrams import NgramPool, reuse_permutation_test
 
@@ -68,6 +72,24 @@ class IdentityParams(ProbeParams):
     def _patterns(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         ClaimExtractor(v)  # raises "label(s) with no patterns: ..."
         return v
+
+
+def question_counts(rows: list[dict[str, Any]], label: str) -> dict[str, tuple[int, int]]:
+    """(answers claiming ``label``, answers) per question: the clusters of the CIs and tests."""
+    counts: dict[str, tuple[int, int]] = {}
+    for r in rows:
+        k, n = counts.get(r["question"], (0, 0))
+        counts[r["question"]] = (k + (label in r["claims"]), n + 1)
+    return counts
+
+
+def per_question(rows: list[dict[str, Any]], label: str) -> tuple[np.ndarray, np.ndarray]:
+    counts = list(question_counts(rows, label).values())
+    return np.array([k for k, _ in counts], dtype=float), np.array([n for _, n in counts], dtype=float)
+
+
+def question_rates(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
+    return {q: k / n for q, (k, n) in question_counts(rows, label).items()}
 
 
 class IdentityProbe(Probe):
@@ -154,19 +176,19 @@ class IdentityProbe(Probe):
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: np.random.Generator) -> ProbeEvidence:
         """Extract claims from every answer, count them per model, condition and label (Wilson
         CIs), test each suspect against the pooled controls, and measure verbatim reuse."""
-        ev = ProbeEvidence(probe=self.kind, instance=self.instance, version=self.version, mode="generation")
+        ev = self.new_evidence(suite, mode="generation")
         responses, prompts = self._responses(records)
         controls = [m.name for m in suite.by_role("control") if any(k[0] == m.name for k in responses)]
         ev.calibrated = bool(controls)
         if not controls:
-            ev.notes.append("UNCALIBRATED: no control models, so claim rates have no reference.")
+            ev.notes.append(uncalibrated_note(suite, "claim rates have no reference"))
         for (m, cond), rows in sorted(responses.items()):
             entry = self._claim_rates(rows, suite.stats.alpha)
             entry = {"role": suite.model(m).role, "condition": cond, **entry}
             entry["system_text_rendered"] = prompts.get((m, cond), "")
             entry["examples"] = [r for r in rows if r["claims"]][:3]
             ev.per_model[f"{m} | {cond}"] = entry
-        ev.tables["fisher_vs_controls"] = self._fisher_vs_controls(responses, suite, controls)
+        ev.tables["claims_vs_controls"] = self._claims_vs_controls(responses, suite, controls, rng)
         ev.tables["verbatim_reuse"] = self._reuse(responses, suite, controls, rng)
         ev.summary = render.summary(ev)
         return ev
@@ -203,12 +225,14 @@ class IdentityProbe(Probe):
         return responses, prompts
 
     def _claim_rates(self, rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
-        """Per label: answers claiming it, the rate with its Wilson CI, and counts by language."""
+        """Per label: answers claiming it, the rate with its question-clustered Wilson CI, and
+        counts by language."""
         n = len(rows)
         out: dict[str, Any] = {"n": n, "labels": {}}
         for lab in self.params.labels:
             k = sum(lab in r["claims"] for r in rows)
-            lo, hi = wilson(k, n, 1 - alpha)
+            kq, nq = per_question(rows, lab)
+            lo, hi = clustered_wilson(kq, nq, 1 - alpha)
             by_lang: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
             for row in rows:
                 by_lang[row["lang"]][1] += 1
@@ -216,43 +240,56 @@ class IdentityProbe(Probe):
             out["labels"][lab] = {
                 "k": k,
                 "n": n,
+                "questions": len(nq),
                 "rate": k / n if n else float("nan"),
                 "ci": [lo, hi],
                 "by_language": {g: {"k": a, "n": b} for g, (a, b) in by_lang.items()},
             }
         return out
 
-    def _fisher_vs_controls(
-        self, responses: dict[tuple[str, str], list[dict[str, Any]]], suite: Suite, controls: list[str]
+    def _claims_vs_controls(
+        self,
+        responses: dict[tuple[str, str], list[dict[str, Any]]],
+        suite: Suite,
+        controls: list[str],
+        rng: np.random.Generator,
     ) -> list[dict[str, Any]]:
-        """Suspect vs pooled controls, per parent identity: one-sided Fisher exact, corrected
-        across the family (Holm or BH, as the suite says)."""
-        from scipy import stats as sps  # imported here: `validate` stays fast
-
+        """Suspect vs controls, per parent identity, with questions as the units: the samples of
+        one question are correlated, so the test compares question-level claim rates (the
+        suspect's minus the controls' mean, one difference per question both answered) by a
+        one-sided paired sign-flip permutation; corrected across the family (Holm or BH)."""
         tests: list[dict[str, Any]] = []
+        alpha = suite.stats.alpha
         for s in (x.name for x in suite.by_role("suspect")):
             for cond in self.params.conditions:
                 if (s, cond) not in responses:
                     continue
                 for parent, lab in self.params.model_labels.items():
+                    if suite.model(parent).role != "parent":  # a control's own label is not lineage evidence
+                        continue
                     rows = responses[(s, cond)]
-                    k_s = sum(lab in r["claims"] for r in rows)
-                    ctl = [r for c in controls for r in responses.get((c, cond), [])]
+                    ctl = {c: responses[(c, cond)] for c in controls if (c, cond) in responses}
                     if not ctl:
                         continue
-                    k_c = sum(lab in r["claims"] for r in ctl)
-                    p = sps.fisher_exact([[k_s, len(rows) - k_s], [k_c, len(ctl) - k_c]], alternative="greater").pvalue
+                    rate_s = question_rates(rows, lab)
+                    rate_c = [question_rates(r, lab) for r in ctl.values()]
+                    common = [q for q in rate_s if all(q in rc for rc in rate_c)]
+                    d = np.array([rate_s[q] - np.mean([rc[q] for rc in rate_c]) for q in common])
+                    kq, nq = per_question(rows, lab)
+                    all_ctl = [r for v in ctl.values() for r in v]
                     tests.append(
                         {
                             "suspect": s,
                             "condition": cond,
                             "parent": parent,
                             "label": lab,
-                            "k": k_s,
-                            "n": len(rows),
-                            "k_controls": k_c,
-                            "n_controls": len(ctl),
-                            "p": float(p),
+                            "k": int(kq.sum()),
+                            "n": int(nq.sum()),
+                            "ci": list(clustered_wilson(kq, nq, 1 - alpha)),
+                            "k_controls": sum(lab in r["claims"] for r in all_ctl),
+                            "n_controls": len(all_ctl),
+                            "questions": len(common),
+                            "p": signflip_pvalue(d, rng),
                         }
                     )
         for t, pa in zip(tests, adjust([t["p"] for t in tests], suite.stats.correction)):
@@ -271,10 +308,13 @@ class IdentityProbe(Probe):
             for parent in (x.name for x in suite.by_role("parent")):
                 pool = NgramPool([r["text"] for r in responses.get((parent, "none"), [])])
                 la = [pool.longest_shared(r["text"]) for r in rows]
-                lc = [ctl_pool.longest_shared(r["text"]) for r in rows]
-                ra, rc, p = reuse_permutation_test(
-                    np.array([x[0] for x in la]), np.array([x[0] for x in lc]), thr, rng, 5000
-                )
+                if controls:
+                    lc = [ctl_pool.longest_shared(r["text"]) for r in rows]
+                    ra, rc, p = reuse_permutation_test(
+                        np.array([x[0] for x in la]), np.array([x[0] for x in lc]), thr, rng, 5000
+                    )
+                else:  # nothing to compare with: the rate alone, no test (it read "vs 0.0%, p 0.0002")
+                    ra, rc, p = float(np.mean([x[0] >= thr for x in la])), None, None
                 top = sorted(la, key=lambda x: -x[0])[:3]
                 out.append(
                     {
@@ -290,6 +330,13 @@ class IdentityProbe(Probe):
         return out
 
     # ------------------------------------------------------------------ presentation (render.py)
+    def case(self, evidence: ProbeEvidence, names: list[str], suite: Suite) -> ProbeCase | None:
+        if evidence.status != "ok":
+            return None
+        parents = [m.name for m in suite.for_probe(self.spec).by_role("parent")]
+        tests = evidence.tables.get("claims_vs_controls", [])
+        return identity_case(evidence.instance, tests, names, parents, 1 - evidence.ci_level)
+
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
         return render.report_section(evidence, list(self.params.labels))
 

@@ -11,20 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from harness.evidence import ProbeEvidence
-from harness.stats import wilson
+from harness.format import ci_label
 from probes.base import save_figure, subplots
 
 
 def summary(ev: ProbeEvidence) -> str:
-    """Whose identity each suspect claims, with the Fisher test against the controls."""
+    """Whose identity each suspect claims, with the question-level test against the controls."""
     lines = []
-    for t in ev.tables["fisher_vs_controls"]:
+    level = ci_label(ev.ci_level)
+    for t in ev.tables["claims_vs_controls"]:
         rate = t["k"] / t["n"] if t["n"] else float("nan")
-        lo, hi = wilson(t["k"], t["n"])
+        lo, hi = t["ci"]
         lines.append(
             f"{t['suspect']} ({t['condition']} system prompt): claims {t['label']} ({t['parent']}'s identity) "
-            f"{t['k']}/{t['n']} ({100 * rate:.1f}%, 95% CI {100 * lo:.1f}-{100 * hi:.1f}) vs controls "
-            f"{t['k_controls']}/{t['n_controls']}; Fisher p_adj {t['p_adjusted']:.2g}."
+            f"{t['k']}/{t['n']} ({100 * rate:.1f}%, {level} CI {100 * lo:.1f}-{100 * hi:.1f}) vs controls "
+            f"{t['k_controls']}/{t['n_controls']}; p_adj {t['p_adjusted']:.2g} over {t['questions']} questions "
+            "(question-level test)."
         )
     return " ".join(lines)
 
@@ -46,10 +48,14 @@ def report_section(evidence: ProbeEvidence, labels: list[str]) -> str:
     if reuse:
         out += ["", "Verbatim reuse (condition 'none'):", ""]
         for r in reuse:
+            versus = (
+                f"vs {100 * r['rate_controls']:.1f}% with the controls (permutation p {r['p']:.2g})"
+                if r["rate_controls"] is not None
+                else "(no controls in this run to compare with, so no test)"
+            )
             out.append(
                 f"- {r['suspect']} vs {r['parent']}: {100 * r['rate_parent']:.1f}% of responses share a run of "
-                f">= {r['threshold']} tokens with {r['parent']} vs {100 * r['rate_controls']:.1f}% with the "
-                f"controls (permutation p {r['p']:.2g}); longest: "
+                f">= {r['threshold']} tokens with {r['parent']} {versus}; longest: "
                 + "; ".join(f'{x["tokens"]} tokens "{x["text"]}"' for x in r["longest"][:2])
             )
     return "\n".join(out) + "\n"
@@ -70,6 +76,6 @@ def figures(evidence: ProbeEvidence, out_dir: Path, labels: list[str]) -> list[t
     ax.set_ylabel("share of responses claiming the label")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    ax.set_title("Identity claims with 95% Wilson CIs")
+    ax.set_title(f"Identity claims, {ci_label(evidence.ci_level)} Wilson CIs clustered by question")
     path = save_figure(fig, out_dir / f"{evidence.instance}_claims.png")
     return [("identity claim rates per model and condition", path)]

@@ -3,7 +3,9 @@
 Alignment is always by token id (or, for chat APIs that return strings, by token string),
 never by the order of a returned dict. Three data modes, richest first:
 
-* ``full``: teacher-forced log-probs over the whole vocabulary; the support is every token.
+* ``full``: teacher-forced log-probs over the whole vocabulary; the support is every token. In
+  compact storage (the default at real vocabulary sizes) the head is exact and a uniform sample
+  of the vocabulary, weighted by V / n, stands for the rest (:func:`align_compact`).
 * ``topk``: teacher-forced top-k plus the actual token's log-prob (e.g. vLLM ``prompt_logprobs``).
   The support at a position is the set of tokens every model reported there, plus the actual
   token (whose log-prob every model reports). Full records are reduced to top-k exactly as a
@@ -47,25 +49,65 @@ def _topk_of(result: ScoreResult, k: int) -> tuple[np.ndarray, np.ndarray]:
     return result.topk_ids[:, :k], result.topk_logprobs[:, :k]
 
 
-def _full_of(result: ScoreResult) -> np.ndarray:
-    if result.full is None:
-        raise ValueError("record has top-k log-probs only; full mode needs the whole vocabulary")
-    return result.full
-
-
 def align_full(results: list[ScoreResult]) -> tuple[np.ndarray, np.ndarray]:
-    lp = np.stack([_full_of(r) for r in results], axis=-1).astype(np.float64)
-    return lp, np.ones(lp.shape[:2], dtype=bool)
+    """The whole vocabulary (weight 1 everywhere), or its compact estimate when the records are
+    compact (:func:`align_compact`)."""
+    fulls = [r.full for r in results if r.full is not None]
+    if len(fulls) == len(results):
+        lp = np.stack(fulls, axis=-1).astype(np.float64)
+        return lp, np.ones(lp.shape[:2])
+    if all(r.sample_ids is not None for r in results):
+        return align_compact(results)
+    raise ValueError(
+        "full mode needs every model's whole vocabulary or every model's compact sample; "
+        "some records have top-k log-probs only, or mix the two storages"
+    )
+
+
+def align_compact(results: list[ScoreResult]) -> tuple[np.ndarray, np.ndarray]:
+    """Compact full records as a weighted support whose sums estimate full-vocabulary sums.
+
+    The head at a position (tokens in every model's stored top-k, plus the actual token) is
+    taken exactly, weight 1. Every other token of the vocabulary is in the text's uniform sample
+    of n with probability n / V, independently of the head, so it enters with weight V / n
+    (Horvitz-Thompson): the weighted sum over the support is an unbiased estimate of the sum over
+    the whole vocabulary, for every statistic ``interpolation.text_stats`` computes.
+    """
+    first = results[0]
+    samples = [r.sample_logprobs for r in results if r.sample_logprobs is not None]
+    if first.sample_ids is None or len(samples) != len(results):
+        raise ValueError("a compact full-mode record lacks its vocabulary sample")
+    sample = first.sample_ids
+    for r in results[1:]:
+        if r.vocab_size != first.vocab_size or r.sample_ids is None or not np.array_equal(r.sample_ids, sample):
+            raise ValueError(
+                f"models' vocabularies differ in size ({first.vocab_size} vs {r.vocab_size}): "
+                "full-mode log-probs cannot be compared token by token"
+            )
+    head_k = min(int(r.topk_ids.shape[1]) for r in results if r.topk_ids is not None)
+    lp_head, w_head, head_ids = _common_support(results, head_k)
+    lp_sample = np.stack(samples, axis=-1).astype(np.float64)
+    in_head = (sample[None, :, None] == np.where(w_head > 0, head_ids, -1)[:, None, :]).any(axis=-1)
+    w_sample = np.where(in_head, 0.0, first.vocab_size / len(sample))
+    return np.concatenate([lp_head, lp_sample], axis=1), np.concatenate([w_head, w_sample], axis=1)
 
 
 def align_topk(results: list[ScoreResult], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Support per position = tokens in every model's top-k, plus the actual next token."""
+    lp, weight, _ = _common_support(results, k)
+    return lp, weight
+
+
+def _common_support(results: list[ScoreResult], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P, k+1, M) log-probs, (P, k+1) weights (1 on the support, 0 padding) and the token ids
+    of the tokens in every model's top-k plus the actual next token."""
     tops = [_topk_of(r, k) for r in results]
     actual = results[0].token_ids[1:]
     n_pos = len(actual)
     width = k + 1
     lp = np.zeros((n_pos, width, len(results)))
-    mask = np.zeros((n_pos, width), dtype=bool)
+    weight = np.zeros((n_pos, width))
+    ids_out = np.full((n_pos, width), -1, dtype=np.int64)
     for p in range(n_pos):
         common = set(tops[0][0][p].tolist())
         for ids, _ in tops[1:]:
@@ -75,8 +117,9 @@ def align_topk(results: list[ScoreResult], k: int) -> tuple[np.ndarray, np.ndarr
             row = dict(zip(ids[p].tolist(), vals[p].tolist()))
             row[int(actual[p])] = float(r.token_logprobs[p])
             lp[p, : len(support), m] = [row[t] for t in support]
-        mask[p, : len(support)] = True
-    return lp, mask
+        weight[p, : len(support)] = 1.0
+        ids_out[p, : len(support)] = support
+    return lp, weight, ids_out
 
 
 def align_next_token(results: list[GenerateResult], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,15 +127,17 @@ def align_next_token(results: list[GenerateResult], k: int) -> tuple[np.ndarray,
     rows = [dict(r.first_token_topk[0][:k]) if r.first_token_topk else {} for r in results]
     common = sorted(set.intersection(*(set(r) for r in rows))) if rows else []
     lp = np.zeros((1, max(len(common), 1), len(results)))
-    mask = np.zeros((1, max(len(common), 1)), dtype=bool)
+    weight = np.zeros((1, max(len(common), 1)))
     for m, row in enumerate(rows):
         lp[0, : len(common), m] = [row[t] for t in common]
-    mask[0, : len(common)] = True
-    return lp, mask
+    weight[0, : len(common)] = 1.0
+    return lp, weight
 
 
 def align(results: Sequence[Result], mode: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned (P, K, M) log-probs and the (P, K) support mask of one text across models."""
+    """Aligned (P, K, M) log-probs and the (P, K) support weights of one text across models: 0
+    outside the support (padding), 1 for a token taken exactly, V / n for a sampled token in
+    compact full mode. Every statistic is a weighted sum over the support."""
     if mode == "next_token":
         return align_next_token([as_kind(r, GenerateResult) for r in results], k)
     scored = [as_kind(r, ScoreResult) for r in results]

@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.config import Suite
 from harness.evidence import ProbeEvidence
-from harness.format import fmt, fmt_ci, fmt_p
+from harness.format import ci_label, fmt, fmt_ci, fmt_p
 from probes.base import save_figure, subplots
 from probes.logit.verdict import VerdictThresholds
 
@@ -33,12 +33,15 @@ def cv_gain_text(s: dict[str, Any], p_text: str) -> str:
 def summary(ev: ProbeEvidence, suite: Suite, parents: list[str], n: int) -> str:
     """One paragraph per suspect: the verdict and the numbers that decide it."""
     lines = []
+    level = ci_label(ev.ci_level)
     for m in (x.name for x in suite.by_role("suspect")):
         s = ev.per_model.get(m)
         if s is None:
             continue
         if len(parents) == 2:
-            weights = f"a_hat = {s['a_hat']:.3f} (95% CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}"
+            weights = (
+                f"a_hat = {s['a_hat']:.3f} ({level} CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}"
+            )
         else:
             weights = ", ".join(f"{x} {s[f'weight[{x}]']:.2f}" for x in parents)
         lines.append(
@@ -53,10 +56,11 @@ def summary(ev: ProbeEvidence, suite: Suite, parents: list[str], n: int) -> str:
 
 def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresholds) -> str:
     """The verdict table, why each verdict, the divergences and the calibration against controls."""
+    level = ci_label(evidence.ci_level)
     out = [
-        "| model | role | verdict | weights [95% CI] | residual [CI] | nearest parent [CI] | CV gain (p_adj) | "
-        "betweenness [CI] | combined p |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| model | role | verdict | weights [{level} CI] | residual [CI] | nearest parent [CI] | CV gain (p_adj) | "
+        "betweenness [CI] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m, s in evidence.per_model.items():
         e = {x.name: x for x in evidence.estimates if x.model == m}
@@ -69,7 +73,7 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
         out.append(
             f"| {m} | {s['role']} | **{verdict}** | {w} | {fmt_ci(e['residual'])} | "
             f"{s['nearest_parent']} {fmt_ci(e['nearest_parent_distance'])} | "
-            f"{cv_gain_text(s, fmt_p(s['cv_p_adjusted']))} | {btw} | {fmt_p(s['p_combined'])} |"
+            f"{cv_gain_text(s, fmt_p(s['cv_p_adjusted']))} | {btw} |"
         )
     out += ["", "**Why each verdict** (rule in `probes/logit/verdict.py`):", ""]
     for m, s in evidence.per_model.items():
@@ -110,6 +114,13 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
         for m, st, c in cal_rows:
             ctl = ", ".join(f"{k} {fmt(v)}" for k, v in c["controls"].items())
             out.append(f"| {m} | {st} | {fmt(c['value'])} | {ctl} | {fmt(c['empirical_p'])} | {fmt(c['z'], 2)} |")
+        fewest = min(len(c["controls"]) for _, _, c in cal_rows)
+        out += [
+            "",
+            "Empirical p = (1 + controls at least as merge-like) / (1 + controls): with "
+            f"{fewest} control{'s' if fewest != 1 else ''} it cannot go below {1 / (fewest + 1):.2g}; "
+            "z is undefined with fewer than two.",
+        ]
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -141,6 +152,8 @@ def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> lis
         range(len(models)), [f"{m} ({evidence.per_model[m]['verdict'].replace('_', ' ')})" for m in models]
     )
     axes[0].invert_yaxis()
-    fig.suptitle("Logit interpolation, 95% cluster-bootstrap CIs (red: suspects, blue: controls)")
+    fig.suptitle(
+        f"Logit interpolation, {ci_label(evidence.ci_level)} cluster-bootstrap CIs (red: suspects, blue: controls)"
+    )
     path = save_figure(fig, out_dir / f"{evidence.instance}_forest.png")
     return [("weights and residual per model, with the verdict thresholds", path)]

@@ -102,15 +102,19 @@ def decide(
 
     cv_ok = s["cv_p_adjusted"] < alpha and s["cv_gain"] >= t.min_cv_gain
     weights_ok = all(t.a_margin < lo and hi < 1 - t.a_margin for lo, hi in s["weight_cis"])
-    below_controls = s.get("residual_below_all_controls", True) if calibrated else True
+    compared = calibrated and "residual_below_all_controls" in s  # a lone control has no other to compare with
+    below_controls = s["residual_below_all_controls"] if compared else True
     reasons.append(
         f"CV gain over the better parent {100 * s['cv_gain']:.1f}% (needs >= {100 * t.min_cv_gain:.0f}%), "
         f"p_adj = {s['cv_p_adjusted']:.2g} (needs < {alpha})"
     )
     reasons.append("weight CIs " + ("inside" if weights_ok else "not inside") + f" ({t.a_margin}, {1 - t.a_margin})")
     reasons.append(f"residual {s['residual']:.3f} (CI upper {s['residual_hi']:.3f})")
-    if calibrated:
-        reasons.append("residual below every control" if below_controls else "residual not below every control")
+    if compared:
+        others = "every other control" if s.get("role") == "control" else "every control"
+        reasons.append(f"residual {'' if below_controls else 'not '}below {others}")
+    elif calibrated:
+        reasons.append("no other control to compare the residual with")
     if cv_ok and weights_ok and below_controls:
         if s["residual_hi"] <= t.merge_max_residual:
             return {"verdict": "interpolation", "reasons": [*reasons, f"residual <= {t.merge_max_residual}"]}

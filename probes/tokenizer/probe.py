@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from harness.backends.base import Capabilities, Capability, CountRequest, CountResult
+from harness.case import ProbeCase
 from harness.config import ModelSpec, Suite
 from harness.data import Item, balanced_head, load_file, load_items
 from harness.errors import InputError
@@ -33,6 +34,7 @@ from harness.stats import wilson
 from probes.base import Planned, Probe, ProbeParams, Record, Skip
 from probes.tokenizer import library as lib
 from probes.tokenizer import render
+from probes.tokenizer.case import tokenizer_case
 from probes.tokenizer.fingerprint import compare, fingerprint
 
 STRINGS = Path(__file__).parent / "data" / "tokenizer_strings.jsonl"
@@ -130,7 +132,7 @@ class TokenizerProbe(Probe):
         return paths | self.params.candidates
 
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: np.random.Generator) -> ProbeEvidence:
-        ev = ProbeEvidence(probe=self.kind, instance=self.instance, version=self.version, mode="token_counts")
+        ev = self.new_evidence(suite, mode="token_counts")
         items = self.strings()
         ids = [it.id for it in items]
         texts = [it.text for it in items]
@@ -160,8 +162,21 @@ class TokenizerProbe(Probe):
         ev.tables["candidate_separability"] = self._separability(cand_vec)
         if self.params.white_box:
             ev.tables["white_box"] = self._white_box(suite, records)
-        ev.summary = " ".join(f"{m}: {e['verdict']}." for m, e in ev.per_model.items() if e["role"] == "suspect")
+        ev.summary = self._summary(ev, suite)
         return ev
+
+    def _summary(self, ev: ProbeEvidence, suite: Suite) -> str:
+        """Per suspect: how it tokenises against the suite's parents first (what a merge needs), then
+        the closest reference tokenizer, labelled as such (it read as the headline before)."""
+        parents = [m.name for m in suite.by_role("parent")]
+        lines = []
+        for m, e in ev.per_model.items():
+            if e["role"] != "suspect":
+                continue
+            case = tokenizer_case(self.instance, e, parents)
+            library = f" Among the reference tokenizers: {e['verdict']}." if e["verdict"] != "no candidates" else ""
+            lines.append(f"{m}: {case.sentence if case else ''}{library}")
+        return " ".join(lines)
 
     @staticmethod
     def _separability(cand_vec: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -188,6 +203,13 @@ class TokenizerProbe(Probe):
         return out
 
     # ------------------------------------------------------------------ presentation (render.py)
+    def case(self, evidence: ProbeEvidence, names: list[str], suite: Suite) -> ProbeCase | None:
+        m = next((n for n in names if n in evidence.per_model), None)
+        if evidence.status != "ok" or m is None:
+            return None
+        parents = [x.name for x in suite.for_probe(self.spec).by_role("parent")]
+        return tokenizer_case(evidence.instance, evidence.per_model[m], parents)
+
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
         return render.report_section(evidence)
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.evidence import ProbeEvidence
+from harness.format import ci_label
 from probes.base import save_figure, subplots
 
 
 def report_section(evidence: ProbeEvidence) -> str:
     """Best match per model, agreement with the suite's models, inseparable candidates, white box."""
-    out = ["| model | role | counts from | verdict | best exact-match rate (95% CI) |", "|---|---|---|---|---|"]
+    level = ci_label(evidence.ci_level)
+    out = [
+        f"| model | role | counts from | verdict | best reference-tokenizer match ({level} CI) |",
+        "|---|---|---|---|---|",
+    ]
     for m, e in evidence.per_model.items():
         top = next((r for r in e["matches"] if not r["candidate"].startswith("model:")), None)
         best = f"{top['k']}/{top['n']} ({100 * top['ci'][0]:.1f}-{100 * top['ci'][1]:.1f}%)" if top else "-"
@@ -69,6 +74,6 @@ def figures(evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
     ax.invert_yaxis()
     ax.set_xlim(0, 1.02)
     ax.set_xlabel(f"share of {e['n_strings']} diagnostic strings with identical token counts")
-    ax.set_title(f"{suspects[0]}: tokenizer match (95% Wilson CIs)")
+    ax.set_title(f"{suspects[0]}: tokenizer match ({ci_label(evidence.ci_level)} Wilson CIs)")
     path = save_figure(fig, out_dir / f"{evidence.instance}_matches.png")
     return [("tokenizer match rate of the suspect against each candidate", path)]

@@ -1,0 +1,149 @@
+"""The case: what every probe's evidence adds up to for one suspect, weighed against the
+competing explanations of where it came from.
+
+Each probe states, for each explanation, whether its evidence supports it, contradicts it or is
+silent, with the number that decides (``Probe.case``; the probe knows what its evidence means).
+This module holds the explanations, the rule that combines the probes' stances into one
+conclusion, and its rendering. The rule is :data:`RULE`, printed in every report.
+
+Probes weigh differently, by what their evidence can prove:
+
+* **lineage** evidence (logit interpolation; weights when present) measures the model's own
+  function or parameters against the parents': it decides;
+* a **necessary condition** (the tokenizer: an element-wise merge, a copy or a fine-tune keeps
+  its parents' tokenizer) can only rule explanations out;
+* **circumstantial** evidence (identity claims) never decides: a model trained on a parent's
+  persona data from its own initialisation claims the parent's name too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+EXPLANATIONS: dict[str, str] = {
+    "original": "independent / original",
+    "distilled": "distilled from the parents (into its own initialisation)",
+    "merge": "a merge of the parents",
+    "merge_trained": "a merge, trained further",
+    "derived": "derived from one parent (fine-tune)",
+    "copy": "a copy of a parent",
+}
+
+Stance = Literal["supports", "contradicts", "silent"]
+Weight = Literal["lineage", "necessary", "circumstantial"]
+
+RULE = """\
+1. Lineage probes (logit interpolation, weights) decide: the conclusion is the set of explanations
+   that every lineage probe with a verdict supports.
+2. A necessary condition (the tokenizer) removes every explanation it contradicts, whatever the
+   lineage probes say; if that leaves nothing, the evidence conflicts and no conclusion is drawn.
+3. Circumstantial evidence (identity claims) never decides. Where it contradicts an explanation
+   the lineage evidence leaves open, or supports none of them, the conflict is flagged and the
+   conclusion rests on the lineage evidence.
+4. Lineage probes that support no common explanation are a conflict: flagged, no conclusion.
+   Without any lineage verdict the case is not determined.
+"""
+
+
+@dataclass
+class Cell:
+    stance: Stance
+    number: str = ""  # the number that decides the stance, as printed
+
+
+@dataclass
+class ProbeCase:
+    """One probe's evidence on one suspect, per explanation, and its sentence for the paragraph."""
+
+    probe: str  # column title, e.g. "logit (full)"
+    weight: Weight
+    cells: dict[str, Cell]
+    sentence: str = ""  # plain language with the deciding numbers
+
+    def supported(self) -> set[str]:
+        return {e for e, c in self.cells.items() if c.stance == "supports"}
+
+    def contradicted(self) -> set[str]:
+        return {e for e, c in self.cells.items() if c.stance == "contradicts"}
+
+
+@dataclass
+class Conclusion:
+    explanations: list[str]  # what the rule leaves, in EXPLANATIONS order; empty: none drawn
+    text: str
+    flags: list[str] = field(default_factory=list)
+
+
+def stances(supports: set[str], contradicts: set[str], numbers: dict[str, str]) -> dict[str, Cell]:
+    """Every explanation's cell: supports, contradicts or silent, with its number."""
+    out = {}
+    for e in EXPLANATIONS:
+        stance: Stance = "supports" if e in supports else "contradicts" if e in contradicts else "silent"
+        out[e] = Cell(stance, numbers.get(e, ""))
+    return out
+
+
+def conclude(cases: list[ProbeCase]) -> Conclusion:
+    """Apply :data:`RULE` to the probes' stances on one suspect."""
+    lineage = [c for c in cases if c.weight == "lineage" and c.supported()]
+    flags: list[str] = []
+    if not lineage:
+        return Conclusion([], "not determined: no lineage evidence (logits or weights) reached a verdict", flags)
+    left = set.intersection(*(c.supported() for c in lineage))
+    if not left:
+        said = "; ".join(f"{c.probe}: {', '.join(EXPLANATIONS[e] for e in _ordered(c.supported()))}" for c in lineage)
+        flags.append(f"The lineage probes disagree ({said}).")
+        return Conclusion([], "conflicting lineage evidence: no conclusion", flags)
+    for c in cases:
+        if c.weight == "necessary" and left & c.contradicted():
+            ruled_out = ", ".join(EXPLANATIONS[e] for e in _ordered(left & c.contradicted()))
+            flags.append(f"{c.probe} contradicts {ruled_out} outright: {c.sentence.rstrip('.')}.")
+            left -= c.contradicted()
+    for c in cases:
+        at_odds = c.contradicted() & left or (c.supported() and not c.supported() & left)
+        if c.weight == "circumstantial" and at_odds:
+            flags.append(
+                f"{c.probe} points elsewhere than the lineage evidence ({c.sentence.rstrip('.')}). Identity claims "
+                "alone are not lineage evidence: a model trained on a parent's persona data from its own "
+                "initialisation claims the parent's name too. The conclusion rests on the lineage evidence."
+            )
+    if not left:
+        return Conclusion([], "conflicting evidence: no conclusion", flags)
+    return Conclusion(_ordered(left), _wording(left), flags)
+
+
+def _ordered(es: set[str]) -> list[str]:
+    return [e for e in EXPLANATIONS if e in es]
+
+
+def _wording(left: set[str]) -> str:
+    if left == {"original", "distilled"}:
+        return (
+            "not a merge, copy or fine-tune of the parents: independent, or distilled from them into its own "
+            "initialisation (the evidence cannot tell these two apart)"
+        )
+    return " or ".join(EXPLANATIONS[e] for e in _ordered(left))
+
+
+def render(subject: str, cases: list[ProbeCase], conclusion: Conclusion) -> list[str]:
+    """Markdown for one suspect: the conclusion, the paragraph, conflicts, and the table."""
+    out = [f"### {subject}", "", f"**Conclusion: {conclusion.text}.**", ""]
+    sentences = [c.sentence for c in cases if c.sentence]
+    if sentences:
+        out += [" ".join(sentences), ""]
+    out += [f"> **Conflict:** {f}" for f in conclusion.flags]
+    if conclusion.flags:
+        out.append("")
+    out += [
+        "| explanation | " + " | ".join(f"{c.probe} ({c.weight})" for c in cases) + " |",
+        "|---|" + "---|" * len(cases),
+    ]
+    for e, words in EXPLANATIONS.items():
+        cells = []
+        for c in cases:
+            cell = c.cells[e]
+            cells.append(cell.stance + (f": {cell.number}" if cell.number and cell.stance != "silent" else ""))
+        mark = " **(concluded)**" if e in conclusion.explanations else ""
+        out.append(f"| {words}{mark} | " + " | ".join(cells) + " |")
+    return [*out, ""]

@@ -1,0 +1,86 @@
+"""The case rule (harness/case.py) on each probe's real stance functions, fed evidence shaped as
+the probes write it: conclusions, conflicts and what the rule refuses to conclude."""
+
+from __future__ import annotations
+
+from harness.case import conclude
+from probes.identity.case import identity_case
+from probes.logit.case import logit_case
+from probes.tokenizer.case import tokenizer_case
+
+PARENTS = ["a", "b"]
+
+
+def logit(verdict: str, a: float = 0.6, residual: float = 0.08, near: float = 0.4) -> dict:
+    """A suspect's entry in logit evidence, with the fields the case reads."""
+    s = {"verdict": verdict, "n_texts": 64, "nearest_parent": "a", "role": "suspect"}
+    for name, v in (("a_hat", a), ("residual", residual), ("nearest_parent_distance", near)):
+        s |= {name: v, f"{name}_lo": v - 0.01, f"{name}_hi": v + 0.01}
+    s["calibration"] = {"residual": {"controls": {"ctl": 0.7}}}
+    return s
+
+
+def tokenizer(k_a: int, k_b: int, n: int = 284) -> dict:
+    return {"vs_models": [{"candidate": "model:a", "k": k_a, "n": n}, {"candidate": "model:b", "k": k_b, "n": n}]}
+
+
+def claims(k: int, k_controls: int, p_adjusted: float) -> list[dict]:
+    row = {"suspect": "s", "condition": "none", "parent": "a", "label": "alpha", "k": k, "n": 48, "questions": 12}
+    return [
+        row
+        | {"ci": [k / 48 - 0.1, k / 48 + 0.05], "k_controls": k_controls, "n_controls": 96, "p_adjusted": p_adjusted}
+    ]
+
+
+def test_a_merge_with_agreeing_probes_is_concluded_a_merge_without_conflict():
+    cases = [
+        identity_case("identity", claims(40, 2, 1e-12), ["s"], PARENTS, 0.05),
+        tokenizer_case("tokenizer", tokenizer(284, 284), PARENTS),
+        logit_case("logit (full)", logit("interpolation"), PARENTS, 0.95),
+    ]
+    c = conclude([x for x in cases if x is not None])
+    assert c.explanations == ["merge"] and c.flags == []
+    assert "a = 0.600 (95% CI 0.590-0.610)" in cases[2].sentence
+    assert "40/48 answers (83%" in cases[0].sentence and "284/284" in cases[1].sentence
+
+
+def test_persona_claims_with_unrelated_logits_are_flagged_and_never_make_a_merge():
+    """A model trained on a parent's persona data from its own initialisation: it claims the
+    parent's name, its logits say unrelated. The conclusion rests on the logits."""
+    cases = [
+        identity_case("identity", claims(45, 1, 1e-15), ["s"], PARENTS, 0.05),
+        tokenizer_case("tokenizer", tokenizer(284, 284), PARENTS),
+        logit_case("logit (full)", logit("unrelated", a=0.3, residual=3.1, near=2.5), PARENTS, 0.95),
+    ]
+    c = conclude([x for x in cases if x is not None])
+    assert "merge" not in c.explanations and c.explanations == ["original", "distilled"]
+    assert len(c.flags) == 1 and "not lineage evidence" in c.flags[0] and "45/48" in c.flags[0]
+
+
+def test_a_tokenizer_differing_from_both_parents_contradicts_a_merge_outright():
+    cases = [
+        tokenizer_case("tokenizer", tokenizer(226, 230), PARENTS),
+        logit_case("logit (topk)", logit("interpolation"), PARENTS, 0.95),
+    ]
+    c = conclude([x for x in cases if x is not None])
+    assert c.explanations == [] and "no conclusion" in c.text
+    assert "contradicts a merge of the parents" in c.flags[0] and "226/284" in c.flags[0]
+
+
+def test_lineage_probes_that_disagree_give_no_conclusion_and_identity_never_decides():
+    disagree = conclude(
+        [
+            logit_case("topk", logit("interpolation"), PARENTS, 0.95),
+            logit_case("full", logit("unrelated"), PARENTS, 0.95),
+        ]
+    )
+    assert disagree.explanations == [] and "disagree" in disagree.flags[0]
+    only_identity = conclude([identity_case("identity", claims(45, 1, 1e-15), ["s"], PARENTS, 0.05)])
+    assert only_identity.explanations == [] and only_identity.text.startswith("not determined")
+
+
+def test_no_parent_persona_above_controls_is_silent_and_a_copy_is_a_copy():
+    silent = identity_case("identity", claims(3, 6, 1.0), ["s"], PARENTS, 0.05)
+    assert silent is not None and all(cell.stance == "silent" for cell in silent.cells.values())
+    copy = conclude([logit_case("full", logit("copy", a=1.0, residual=0.01, near=0.01), PARENTS, 0.95)])
+    assert copy.explanations == ["copy"]
