@@ -135,13 +135,10 @@ def adjust(pvalues: list[float], method: str = "holm") -> list[float]:
 
 
 def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion k/n (scipy's implementation)."""
-    from scipy import stats as sps  # imported here: `validate` stays fast
-
+    """Wilson score interval for a proportion k/n (no continuity correction)."""
     if n == 0:
         return float("nan"), float("nan")
-    ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
+    return _wilson_real(k / n, n, confidence)
 
 
 def clustered_wilson(k: np.ndarray, n: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:

@@ -83,13 +83,10 @@ def question_counts(rows: list[dict[str, Any]], label: str) -> dict[str, tuple[i
     return counts
 
 
-def per_question(rows: list[dict[str, Any]], label: str) -> tuple[np.ndarray, np.ndarray]:
-    counts = list(question_counts(rows, label).values())
-    return np.array([k for k, _ in counts], dtype=float), np.array([n for _, n in counts], dtype=float)
-
-
-def question_rates(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
-    return {q: k / n for q, (k, n) in question_counts(rows, label).items()}
+def per_question(counts: dict[str, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``question_counts`` as (claims, answers) arrays, the clusters of ``clustered_wilson``."""
+    pairs = np.array(list(counts.values()), dtype=float).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
 
 
 class IdentityProbe(Probe):
@@ -231,7 +228,7 @@ class IdentityProbe(Probe):
         out: dict[str, Any] = {"n": n, "labels": {}}
         for lab in self.params.labels:
             k = sum(lab in r["claims"] for r in rows)
-            kq, nq = per_question(rows, lab)
+            kq, nq = per_question(question_counts(rows, lab))
             lo, hi = clustered_wilson(kq, nq, 1 - alpha)
             by_lang: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
             for row in rows:
@@ -271,11 +268,12 @@ class IdentityProbe(Probe):
                     ctl = {c: responses[(c, cond)] for c in controls if (c, cond) in responses}
                     if not ctl:
                         continue
-                    rate_s = question_rates(rows, lab)
-                    rate_c = [question_rates(r, lab) for r in ctl.values()]
+                    counts_s = question_counts(rows, lab)
+                    rate_s = {q: k / n for q, (k, n) in counts_s.items()}
+                    rate_c = [{q: k / n for q, (k, n) in question_counts(r, lab).items()} for r in ctl.values()]
                     common = [q for q in rate_s if all(q in rc for rc in rate_c)]
                     d = np.array([rate_s[q] - np.mean([rc[q] for rc in rate_c]) for q in common])
-                    kq, nq = per_question(rows, lab)
+                    kq, nq = per_question(counts_s)
                     all_ctl = [r for v in ctl.values() for r in v]
                     tests.append(
                         {
