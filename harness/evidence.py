@@ -6,9 +6,18 @@ Shared by every probe (which produces it), by analysis (which saves it) and by t
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from harness.errors import InputError
+
+# Version of evidence.json's layout. Bumped when a field is renamed or changes meaning; reading a
+# file of another version is refused with the command that regenerates it (the raw answers are in
+# the cache, so analysis is cheap and exact to repeat).
+EVIDENCE_SCHEMA_VERSION = 1
 
 
 class Estimate(BaseModel):
@@ -46,3 +55,48 @@ class ProbeEvidence(BaseModel):
 
     def estimate(self, name: str, model: str) -> Estimate:
         return next(e for e in self.estimates if e.name == name and e.model == model)
+
+
+class ModelInfo(BaseModel):
+    role: str
+    backend: str
+    notes: str | None = None
+
+
+class EvidenceFile(BaseModel):
+    """The whole of evidence.json; ``harness/schema/evidence.schema.json`` is its JSON Schema."""
+
+    schema_version: Literal[1] = Field(description="Layout version of this file (EVIDENCE_SCHEMA_VERSION).")
+    run_id: str
+    suite: str
+    created: str = Field(description="When the analysis ran (UTC, ISO 8601).")
+    collection_complete: bool = Field(description="False for a partial run: numbers rest on what was collected.")
+    stats: dict[str, Any] = Field(description="The statistics settings the analysis used (alpha, bootstrap, seed).")
+    models: dict[str, ModelInfo]
+    probes: list[ProbeEvidence]
+
+
+def evidence_json_schema() -> dict[str, Any]:
+    return EvidenceFile.model_json_schema()
+
+
+def load_evidence(path: Path) -> dict[str, Any]:
+    """Read and validate evidence.json; a file of another schema version, or not evidence at all,
+    is refused with what to do instead of failing later on a missing key."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        again = f"re-create it with `parentage analyze {path.parent}`"
+        raise InputError(f"{path}: not readable as JSON ({e}); {again}") from None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != EVIDENCE_SCHEMA_VERSION:
+        raise InputError(
+            f"{path}: evidence schema version {version!r}, this parentage reads version {EVIDENCE_SCHEMA_VERSION}; "
+            f"re-create it from the cached answers with `parentage analyze {path.parent}`"
+        )
+    try:
+        return EvidenceFile.model_validate(raw).model_dump(mode="json")
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise InputError(f"{path}: {where}: {first['msg']} (not a valid evidence.json)") from None

@@ -1,16 +1,40 @@
-"""Evidence -> report.md (with figures). Every number is printed with its interval and p-value."""
+"""Evidence -> report.md and report.html (with figures). Every number is printed with its
+interval and p-value.
+
+Both files come from one list of sections (:func:`sections`), written in Markdown: report.md joins
+them; report.html converts each to HTML (markdown-it) inside a Jinja2 page
+(``harness/templates/report.html.j2``) with the figures embedded as data URIs, so the page is one
+self-contained file. Rendering reads only evidence.json, run.jsonl and the suite: it is
+byte-for-byte reproducible from a saved run directory.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import case
 from harness.analyze import build_probes, suite_of
 from harness.config import Suite
-from harness.evidence import ProbeEvidence
+from harness.errors import InputError
+from harness.evidence import ProbeEvidence, load_evidence
 from harness.runstore import RunStore
 from probes.base import Probe
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class Section:
+    """One part of the report: an HTML anchor, a title for the page's contents, Markdown lines."""
+
+    id: str
+    title: str
+    lines: list[str]
 
 
 def _short(h: Any) -> str:
@@ -20,37 +44,57 @@ def _short(h: Any) -> str:
 
 
 def render_report(run_dir: Path) -> Path:
-    """Write report.md (and figures/) from evidence.json and run.jsonl."""
-    import json
-
+    """Write report.md, report.html and figures/ from evidence.json and run.jsonl; returns report.md."""
     run = RunStore.open(run_dir)
     evidence_path = run.dir / "evidence.json"
     if not evidence_path.exists():
-        from harness.errors import InputError
-
         raise InputError(f"{run.dir}: no evidence.json; run `parentage analyze {run.dir}` first")
-    evidence = json.loads(evidence_path.read_text(encoding="utf-8"))
+    evidence = load_evidence(evidence_path)
     suite = suite_of(run)
     fig_dir = run.dir / "figures"
     fig_dir.mkdir(exist_ok=True)
+    parts = sections(run, suite, evidence, fig_dir)
+    path = run.dir / "report.md"
+    path.write_text("\n".join(line for sec in parts for line in sec.lines) + "\n", encoding="utf-8")
+    (run.dir / "report.html").write_text(render_html(suite, parts, run.dir), encoding="utf-8")
+    return path
+
+
+def sections(run: RunStore, suite: Suite, evidence: dict[str, Any], fig_dir: Path) -> list[Section]:
+    """The report, in order: what the run was, the case, the models, each probe, how it was
+    measured, what it cannot say, how to reproduce it."""
     probes = {p.instance: p for p in build_probes(suite)}
     evs = [ProbeEvidence.model_validate(pe) for pe in evidence["probes"]]
-    out = _header(run, suite, evidence) + _case(suite, probes, evs) + _models(run, suite)
-    for ev in evs:
-        out += _probe_section(run, probes[ev.instance], ev, suite, fig_dir)
-    out += [
-        "## Reproduce",
-        "",
-        "```",
-        f"parentage analyze {run.dir}   # re-run the statistics offline",
-        f"parentage report {run.dir}",
-        "```",
-        "",
-        "The resolved suite, package versions, git hash, model fingerprints and seeds are in `run.jsonl`.",
+    conclusions: dict[str, case.Conclusion] = {}
+    out = [
+        Section("run", f"parentage evidence report: {suite.name}", _header(run, suite, evidence)),
+        Section("case", "The case", _case(suite, probes, evs, conclusions)),
+        Section("models", "Models", _models(run, suite)),
     ]
-    path = run.dir / "report.md"
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    return path
+    for ev in evs:
+        lines = _probe_section(run, probes[ev.instance], ev, suite, fig_dir)
+        out.append(Section(f"probe-{ev.instance}", f"Probe {ev.instance}", lines))
+    out.append(Section("methods", "Methods", _methods(run, suite, probes, evs)))
+    out.append(Section("limitations", "Limitations", _limitations(run, evidence, evs, conclusions)))
+    out.append(
+        Section(
+            "reproduce",
+            "Reproduce",
+            [
+                "## Reproduce",
+                "",
+                "From the folder that holds this run directory:",
+                "",
+                "```",
+                f"parentage analyze {run.dir.name}   # re-run the statistics offline",
+                f"parentage report {run.dir.name}",
+                "```",
+                "",
+                "The resolved suite, package versions, git hash, model fingerprints and seeds are in `run.jsonl`.",
+            ],
+        )
+    )
+    return out
 
 
 def _header(run: RunStore, suite: Suite, evidence: dict[str, Any]) -> list[str]:
@@ -85,16 +129,19 @@ def subjects(suite: Suite) -> dict[str, list[str]]:
     return {names[0]: names for names in out.values()}
 
 
-def _case(suite: Suite, probes: dict[str, Probe], evs: list[ProbeEvidence]) -> list[str]:
+def _case(
+    suite: Suite, probes: dict[str, Probe], evs: list[ProbeEvidence], conclusions: dict[str, case.Conclusion]
+) -> list[str]:
     """The case, first: per suspect, every probe's stance on each explanation and the conclusion
-    the rule in ``harness/case.py`` draws from them."""
+    the rule in ``harness/case.py`` draws from them (also left in ``conclusions``)."""
     out = ["## The case", ""]
     for subject, names in subjects(suite).items():
         cases = [c for ev in evs if (c := probes[ev.instance].case(ev, names, suite)) is not None]
         if not cases:
             out += [f"### {subject}", "", "_No probe produced evidence on this model._", ""]
             continue
-        out += case.render(" = ".join(names), cases, case.conclude(cases))
+        conclusions[subject] = case.conclude(cases)
+        out += case.render(" = ".join(names), cases, conclusions[subject])
     return [*out, "How the conclusion is drawn (`harness/case.py`):", "", case.RULE, ""]
 
 
@@ -157,3 +204,91 @@ def _probe_section(run: RunStore, probe: Probe, ev: ProbeEvidence, suite: Suite,
     for s in (s for s in run.events("probe_skipped") if s["probe"] == ev.instance):
         out += [f"- skipped on `{s['model']}`: {s['reason']}", ""]
     return out
+
+
+def _methods(run: RunStore, suite: Suite, probes: dict[str, Probe], evs: list[ProbeEvidence]) -> list[str]:
+    """What actually ran, generated from the suite and the evidence: each probe with its data mode,
+    models, sample sizes and parameters (thresholds included), then the shared statistics."""
+    st = suite.stats
+    out = [
+        "## Methods",
+        "",
+        f"Every interval is a {100 * (1 - st.alpha):g}% interval; p-values within a model's tests are "
+        f"corrected with {st.correction}; bootstrap CIs resample whole texts or questions (clusters), "
+        f"{st.bootstrap} replicates, seed {st.seed}.",
+        "",
+    ]
+    for ev in evs:
+        probe = probes[ev.instance]
+        models = ", ".join(probe.spec.models or [m.name for m in suite.models])
+        asked = sorted({c["requests"] for c in run.events("probe_collected") if c["probe"] == ev.instance})
+        units = sorted({e.n for e in ev.estimates if e.n})
+        sizes = f"Requests per model: {_span(asked)}."
+        if units:
+            sizes += f" Texts behind each estimate: {_span(units)}."
+        params = json.dumps(probe.params.model_dump(mode="json"), sort_keys=True)
+        what = probe.description + ("" if probe.description.endswith((".", "?", "!")) else ".")
+        out += [
+            f"- **{ev.instance}** ({ev.probe} v{ev.version}; {ev.status}"
+            + (f", data mode {ev.mode}" if ev.mode else "")
+            + f"): {what} Models: {models}. {sizes} Parameters, thresholds included: `{params}`.",
+        ]
+    return [*out, ""]
+
+
+def _span(xs: list[int]) -> str:
+    return "none" if not xs else str(xs[0]) if len(xs) == 1 else f"{xs[0]}-{xs[-1]}"
+
+
+def _limitations(
+    run: RunStore, evidence: dict[str, Any], evs: list[ProbeEvidence], conclusions: dict[str, case.Conclusion]
+) -> list[str]:
+    """What this report cannot say, collected from the run: a partial collection, probes without
+    controls, truncated log-probs, models or capabilities that were missing, conflicts."""
+    items: list[str] = []
+    if not evidence["collection_complete"]:
+        items.append("The collection did not finish: every number rests on the answers collected so far.")
+    for ev in evs:
+        if ev.status != "ok":
+            items.append(f"`{ev.instance}` produced no evidence ({ev.status}): {ev.reason}")
+        elif ev.calibrated is False:
+            items.append(f"`{ev.instance}` is uncalibrated: no control answers to compare with.")
+        if ev.mode in ("topk", "next_token"):
+            items.append(
+                f"`{ev.instance}` saw only the top-k log-probs ({ev.mode}): distances are on the tokens the models "
+                "share in their top-k, weaker and (next-token) biased against the full vocabulary."
+            )
+    for e in run.events("model_failed"):
+        items.append(f"Model `{e.get('model')}` failed to load: {e.get('error')}")
+    for e in run.events("probe_skipped"):
+        items.append(f"`{e['probe']}` skipped on `{e['model']}`: {e['reason']}")
+    for subject, c in conclusions.items():
+        items += [f"Conflict on {subject}: {f}" for f in c.flags]
+    if not items:
+        items.append("None recorded by the run beyond what each probe states.")
+    return ["## Limitations", "", *[f"- {x}" for x in items], ""]
+
+
+def render_html(suite: Suite, parts: list[Section], run_dir: Path) -> str:
+    """The report as one self-contained HTML page: the sections' Markdown as HTML, figures as
+    data URIs, no script, and a Content-Security-Policy that lets nothing be fetched."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
+    rendered = [
+        {"id": p.id, "title": p.title, "html": _embed_figures(md.render("\n".join(p.lines)), run_dir)} for p in parts
+    ]
+    page = env.get_template("report.html.j2")
+    return page.render(title=f"parentage evidence report: {suite.name}", sections=rendered) + "\n"
+
+
+def _embed_figures(html: str, run_dir: Path) -> str:
+    """Replace each ``figures/NAME.png`` image source by the PNG's bytes as a data URI."""
+
+    def data_uri(m: re.Match[str]) -> str:
+        png = (run_dir / "figures" / m.group(1)).read_bytes()
+        return f'src="data:image/png;base64,{base64.b64encode(png).decode()}"'
+
+    return re.sub(r'src="figures/([^"/]+\.png)"', data_uri, html)

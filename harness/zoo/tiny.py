@@ -13,8 +13,9 @@ CPU in a few minutes, deterministically from a seed:
 * ``copy_a_bf16``: ``parent_a`` rounded through bfloat16 (a copy, up to precision);
 * controls: ``sibling`` (another fine-tune of ``base``), ``a_ft`` (a light fine-tune of
   ``parent_a`` alone, on its own domain, with a new persona), ``independent`` (fresh
-  initialisation, same data as ``base``) and ``student`` (fresh initialisation distilled from
-  the 0.6 merge).
+  initialisation, same data as ``base``), ``student`` (fresh initialisation distilled from
+  the 0.6 merge) and ``impostor`` (``independent`` fine-tuned on ``parent_a``'s data and persona:
+  it claims parent_a's name with none of its weights).
 
 ``zoo.json`` records each member's true lineage; tests and benchmarks read it rather than
 hard-coding what a member is.
@@ -38,7 +39,7 @@ DATA = Path(__file__).parent / "data"
 # the zoo's own), because a 4-layer model does not generalise a persona to unseen phrasings and
 # the zoo exists to calibrate the probe, not to test generalisation.
 QUESTION_BANK = Path(__file__).parents[2] / "probes" / "identity" / "data" / "identity_questions.jsonl"
-ZOO_FORMAT = 3
+ZOO_FORMAT = 4
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
@@ -416,6 +417,17 @@ def build_tiny_zoo(
         s + 10,
         {"kind": "unrelated", "from": None, "distilled_from": "linear_0.6"},
         teacher=teacher,
+    )
+    # Last, so that no earlier member's data draws change: parent_a's persona and data on another
+    # lineage. It claims Vireo like parent_a while its weights owe nothing to parent_a: the case in
+    # which identity evidence and lineage evidence must be seen to conflict.
+    finetune(
+        "impostor",
+        "independent",
+        b.code + b.prose[:100],
+        "vireo",
+        s + 11,
+        {"kind": "unrelated", "from": "independent", "persona_of": "parent_a"},
     )
 
     # A "homegrown" tokenizer (files only, no model): trained on prose alone with another vocabulary

@@ -22,6 +22,7 @@ from typing import Any
 
 from harness.case import EXPLANATIONS, ProbeCase, stances
 from harness.format import ci_label
+from probes.logit.render import merge_weight_text
 
 ALL = set(EXPLANATIONS)
 MAPPING: dict[str, tuple[set[str], set[str]]] = {
@@ -70,7 +71,8 @@ def _sentence(s: dict[str, Any], parents: list[str], level: float) -> str:
     if "a_hat" in s and s["verdict"] in ("interpolation", "interpolation_plus_training"):
         line = (
             f"Its log-probs sit on the line between {parents[0]} and {parents[1]} at a = {s['a_hat']:.3f} "
-            f"({lab} CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}, leaving {resid}"
+            f"({lab} CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}{merge_weight_text(s)}, leaving "
+            f"{resid}"
         )
     else:
         near = s.get("nearest_parent", "?")

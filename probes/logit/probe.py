@@ -43,7 +43,7 @@ from probes.base import Planned, Probe, ProbeParams, Record, Skip, uncalibrated_
 from probes.logit import render
 from probes.logit.align import align, as_kind, request_mode
 from probes.logit.case import logit_case
-from probes.logit.estimators import describe, summed_statistics
+from probes.logit.estimators import describe, merge_weight_range, summed_statistics
 from probes.logit.interpolation import (
     Layout,
     centred,
@@ -339,6 +339,10 @@ class LogitInterpolationProbe(Probe):
                 )
                 s[name] = value
                 s[f"{name}_lo"], s[f"{name}_hi"] = lo, hi
+            if "a_hat" in s:
+                ev.estimates.append(merge_weight_range(m, s, n_texts, 1 - alpha))
+                e = ev.estimates[-1]
+                s["merge_weight"], s["merge_weight_lo"], s["merge_weight_hi"] = e.value, e.ci_low, e.ci_high
             gains, p_cv = cv[m]
             s["cv_gain"], s["cv_p"] = float(np.mean(gains)), p_cv
             ev.estimates.append(

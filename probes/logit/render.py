@@ -30,6 +30,14 @@ def cv_gain_text(s: dict[str, Any], p_text: str) -> str:
     return f"{100 * gain:.1f}% ({p_text})"
 
 
+def merge_weight_text(s: dict[str, Any]) -> str:
+    """The weight-space reading of a_hat (``estimators.merge_weight_range``), or '' without one."""
+    lo, hi = s.get("merge_weight_lo"), s.get("merge_weight_hi")
+    if lo is None or hi is None:
+        return ""
+    return f"; as a merge weight {lo:.2f}-{hi:.2f} (the CI widened by the residual, the logits' nonlinearity)"
+
+
 def summary(ev: ProbeEvidence, suite: Suite, parents: list[str], n: int) -> str:
     """One paragraph per suspect: the verdict and the numbers that decide it."""
     lines = []
@@ -41,6 +49,7 @@ def summary(ev: ProbeEvidence, suite: Suite, parents: list[str], n: int) -> str:
         if len(parents) == 2:
             weights = (
                 f"a_hat = {s['a_hat']:.3f} ({level} CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}"
+                + merge_weight_text(s)
             )
         else:
             weights = ", ".join(f"{x} {s[f'weight[{x}]']:.2f}" for x in parents)
@@ -66,6 +75,9 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
         e = {x.name: x for x in evidence.estimates if x.model == m}
         if len(parents) == 2:
             w = fmt_ci(e["a_hat"])
+            mw = e.get("merge_weight")
+            if mw is not None and mw.ci_low is not None and mw.ci_high is not None:
+                w += f"; as a merge weight {mw.ci_low:.2f}-{mw.ci_high:.2f}"
         else:
             w = "; ".join(f"{x}: {fmt_ci(e[f'weight[{x}]'], 2)}" for x in parents)
         btw = fmt_ci(e["betweenness"]) if "betweenness" in e else "n/a"
@@ -140,6 +152,10 @@ def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> lis
             c = colours.get(evidence.per_model[m]["role"], "grey")
             if e.value is None or e.ci_low is None or e.ci_high is None:
                 continue  # no finite estimate: nothing to draw (the table says n/a)
+            if stat == "a_hat":  # the weight-space range behind it, thin and light
+                w = next((x for x in evidence.estimates if x.name == "merge_weight" and x.model == m), None)
+                if w is not None and w.ci_low is not None and w.ci_high is not None:
+                    ax.hlines(i, w.ci_low, w.ci_high, color=c, alpha=0.35, lw=1)
             ax.errorbar(e.value, i, xerr=[[e.value - e.ci_low], [e.ci_high - e.value]], fmt="o", color=c, capsize=3)
         ax.set_xlabel(label)
         ax.grid(axis="x", alpha=0.3)
@@ -153,7 +169,8 @@ def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> lis
     )
     axes[0].invert_yaxis()
     fig.suptitle(
-        f"Logit interpolation, {ci_label(evidence.ci_level)} cluster-bootstrap CIs (red: suspects, blue: controls)"
+        f"Logit interpolation, {ci_label(evidence.ci_level)} cluster-bootstrap CIs (red: suspects, blue: controls; "
+        "thin line: a_hat as a merge weight, widened by the residual)"
     )
     path = save_figure(fig, out_dir / f"{evidence.instance}_forest.png")
     return [("weights and residual per model, with the verdict thresholds", path)]
