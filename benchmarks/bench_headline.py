@@ -82,7 +82,9 @@ def lineage(member: dict[str, Any]) -> tuple[str, float | None]:
         "interpolation_plus_training": "merge, then fine-tuned",
     }.get(kind or "", kind or "?")
     if kind == "unrelated":
-        if member.get("distilled_from"):
+        if member.get("persona_of"):
+            words = f"fine-tune of {member['from']} on {member['persona_of']}'s data and persona"
+        elif member.get("distilled_from"):
             words = f"distilled from {member['distilled_from']} into a fresh init"
         elif member.get("from"):
             words = f"fine-tune of {member['from']} (the parents' base)"

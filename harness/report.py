@@ -22,6 +22,7 @@ from harness.analyze import build_probes, suite_of
 from harness.config import Suite
 from harness.errors import InputError
 from harness.evidence import ProbeEvidence, load_evidence
+from harness.format import ci_label
 from harness.runstore import RunStore
 from probes.base import Probe
 
@@ -74,7 +75,7 @@ def sections(run: RunStore, suite: Suite, evidence: dict[str, Any], fig_dir: Pat
     for ev in evs:
         lines = _probe_section(run, probes[ev.instance], ev, suite, fig_dir)
         out.append(Section(f"probe-{ev.instance}", f"Probe {ev.instance}", lines))
-    out.append(Section("methods", "Methods", _methods(run, suite, probes, evs)))
+    out.append(Section("methods", "Methods", _methods(run, suite, evidence["stats"], probes, evs)))
     out.append(Section("limitations", "Limitations", _limitations(run, evidence, evs, conclusions)))
     out.append(
         Section(
@@ -206,16 +207,17 @@ def _probe_section(run: RunStore, probe: Probe, ev: ProbeEvidence, suite: Suite,
     return out
 
 
-def _methods(run: RunStore, suite: Suite, probes: dict[str, Probe], evs: list[ProbeEvidence]) -> list[str]:
+def _methods(
+    run: RunStore, suite: Suite, stats: dict[str, Any], probes: dict[str, Probe], evs: list[ProbeEvidence]
+) -> list[str]:
     """What actually ran, generated from the suite and the evidence: each probe with its data mode,
     models, sample sizes and parameters (thresholds included), then the shared statistics."""
-    st = suite.stats
     out = [
         "## Methods",
         "",
-        f"Every interval is a {100 * (1 - st.alpha):g}% interval; p-values within a model's tests are "
-        f"corrected with {st.correction}; bootstrap CIs resample whole texts or questions (clusters), "
-        f"{st.bootstrap} replicates, seed {st.seed}.",
+        f"Every interval is a {ci_label(1 - stats['alpha'])} interval; p-values within a model's tests are "
+        f"corrected with {stats['correction']}; bootstrap CIs resample whole texts or questions (clusters), "
+        f"{stats['bootstrap']} replicates, seed {stats['seed']}.",
         "",
     ]
     for ev in evs:
