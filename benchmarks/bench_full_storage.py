@@ -92,10 +92,10 @@ def case(name: str, suite: dict[str, Any], storages: dict[str, dict], members: d
                     "truth": truth,
                     "true_a": a,
                     "verdict": pm["verdict"],
-                    "a_hat": pm["a_hat"],
-                    "a_lo": pm["a_hat_lo"],
-                    "a_hi": pm["a_hat_hi"],
-                    "residual": pm["residual"],
+                    "a_hat": pm["a_hat"]["value"],
+                    "a_lo": pm["a_hat"]["lo"],
+                    "a_hi": pm["a_hat"]["hi"],
+                    "residual": pm["residual"]["value"],
                     "divergences": {
                         e.name: e.value
                         for e in m["evidence"].estimates

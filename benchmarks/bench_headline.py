@@ -145,12 +145,12 @@ def rows_for(ev: Any, members: dict[str, Any], zoo: str, seed: int | str, mode: 
                 "true_a": a,
                 "control": pm["role"] == "control",
                 "verdict": pm["verdict"] + (f" ({pm['parent']})" if pm.get("parent") else ""),
-                "a_hat": pm["a_hat"],
-                "a_lo": pm["a_hat_lo"],
-                "a_hi": pm["a_hat_hi"],
-                "residual": pm["residual"],
-                "w_lo": pm.get("merge_weight_lo"),
-                "w_hi": pm.get("merge_weight_hi"),
+                "a_hat": pm["a_hat"]["value"],
+                "a_lo": pm["a_hat"]["lo"],
+                "a_hi": pm["a_hat"]["hi"],
+                "residual": pm["residual"]["value"],
+                "w_lo": (pm.get("merge_weight") or {}).get("lo"),
+                "w_hi": (pm.get("merge_weight") or {}).get("hi"),
                 "cv_p": pm["cv_p"],
             }
         )

@@ -19,10 +19,25 @@ from harness.config import StatsSpec, Suite
 from harness.errors import InputError, Problem
 from harness.evidence import EVIDENCE_SCHEMA_VERSION, EvidenceFile, ProbeEvidence
 from harness.runstore import RunStore, now
-from probes import probe_class
+from probes import PROBES, probe_class
 from probes.base import Probe, Record
 
 _REQUEST = TypeAdapter(Request)
+
+
+def evidence_json_schema() -> dict[str, Any]:
+    """evidence.json's JSON Schema, with each probe's typed per-model result (``Probe.Result``)
+    under ``$defs``: what a ``per_model`` entry of that probe's evidence holds."""
+    schema = EvidenceFile.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for kind in PROBES:
+        result = probe_class(kind).Result
+        if result is None:
+            continue
+        sub = result.model_json_schema()
+        defs.update(sub.pop("$defs", {}))
+        defs[result.__name__] = sub | {"description": f"A per_model entry of '{kind}' evidence."}
+    return schema
 
 
 def suite_of(run: RunStore) -> Suite:

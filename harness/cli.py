@@ -220,8 +220,8 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from harness.analyze import evidence_json_schema
     from harness.config import suite_json_schema
-    from harness.evidence import evidence_json_schema
 
     schema = evidence_json_schema() if args.which == "evidence" else suite_json_schema()
     text = json.dumps(schema, indent=2) + "\n"

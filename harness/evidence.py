@@ -14,10 +14,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from harness.errors import InputError
 
-# Version of evidence.json's layout. Bumped when a field is renamed or changes meaning; reading a
-# file of another version is refused with the command that regenerates it (the raw answers are in
+# Version of evidence.json's layout. Bumped when a field is renamed or changes meaning (2: the
+# logit probe's per-model results became typed, intervals nested); reading a file of another
+# version is refused with the command that regenerates it (the raw answers are in
 # the cache, so analysis is cheap and exact to repeat).
-EVIDENCE_SCHEMA_VERSION = 1
+EVIDENCE_SCHEMA_VERSION = 2
 
 
 class Estimate(BaseModel):
@@ -66,7 +67,7 @@ class ModelInfo(BaseModel):
 class EvidenceFile(BaseModel):
     """The whole of evidence.json; ``harness/schema/evidence.schema.json`` is its JSON Schema."""
 
-    schema_version: Literal[1] = Field(description="Layout version of this file (EVIDENCE_SCHEMA_VERSION).")
+    schema_version: Literal[2] = Field(description="Layout version of this file (EVIDENCE_SCHEMA_VERSION).")
     run_id: str
     suite: str
     created: str = Field(description="When the analysis ran (UTC, ISO 8601).")
@@ -74,10 +75,6 @@ class EvidenceFile(BaseModel):
     stats: dict[str, Any] = Field(description="The statistics settings the analysis used (alpha, bootstrap, seed).")
     models: dict[str, ModelInfo]
     probes: list[ProbeEvidence]
-
-
-def evidence_json_schema() -> dict[str, Any]:
-    return EvidenceFile.model_json_schema()
 
 
 def load_evidence(path: Path) -> dict[str, Any]:

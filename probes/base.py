@@ -83,6 +83,8 @@ class Probe(ABC):
     description: ClassVar[str]
     requires: ClassVar[tuple[Capability, ...]] = ()  # any one of these suffices
     Params: ClassVar[type[ProbeParams]] = ProbeParams
+    # The typed model of one per_model entry of this probe's evidence (None: a free-form dict).
+    Result: ClassVar[type[BaseModel] | None] = None
     example: ClassVar[dict[str, Any]] = {}  # smallest valid params (docs, contract tests)
     # Params holding file paths (a string, or a dict of strings): resolved against the suite
     # file's folder and checked to exist at validation time, like a model's `path`.

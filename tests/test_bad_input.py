@@ -49,7 +49,7 @@ def test_the_fake_family_runs_end_to_end(tmp_path):
     assert main(["run", str(fake_suite(tmp_path)), "--run-id", "r"]) == EXIT_OK
     ev = json.loads((tmp_path / "results" / "r" / "evidence.json").read_text())["probes"][0]
     merge = ev["per_model"]["merge"]
-    assert merge["verdict"] == "interpolation" and abs(merge["a_hat"] - 0.6) < 0.02  # mix: 0.6 a + 0.4 b
+    assert merge["verdict"] == "interpolation" and abs(merge["a_hat"]["value"] - 0.6) < 0.02  # mix: 0.6 a + 0.4 b
 
 
 def test_alias_bomb_is_refused_without_expanding(tmp_path, capsys):

@@ -6,18 +6,33 @@ from __future__ import annotations
 from harness.case import conclude
 from probes.identity.case import identity_case
 from probes.logit.case import logit_case
+from probes.logit.result import ControlCalibration, Interval, LogitResult
 from probes.tokenizer.case import tokenizer_case
 
 PARENTS = ["a", "b"]
 
 
-def logit(verdict: str, a: float = 0.6, residual: float = 0.08, near: float = 0.4) -> dict:
-    """A suspect's entry in logit evidence, with the fields the case reads."""
-    s = {"verdict": verdict, "n_texts": 64, "nearest_parent": "a", "role": "suspect"}
-    for name, v in (("a_hat", a), ("residual", residual), ("nearest_parent_distance", near)):
-        s |= {name: v, f"{name}_lo": v - 0.01, f"{name}_hi": v + 0.01}
-    s["calibration"] = {"residual": {"controls": {"ctl": 0.7}}}
-    return s
+def logit(verdict: str, a: float = 0.6, residual: float = 0.08, near: float = 0.4) -> LogitResult:
+    """A suspect's result in logit evidence, typed as the probe writes it."""
+
+    def iv(v: float) -> Interval:
+        return Interval(value=v, lo=v - 0.01, hi=v + 0.01)
+
+    cal = ControlCalibration(value=residual, controls={"ctl": 0.7}, empirical_p=0.5)
+    return LogitResult(
+        role="suspect",
+        n_texts=64,
+        a_hat=iv(a),
+        weights={"a": iv(a), "b": iv(1 - a)},
+        residual=iv(residual),
+        nearest_parent_distance=iv(near),
+        nearest_parent="a",
+        cv_gain=0.9,
+        cv_p=1e-9,
+        p_weights_inside=1e-9,
+        calibration={"residual": cal},
+        verdict=verdict,
+    )
 
 
 def tokenizer(k_a: int, k_b: int, n: int = 284) -> dict:

@@ -221,7 +221,7 @@ def test_probe_verdicts_on_synthetic_family():
     )
     v = {m: s["verdict"] for m, s in ev.per_model.items()}
     assert v["merge"] == "interpolation"
-    assert ev.per_model["merge"]["a_hat"] == pytest.approx(0.6, abs=0.02)
+    assert ev.per_model["merge"]["a_hat"]["value"] == pytest.approx(0.6, abs=0.02)
     assert ev.per_model["merge"]["cv_p_adjusted"] < 1e-6 and ev.per_model["merge"]["p_weights_inside_adjusted"] < 1e-6
     assert "p_combined" not in ev.per_model["merge"]  # issue 14: an unexplained p that controls also "passed"
     assert v["copy"] == "copy" and ev.per_model["copy"]["parent"] == "pa"

@@ -70,9 +70,9 @@ def test_linear_merges_recovered(seed0, instance):
         true_a = members[m]["parents"]["parent_a"]
         assert s["verdict"] == "interpolation", (m, s["reasons"])
         if instance == "full64":
-            assert abs(s["a_hat"] - true_a) <= 0.05, (m, s["a_hat"], true_a)
+            assert abs(s["a_hat"]["value"] - true_a) <= 0.05, (m, s["a_hat"], true_a)
             assert s["cv_p_adjusted"] < 1e-6 and s["p_weights_inside_adjusted"] < 1e-6
-        assert 0 < s["a_hat_lo"] and s["a_hat_hi"] < 1
+        assert 0 < s["a_hat"]["lo"] and s["a_hat"]["hi"] < 1
 
 
 @pytest.mark.parametrize("instance", ["full64", "top20"])
@@ -88,7 +88,7 @@ def test_merge_then_trained_and_copy(seed0, instance):
     s = ev["per_model"]["merge_ft"]
     assert s["verdict"] == "interpolation_plus_training", s["reasons"]
     true_a = truth(seed0["zoo"])["merge_ft"]["parents"]["parent_a"]
-    assert abs(s["a_hat"] - true_a) <= 0.1
+    assert abs(s["a_hat"]["value"] - true_a) <= 0.1
     c = ev["per_model"]["copy_a_bf16"]
     assert c["verdict"] == "copy" and c["parent"] == "parent_a"
 
@@ -136,5 +136,5 @@ def test_three_parent_merge(tmp_path):
     s = ev["logit_interpolation"]["per_model"]["linear3"]
     expect = truth(zoo)["linear3"]["parents"]
     for p, w in expect.items():
-        assert abs(s[f"weight[{p}]"] - w) <= 0.1, (p, s[f"weight[{p}]"], w)
+        assert abs(s["weights"][p]["value"] - w) <= 0.1, (p, s["weights"][p], w)
     assert s["verdict"] == "interpolation", s["reasons"]

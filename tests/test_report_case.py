@@ -65,9 +65,9 @@ def test_merge_weight_range_is_the_ci_widened_by_the_residual_and_covers_the_tru
     adds the residual on each side, and must contain the merge's true weight (zoo.json)."""
     pm = json.loads((case_run / "evidence.json").read_text())["probes"][2]["per_model"]["suspect"]
     a = manifest["members"]["linear_0.6"]["parents"]["parent_a"]
-    assert pm["merge_weight_lo"] == pytest.approx(pm["a_hat_lo"] - pm["residual"])
-    assert pm["merge_weight_hi"] == pytest.approx(pm["a_hat_hi"] + pm["residual"])
-    assert pm["merge_weight_lo"] <= a <= pm["merge_weight_hi"]
+    w, a_hat, resid = pm["merge_weight"], pm["a_hat"], pm["residual"]["value"]
+    assert w["lo"] == pytest.approx(a_hat["lo"] - resid) and w["hi"] == pytest.approx(a_hat["hi"] + resid)
+    assert w["lo"] <= a <= w["hi"]
 
 
 def test_report_html_renders_in_headless_chromium_self_contained(case_run: Path):
@@ -141,7 +141,8 @@ def test_compare_puts_two_analyses_side_by_side(case_run: Path, tmp_path: Path, 
 
 
 def test_evidence_json_has_a_schema_and_another_version_is_refused_clearly(case_run: Path, tmp_path: Path, capsys):
-    from harness.evidence import EvidenceFile, evidence_json_schema
+    from harness.analyze import evidence_json_schema
+    from harness.evidence import EvidenceFile
 
     shipped = json.loads((REPO / "harness" / "schema" / "evidence.schema.json").read_text())
     assert shipped == evidence_json_schema(), (

@@ -49,7 +49,7 @@ def test_rio_mini_case_end_to_end(smol_zoo, vllm_python, tmp_path, monkeypatch, 
         per = ev[probe]["per_model"]
         rio = per[f"rio_mini{suffix}"]
         assert rio["verdict"] == "interpolation", (probe, rio["reasons"])
-        assert abs(rio["a_hat"] - a_true) < tol, (probe, rio["a_hat"])
+        assert abs(rio["a_hat"]["value"] - a_true) < tol, (probe, rio["a_hat"])
         assert per[f"rio_mini_opd{suffix}"]["verdict"] != "unrelated"
         for control in ("sibling", "nex_ft"):
             assert per[f"{control}{suffix}"]["verdict"] not in MERGE_VERDICTS, (probe, control)

@@ -317,15 +317,17 @@ def test_family_through_vllm_agrees_with_hf_and_survives_ctrl_c_kill_and_resume(
     rows = []
     for model in ("rio_mini", "sibling"):
         v, h = got["r"][model], got["hf"][model]
+        va, ha = v["a_hat"], h["a_hat"]
         rows.append(
-            f"{model:<9} vLLM {v['a_hat']:.4f} [{v['a_hat_lo']:.4f}, {v['a_hat_hi']:.4f}] {v['verdict']:<13} "
-            f"hf {h['a_hat']:.4f} [{h['a_hat_lo']:.4f}, {h['a_hat_hi']:.4f}] {h['verdict']}"
+            f"{model:<9} vLLM {va['value']:.4f} [{va['lo']:.4f}, {va['hi']:.4f}] {v['verdict']:<13} "
+            f"hf {ha['value']:.4f} [{ha['lo']:.4f}, {ha['hi']:.4f}] {h['verdict']}"
         )
         assert v["verdict"] == h["verdict"]
-        assert h["a_hat_lo"] <= v["a_hat"] <= h["a_hat_hi"] and v["a_hat_lo"] <= h["a_hat"] <= v["a_hat_hi"]
-        assert abs(v["a_hat"] - h["a_hat"]) < 0.01 and abs(v["residual"] - h["residual"]) < 0.01
+        assert ha["lo"] <= va["value"] <= ha["hi"] and va["lo"] <= ha["value"] <= va["hi"]
+        assert abs(va["value"] - ha["value"]) < 0.01
+        assert abs(v["residual"]["value"] - h["residual"]["value"]) < 0.01
     assert got["r"]["rio_mini"]["verdict"] == "interpolation"
-    assert abs(got["r"]["rio_mini"]["a_hat"] - 0.6) < 0.07  # the truth, top-20 mode
+    assert abs(got["r"]["rio_mini"]["a_hat"]["value"] - 0.6) < 0.07  # the truth, top-20 mode
     with capsys.disabled():
         print("\n" + "\n".join(rows))
         print("lifecycle timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))

@@ -18,11 +18,10 @@ A merge trained only lightly stays inside a pure merge's residual, hence "silent
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.case import EXPLANATIONS, ProbeCase, stances
-from harness.format import ci_label
+from harness.format import ci_label, fmt
 from probes.logit.render import merge_weight_text
+from probes.logit.result import LogitResult
 
 ALL = set(EXPLANATIONS)
 MAPPING: dict[str, tuple[set[str], set[str]]] = {
@@ -35,20 +34,11 @@ MAPPING: dict[str, tuple[set[str], set[str]]] = {
 }
 
 
-def _ci(s: dict[str, Any], name: str) -> str:
-    return f"{s[name]:.3f} [{s[name + '_lo']:.3f}, {s[name + '_hi']:.3f}]"
-
-
-def logit_case(title: str, s: dict[str, Any], parents: list[str], level: float) -> ProbeCase:
-    """``s``: the suspect's per-model entry in the logit evidence."""
-    verdict = s["verdict"]
-    supports, contradicts = MAPPING.get(verdict, (set(), set()))
-    weights = (
-        f"a = {_ci(s, 'a_hat')}"
-        if "a_hat" in s
-        else ", ".join(f"{p} {s[f'weight[{p}]']:.2f}" for p in parents if f"weight[{p}]" in s)
-    )
-    resid, near = f"residual {_ci(s, 'residual')}", f"nearest parent {_ci(s, 'nearest_parent_distance')}"
+def logit_case(title: str, r: LogitResult, parents: list[str], level: float) -> ProbeCase:
+    """``r``: the suspect's result in the logit evidence."""
+    supports, contradicts = MAPPING.get(r.verdict, (set(), set()))
+    weights = f"a = {r.a_hat.text()}" if r.a_hat else ", ".join(f"{p} {fmt(w.value, 2)}" for p, w in r.weights.items())
+    resid, near = f"residual {r.residual.text()}", f"nearest parent {r.nearest_parent_distance.text()}"
     numbers = {
         "merge": f"{weights}, {resid}",
         "merge_trained": resid,
@@ -57,28 +47,27 @@ def logit_case(title: str, s: dict[str, Any], parents: list[str], level: float) 
         "original": f"{resid}, {near}",
         "distilled": f"{resid}, {near}",
     }
-    return ProbeCase(title, "lineage", stances(supports, contradicts, numbers), _sentence(s, parents, level))
+    return ProbeCase(title, "lineage", stances(supports, contradicts, numbers), _sentence(r, parents, level))
 
 
-def _sentence(s: dict[str, Any], parents: list[str], level: float) -> str:
+def _sentence(r: LogitResult, parents: list[str], level: float) -> str:
     lab = ci_label(level)
-    controls = (s.get("calibration") or {}).get("residual", {}).get("controls", {})
-    vs = f", against {min(controls.values()):.2f} or more for every control" if controls else ""
-    resid = f"a residual of {s['residual']:.3f} of the parents' distance ({lab} CI {s['residual_lo']:.3f}-" + (
-        f"{s['residual_hi']:.3f}){vs}"
+    cal = r.calibration.get("residual")
+    vs = f", against {min(cal.controls.values()):.2f} or more for every control" if cal and cal.controls else ""
+    resid = f"a residual of {fmt(r.residual.value)} of the parents' distance ({lab} CI {fmt(r.residual.lo)}-" + (
+        f"{fmt(r.residual.hi)}){vs}"
     )
-    verdict = s["verdict"].replace("_", " ")
-    if "a_hat" in s and s["verdict"] in ("interpolation", "interpolation_plus_training"):
+    verdict = r.verdict.replace("_", " ")
+    if r.a_hat and r.verdict in ("interpolation", "interpolation_plus_training"):
+        a = r.a_hat
         line = (
-            f"Its log-probs sit on the line between {parents[0]} and {parents[1]} at a = {s['a_hat']:.3f} "
-            f"({lab} CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}{merge_weight_text(s)}, leaving "
-            f"{resid}"
+            f"Its log-probs sit on the line between {parents[0]} and {parents[1]} at a = {fmt(a.value)} "
+            f"({lab} CI {fmt(a.lo)}-{fmt(a.hi)}) towards {parents[0]}{merge_weight_text(r)}, leaving {resid}"
         )
     else:
-        near = s.get("nearest_parent", "?")
+        d = r.nearest_parent_distance
         line = (
-            f"Its log-probs are {s['nearest_parent_distance']:.3f} parent distances from the nearest parent "
-            f"({near}; {lab} CI {s['nearest_parent_distance_lo']:.3f}-{s['nearest_parent_distance_hi']:.3f}), with "
-            f"{resid}"
+            f"Its log-probs are {fmt(d.value)} parent distances from the nearest parent "
+            f"({r.nearest_parent}; {lab} CI {fmt(d.lo)}-{fmt(d.hi)}), with {resid}"
         )
-    return f"{line} (logit verdict: {verdict}, over {s.get('n_texts', '?')} texts)."
+    return f"{line} (logit verdict: {verdict}, over {r.n_texts} texts)."

@@ -8,7 +8,6 @@ serves both, so they cannot drift apart.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from probes.logit.interpolation import (
     parent_scale,
     sq_distance,
 )
+from probes.logit.result import LogitResult
 
 
 def summed_statistics(v: np.ndarray, layout: Layout, parents: list[str]) -> dict[str, np.ndarray]:
@@ -82,7 +82,7 @@ MERGE_WEIGHT_METHOD = (
 )
 
 
-def merge_weight_range(model: str, s: dict[str, Any], n: int, level: float) -> Estimate:
+def merge_weight_range(model: str, r: LogitResult, n: int, level: float) -> Estimate:
     """What a_hat says about the weight-space merge weight: its CI widened by the residual.
 
     Why: a_hat's bootstrap CI is sampling error of the logit-space weight only. A weight-space
@@ -90,15 +90,15 @@ def merge_weight_range(model: str, s: dict[str, Any], n: int, level: float) -> E
     (next-token mode, which sees only the first answer position, reads 0.55-0.57 for 0.6 merges
     with CIs 0.02 wide). The residual measures that nonlinearity from the data itself.
     """
-    r = s.get("residual")
-    widen = r if r is not None and math.isfinite(r) else math.nan
-    lo, hi = s.get("a_hat_lo"), s.get("a_hat_hi")
+    a, resid = r.a_hat, r.residual.value
+    widen = resid if resid is not None and math.isfinite(resid) else None
+    ok = a is not None and a.lo is not None and a.hi is not None and widen is not None
     return Estimate(
         name="merge_weight",
         model=model,
-        value=s["a_hat"],
-        ci_low=None if lo is None or math.isnan(widen) else lo - widen,
-        ci_high=None if hi is None or math.isnan(widen) else hi + widen,
+        value=a.value if a else None,
+        ci_low=a.lo - widen if ok else None,  # type: ignore[operator,union-attr]
+        ci_high=a.hi + widen if ok else None,  # type: ignore[operator,union-attr]
         ci_level=level,
         n=n,
         method=MERGE_WEIGHT_METHOD,

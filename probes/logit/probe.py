@@ -50,6 +50,7 @@ from probes.logit.interpolation import (
     cv_gain,
     text_stats,
 )
+from probes.logit.result import ControlCalibration, Interval, LogitResult, results_of
 from probes.logit.verdict import VerdictThresholds, decide
 
 CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
@@ -109,6 +110,7 @@ class LogitInterpolationProbe(Probe):
         Capability.NEXT_TOKEN_TOPK,
     )
     Params = LogitParams
+    Result = LogitResult
     params: LogitParams
 
     # ------------------------------------------------------------------ collection
@@ -222,10 +224,11 @@ class LogitInterpolationProbe(Probe):
         ev.calibrated = bool(controls)
         if not controls:
             ev.notes.append(uncalibrated_note(suite, "nothing anchors what a 'low' residual means"))
-        point, boot = self._estimate(data, per_text, noise, suite, rng, ev)
-        self._calibrate(ev, data.others, controls, boot, point)
-        self._decide(ev, data, suite)
-        ev.summary = render.summary(ev, suite, data.parents, len(data.ids))
+        results, point, boot = self._estimate(data, per_text, noise, suite, rng, ev)
+        self._calibrate(results, controls, boot, point)
+        self._decide(results, ev, data, suite)
+        ev.per_model = {m: r.model_dump(mode="json") for m, r in results.items()}
+        ev.summary = render.summary(results, ev.ci_level, suite, data.parents, len(data.ids))
         return ev
 
     def _select(self, records: dict[str, list[Record]], suite: Suite, ev: ProbeEvidence) -> _Data | None:
@@ -309,9 +312,10 @@ class LogitInterpolationProbe(Probe):
         suite: Suite,
         rng: np.random.Generator,
         ev: ProbeEvidence,
-    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
+    ) -> tuple[dict[str, LogitResult], dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
         """Every named estimate with its cluster-bootstrap CI, the cross-validated gain and the
-        weights-inside test, per model; returns the point estimates and the (paired) replicates."""
+        weights-inside test, per model; returns the typed results, the point estimates and the
+        (paired) replicates."""
         p, parents, alpha, n_texts = self.params, data.parents, suite.stats.alpha, len(data.ids)
         layout = Layout(len(parents) + 1)
         # One set of resampled texts for every model: replicates are paired across models.
@@ -321,10 +325,12 @@ class LogitInterpolationProbe(Probe):
         for m in data.others:
             point[m] = {n: float(x) for n, x in summed_statistics(per_text[m].sum(0), layout, parents).items()}
             cv[m] = cv_gain(layout.get(per_text[m], "gram"), rng, p.cv_splits)
+        results: dict[str, LogitResult] = {}
         for m in data.others:
-            s: dict[str, Any] = {"role": suite.model(m).role, "n_texts": n_texts}
+            iv: dict[str, Interval] = {}
             for name, value in point[m].items():
                 lo, hi = percentile_ci(boot[m][name], alpha)
+                iv[name] = Interval(value=value, lo=lo, hi=hi)
                 ev.estimates.append(
                     Estimate(
                         name=name,
@@ -337,54 +343,65 @@ class LogitInterpolationProbe(Probe):
                         method=f"cluster bootstrap over texts ({suite.stats.bootstrap}); {describe(name)}",
                     )
                 )
-                s[name] = value
-                s[f"{name}_lo"], s[f"{name}_hi"] = lo, hi
-            if "a_hat" in s:
-                ev.estimates.append(merge_weight_range(m, s, n_texts, 1 - alpha))
-                e = ev.estimates[-1]
-                s["merge_weight"], s["merge_weight_lo"], s["merge_weight_hi"] = e.value, e.ci_low, e.ci_high
             gains, p_cv = cv[m]
-            s["cv_gain"], s["cv_p"] = float(np.mean(gains)), p_cv
+            nearest = parents[int(np.argmin([point[m][f"distance[{x}]"] for x in parents]))]
+            w_names = [f"weight[{x}]" for x in parents]
+            tested = w_names[:1] if len(parents) == 2 else w_names
+            # Weights inside (0, 1): z-tests with the bootstrap SE, the larger one-sided p (intersection-union).
+            p_int = []
+            for n in tested:
+                se = float(np.nanstd(boot[m][n], ddof=1))
+                p_int += [z_pvalue(point[m][n], 0.0, se, "greater"), z_pvalue(point[m][n], 1.0, se, "less")]
+            r = LogitResult(
+                role=suite.model(m).role,
+                n_texts=n_texts,
+                a_hat=iv.get("a_hat"),
+                weights={x: iv[f"weight[{x}]"] for x in parents},
+                residual=iv["residual"],
+                nearest_parent_distance=iv["nearest_parent_distance"],
+                nearest_parent=nearest,
+                noise_floor=noise.get(nearest, 0.0),
+                distance_ratio=iv.get("distance_ratio"),
+                betweenness=iv.get("betweenness"),
+                cv_gain=float(np.mean(gains)),
+                cv_p=p_cv,
+                p_weights_inside=max(p_int),
+            )
+            if r.a_hat is not None:
+                ev.estimates.append(merge_weight_range(m, r, n_texts, 1 - alpha))
+                e = ev.estimates[-1]
+                r.merge_weight = Interval(value=e.value, lo=e.ci_low, hi=e.ci_high)
             ev.estimates.append(
                 Estimate(
                     name="cv_gain",
                     model=m,
-                    value=float(np.mean(gains)),
+                    value=r.cv_gain,
                     p_value=p_cv,
                     n=len(gains),
                     null="the interpolation predicts held-out texts no better than the better single parent",
                     method=f"{p.cv_splits} random half splits; one-sided Wilcoxon signed-rank on per-text gains",
                 )
             )
-            nearest = int(np.argmin([point[m][f"distance[{x}]"] for x in parents]))
-            s["nearest_parent"] = parents[nearest]
-            s["noise_floor"] = noise.get(parents[nearest], 0.0)
-            w_names = [f"weight[{x}]" for x in parents]
-            tested = w_names[:1] if len(parents) == 2 else w_names
-            s["weight_cis"] = [(s[f"{n}_lo"], s[f"{n}_hi"]) for n in tested]
-            # Weights inside (0, 1): z-tests with the bootstrap SE, the larger one-sided p (intersection-union).
-            p_int = []
-            for n in tested:
-                se = float(np.nanstd(boot[m][n], ddof=1))
-                p_int += [z_pvalue(point[m][n], 0.0, se, "greater"), z_pvalue(point[m][n], 1.0, se, "less")]
-            s["p_weights_inside"] = max(p_int)
-            ev.per_model[m] = s
-        return point, boot
+            results[m] = r
+        return results, point, boot
 
-    def _decide(self, ev: ProbeEvidence, data: _Data, suite: Suite) -> None:
+    def _decide(self, results: dict[str, LogitResult], ev: ProbeEvidence, data: _Data, suite: Suite) -> None:
         """Multiple-comparison correction of each model's tests, then the verdict rule."""
         for m in data.others:
-            s = ev.per_model[m]
-            names = ["cv_p", "p_weights_inside"] + (
-                ["p_residual_below_controls"] if "p_residual_below_controls" in s else []
-            )
-            adjusted = adjust([s[n] for n in names], suite.stats.correction)
-            for n, a in zip(names, adjusted):
-                s[f"{n}_adjusted"] = a
+            r = results[m]
+            tests = {"cv_p": r.cv_p, "p_weights_inside": r.p_weights_inside}
+            if r.p_residual_below_controls is not None:
+                tests["p_residual_below_controls"] = r.p_residual_below_controls
+            adjusted = dict(zip(tests, adjust(list(tests.values()), suite.stats.correction)))
+            r.cv_p_adjusted = adjusted["cv_p"]
+            r.p_weights_inside_adjusted = adjusted["p_weights_inside"]
+            r.p_residual_below_controls_adjusted = adjusted.get("p_residual_below_controls")
             for e in ev.estimates:
                 if e.model == m and e.name == "cv_gain":
-                    e.p_adjusted = s["cv_p_adjusted"]
-            s.update(decide(s, self.params.verdict, suite.stats.alpha, bool(ev.calibrated), data.mode))
+                    e.p_adjusted = r.cv_p_adjusted
+            r.verdict, r.parent, r.reasons = decide(
+                r, self.params.verdict, suite.stats.alpha, bool(ev.calibrated), data.mode
+            )
 
     def _noise_floor(self, main, reps, parents, ids, mode, k) -> tuple[dict[str, float], tuple[str, str] | None]:
         """RMS difference between a parent scored twice, in parent-distance units (0 when not
@@ -421,35 +438,33 @@ class LogitInterpolationProbe(Probe):
         )
         return noise, same
 
-    def _calibrate(self, ev, others, controls, boot, point) -> None:
+    def _calibrate(self, results: dict[str, LogitResult], controls: list[str], boot, point) -> None:
         """Each model against the controls (leave-one-out for a control): empirical p, z-score, paired test."""
-        for m in others:
+
+        def stat(r: LogitResult, name: str) -> float | None:
+            x = {"residual": r.residual.value, "cv_gain": r.cv_gain}.get(name)
+            return r.betweenness.value if name == "betweenness" and r.betweenness else x
+
+        for m, r in results.items():
             ref = [c for c in controls if c != m]
-            s = ev.per_model[m]
             if not ref:
                 continue
-            cal: dict[str, Any] = {}
-            for stat, lower_is_merge_like in (("residual", True), ("betweenness", False), ("cv_gain", False)):
-                if stat not in s:
-                    continue
+            for name, lower_is_merge_like in (("residual", True), ("betweenness", False), ("cv_gain", False)):
                 # A statistic can be undefined (NaN: e.g. no CV gain against a copy-like model): such a
                 # control is no reference for it, and an undefined value is not ranked.
-                usable = [
-                    c for c in ref if ev.per_model[c].get(stat) is not None and np.isfinite(ev.per_model[c][stat])
-                ]
-                x = s[stat]
-                if not usable or x is None or not np.isfinite(x):
+                vals_of = {c: v for c in ref if (v := stat(results[c], name)) is not None and np.isfinite(v)}
+                x = stat(r, name)
+                if not vals_of or x is None or not np.isfinite(x):
                     continue
-                vals = np.array([ev.per_model[c][stat] for c in usable])
+                vals = np.array(list(vals_of.values()))
                 extreme = np.sum(vals <= x) if lower_is_merge_like else np.sum(vals >= x)
                 sd = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
-                cal[stat] = {
-                    "value": x,
-                    "controls": dict(zip(usable, vals.tolist())),
-                    "empirical_p": float((1 + extreme) / (1 + len(vals))),
-                    "z": float((x - vals.mean()) / sd) if sd and np.isfinite(sd) and sd > 0 else None,
-                }
-            s["calibration"] = cal
+                r.calibration[name] = ControlCalibration(
+                    value=x,
+                    controls=vals_of,
+                    empirical_p=float((1 + extreme) / (1 + len(vals))),
+                    z=float((x - vals.mean()) / sd) if sd and np.isfinite(sd) and sd > 0 else None,
+                )
             # Paired bootstrap z-test: residual below each control's (same resampled texts); worst control.
             # A control whose residual is undefined (next-token data sharing no token with the
             # parents' top-k) is no reference: it must not veto a merge verdict by comparing as NaN.
@@ -463,9 +478,9 @@ class LogitInterpolationProbe(Probe):
                     point[c]["residual"] - point[m]["residual"], 0.0, float(np.nanstd(d, ddof=1)), "greater"
                 )
             worst = max(p_each, key=lambda c: p_each[c])
-            s["p_residual_below_controls"] = p_each[worst]
-            s["closest_control"] = worst
-            s["residual_below_all_controls"] = all(point[c]["residual"] > point[m]["residual"] for c in ref)
+            r.p_residual_below_controls = p_each[worst]
+            r.closest_control = worst
+            r.residual_below_all_controls = all(point[c]["residual"] > point[m]["residual"] for c in ref)
 
     # ------------------------------------------------------------------ presentation (render.py)
     def case(self, evidence: ProbeEvidence, names: list[str], suite: Suite) -> ProbeCase | None:
@@ -473,7 +488,8 @@ class LogitInterpolationProbe(Probe):
         if evidence.status != "ok" or m is None:
             return None
         parents = self._parents(suite.for_probe(self.spec))
-        return logit_case(f"{evidence.instance} ({evidence.mode})", evidence.per_model[m], parents, evidence.ci_level)
+        result = results_of(evidence)[m]
+        return logit_case(f"{evidence.instance} ({evidence.mode})", result, parents, evidence.ci_level)
 
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
         return render.report_section(evidence, self._parents(suite), self.params.verdict)

@@ -7,7 +7,6 @@ again from a saved ``evidence.json`` without any model or record.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -15,50 +14,54 @@ from harness.config import Suite
 from harness.evidence import ProbeEvidence
 from harness.format import ci_label, fmt, fmt_ci, fmt_p
 from probes.base import save_figure, subplots
+from probes.logit.result import LogitResult, results_of
 from probes.logit.verdict import VerdictThresholds
 
 
-def cv_gain_text(s: dict[str, Any], p_text: str) -> str:
+def cv_gain_text(r: LogitResult, p_text: str) -> str:
     """The CV gain as a percentage, or why it has none. Against a copy the better single parent
     already predicts the suspect to within the noise floor, so the relative gain is a ratio of
     noise to noise (values of 1e290 were printed): it is not a number to quote."""
-    if s["verdict"] == "copy":
+    if r.verdict == "copy":
         return "n/a (a copy: nothing is left for an interpolation to explain)"
-    gain = s["cv_gain"]
-    if not np.isfinite(gain) or abs(gain) > 10:
+    if not np.isfinite(r.cv_gain) or abs(r.cv_gain) > 10:
         return "n/a (undefined: the better parent leaves almost nothing to explain)"
-    return f"{100 * gain:.1f}% ({p_text})"
+    return f"{100 * r.cv_gain:.1f}% ({p_text})"
 
 
-def merge_weight_text(s: dict[str, Any]) -> str:
+def merge_weight_text(r: LogitResult) -> str:
     """The weight-space reading of a_hat (``estimators.merge_weight_range``), or '' without one."""
-    lo, hi = s.get("merge_weight_lo"), s.get("merge_weight_hi")
-    if lo is None or hi is None:
+    w = r.merge_weight
+    if w is None or w.lo is None or w.hi is None:
         return ""
-    return f"; as a merge weight {lo:.2f}-{hi:.2f} (the CI widened by the residual, the logits' nonlinearity)"
+    return f"; as a merge weight {w.lo:.2f}-{w.hi:.2f} (the CI widened by the residual, the logits' nonlinearity)"
 
 
-def summary(ev: ProbeEvidence, suite: Suite, parents: list[str], n: int) -> str:
+def _verdict(r: LogitResult) -> str:
+    return r.verdict.replace("_", " ") + (f" ({r.parent})" if r.parent else "")
+
+
+def summary(results: dict[str, LogitResult], ci_level: float, suite: Suite, parents: list[str], n: int) -> str:
     """One paragraph per suspect: the verdict and the numbers that decide it."""
     lines = []
-    level = ci_label(ev.ci_level)
+    level = ci_label(ci_level)
     for m in (x.name for x in suite.by_role("suspect")):
-        s = ev.per_model.get(m)
-        if s is None:
+        r = results.get(m)
+        if r is None:
             continue
-        if len(parents) == 2:
-            weights = (
-                f"a_hat = {s['a_hat']:.3f} ({level} CI {s['a_hat_lo']:.3f}-{s['a_hat_hi']:.3f}) towards {parents[0]}"
-                + merge_weight_text(s)
-            )
+        if r.a_hat is not None:
+            a = r.a_hat
+            weights = f"a_hat = {fmt(a.value)} ({level} CI {fmt(a.lo)}-{fmt(a.hi)}) towards {parents[0]}"
+            weights += merge_weight_text(r)
         else:
-            weights = ", ".join(f"{x} {s[f'weight[{x}]']:.2f}" for x in parents)
+            weights = ", ".join(f"{x} {fmt(w.value, 2)}" for x, w in r.weights.items())
+        p_adj = "n/a" if r.cv_p_adjusted is None else format(r.cv_p_adjusted, ".2g")
         lines.append(
-            f"**{m}: {s['verdict'].replace('_', ' ')}**"
-            + (f" ({s['parent']})" if s.get("parent") else "")
-            + f". {weights}; residual off the parents' line {s['residual']:.3f} "
-            f"(CI {s['residual_lo']:.3f}-{s['residual_hi']:.3f}); CV gain over the better parent "
-            f"{cv_gain_text(s, 'p_adj ' + format(s['cv_p_adjusted'], '.2g'))}; over {n} texts."
+            f"**{m}: {r.verdict.replace('_', ' ')}**"
+            + (f" ({r.parent})" if r.parent else "")
+            + f". {weights}; residual off the parents' line {fmt(r.residual.value)} "
+            f"(CI {fmt(r.residual.lo)}-{fmt(r.residual.hi)}); CV gain over the better parent "
+            f"{cv_gain_text(r, 'p_adj ' + p_adj)}; over {n} texts."
         )
     return "\n\n".join(lines)
 
@@ -66,30 +69,28 @@ def summary(ev: ProbeEvidence, suite: Suite, parents: list[str], n: int) -> str:
 def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresholds) -> str:
     """The verdict table, why each verdict, the divergences and the calibration against controls."""
     level = ci_label(evidence.ci_level)
+    results = results_of(evidence)
     out = [
         f"| model | role | verdict | weights [{level} CI] | residual [CI] | nearest parent [CI] | CV gain (p_adj) | "
         "betweenness [CI] |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for m, s in evidence.per_model.items():
-        e = {x.name: x for x in evidence.estimates if x.model == m}
-        if len(parents) == 2:
-            w = fmt_ci(e["a_hat"])
-            mw = e.get("merge_weight")
-            if mw is not None and mw.ci_low is not None and mw.ci_high is not None:
-                w += f"; as a merge weight {mw.ci_low:.2f}-{mw.ci_high:.2f}"
+    for m, r in results.items():
+        if r.a_hat is not None:
+            w = r.a_hat.text()
+            if r.merge_weight is not None and r.merge_weight.lo is not None and r.merge_weight.hi is not None:
+                w += f"; as a merge weight {r.merge_weight.lo:.2f}-{r.merge_weight.hi:.2f}"
         else:
-            w = "; ".join(f"{x}: {fmt_ci(e[f'weight[{x}]'], 2)}" for x in parents)
-        btw = fmt_ci(e["betweenness"]) if "betweenness" in e else "n/a"
-        verdict = s["verdict"].replace("_", " ") + (f" ({s['parent']})" if s.get("parent") else "")
+            w = "; ".join(f"{x}: {iv.text(2)}" for x, iv in r.weights.items())
+        btw = r.betweenness.text() if r.betweenness else "n/a"
         out.append(
-            f"| {m} | {s['role']} | **{verdict}** | {w} | {fmt_ci(e['residual'])} | "
-            f"{s['nearest_parent']} {fmt_ci(e['nearest_parent_distance'])} | "
-            f"{cv_gain_text(s, fmt_p(s['cv_p_adjusted']))} | {btw} |"
+            f"| {m} | {r.role} | **{_verdict(r)}** | {w} | {r.residual.text()} | "
+            f"{r.nearest_parent} {r.nearest_parent_distance.text()} | "
+            f"{cv_gain_text(r, fmt_p(r.cv_p_adjusted))} | {btw} |"
         )
     out += ["", "**Why each verdict** (rule in `probes/logit/verdict.py`):", ""]
-    for m, s in evidence.per_model.items():
-        out.append(f"- {m}: " + "; ".join(s["reasons"]))
+    for m, r in results.items():
+        out.append(f"- {m}: " + "; ".join(r.reasons))
     out += [
         "",
         f"Thresholds: copy <= {t.copy_max_distance} (or 3x noise floor); CV gain >= {t.min_cv_gain}; "
@@ -115,7 +116,7 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
                 f"{fmt_ci(e[f'unexplained_from[{b}]'])} |"
             )
         out.append("")
-    cal_rows = [(m, st, c) for m, s in evidence.per_model.items() for st, c in s.get("calibration", {}).items()]
+    cal_rows = [(m, st, c) for m, r in results.items() for st, c in r.calibration.items()]
     if cal_rows:
         out += [
             "Calibration against the controls (leave-one-out for controls):",
@@ -124,9 +125,9 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
             "|---|---|---|---|---|---|",
         ]
         for m, st, c in cal_rows:
-            ctl = ", ".join(f"{k} {fmt(v)}" for k, v in c["controls"].items())
-            out.append(f"| {m} | {st} | {fmt(c['value'])} | {ctl} | {fmt(c['empirical_p'])} | {fmt(c['z'], 2)} |")
-        fewest = min(len(c["controls"]) for _, _, c in cal_rows)
+            ctl = ", ".join(f"{k} {fmt(v)}" for k, v in c.controls.items())
+            out.append(f"| {m} | {st} | {fmt(c.value)} | {ctl} | {fmt(c.empirical_p)} | {fmt(c.z, 2)} |")
+        fewest = min(len(c.controls) for _, _, c in cal_rows)
         out += [
             "",
             "Empirical p = (1 + controls at least as merge-like) / (1 + controls): with "
@@ -141,7 +142,8 @@ def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> lis
     """Forest plot: the weight and the residual per model with CIs and the verdict thresholds."""
     if not evidence.per_model:
         return []
-    models = list(evidence.per_model)
+    results = results_of(evidence)
+    models = list(results)
     colours = {"suspect": "tab:red", "control": "tab:blue"}
     # Two parents: a_hat. More: the first parent's simplex weight (the table has all of them).
     first = next(e.name for e in evidence.estimates if e.name in ("a_hat",) or e.name.startswith("weight["))
@@ -149,7 +151,7 @@ def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> lis
     for ax, stat, label in ((axes[0], first, first), (axes[1], "residual", "residual off the parents' line")):
         for i, m in enumerate(models):
             e = evidence.estimate(stat, m)
-            c = colours.get(evidence.per_model[m]["role"], "grey")
+            c = colours.get(results[m].role, "grey")
             if e.value is None or e.ci_low is None or e.ci_high is None:
                 continue  # no finite estimate: nothing to draw (the table says n/a)
             if stat == "a_hat":  # the weight-space range behind it, thin and light
@@ -164,9 +166,7 @@ def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> lis
     axes[1].axvline(t.merge_max_residual, color="tab:green", ls="--", lw=0.8, label="merge threshold")
     axes[1].axvline(t.trained_max_residual, color="tab:orange", ls="--", lw=0.8, label="merge+training threshold")
     axes[1].legend(loc="upper right", fontsize=8)
-    axes[0].set_yticks(
-        range(len(models)), [f"{m} ({evidence.per_model[m]['verdict'].replace('_', ' ')})" for m in models]
-    )
+    axes[0].set_yticks(range(len(models)), [f"{m} ({results[m].verdict.replace('_', ' ')})" for m in models])
     axes[0].invert_yaxis()
     fig.suptitle(
         f"Logit interpolation, {ci_label(evidence.ci_level)} cluster-bootstrap CIs (red: suspects, blue: controls; "

@@ -41,12 +41,11 @@ parameters (``params.verdict``) so a user can apply their own and the report pri
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from pydantic import Field
 
 from probes.base import ProbeParams
+from probes.logit.result import LogitResult
 
 VERDICTS = (
     "copy",
@@ -83,51 +82,55 @@ TOPK_CAVEAT = (
 
 
 def decide(
-    s: dict[str, Any], t: VerdictThresholds, alpha: float, calibrated: bool, mode: str = "full"
-) -> dict[str, Any]:
-    """Apply the rule to one model's summary ``s`` (values and CI bounds). Returns verdict + reasons."""
+    r: LogitResult, t: VerdictThresholds, alpha: float, calibrated: bool, mode: str = "full"
+) -> tuple[str, str | None, list[str]]:
+    """Apply the rule to one model's result (values and CI bounds): (verdict, parent, reasons)."""
     reasons: list[str] = []
-    if not np.isfinite(s["residual"]) or not np.isfinite(s["nearest_parent_distance_hi"]):
-        return {
-            "verdict": "inconclusive",
-            "reasons": [
-                "no scored position shares a token with both parents' reported top-k (undefined residual and "
-                "distances): these data carry no logit evidence either way; use a richer data mode"
-            ],
-        }
-    copy_limit = max(t.copy_max_distance, 3 * s.get("noise_floor", 0.0))
-    if s["nearest_parent_distance_hi"] <= copy_limit:
-        reasons.append(f"nearest-parent distance CI upper {s['nearest_parent_distance_hi']:.3f} <= {copy_limit:.3f}")
-        return {"verdict": "copy", "parent": s["nearest_parent"], "reasons": reasons}
+    near = r.nearest_parent_distance
+    if r.residual.value is None or not np.isfinite(r.residual.value) or not near.finite():
+        why = (
+            "no scored position shares a token with both parents' reported top-k (undefined residual and "
+            "distances): these data carry no logit evidence either way; use a richer data mode"
+        )
+        return "inconclusive", None, [why]
+    near_lo, near_hi = float(near.lo), float(near.hi)  # type: ignore[arg-type]  # finite() checked
+    resid, resid_lo, resid_hi = float(r.residual.value), r.residual.lo, r.residual.hi
+    copy_limit = max(t.copy_max_distance, 3 * r.noise_floor)
+    if near_hi <= copy_limit:
+        reasons.append(f"nearest-parent distance CI upper {near_hi:.3f} <= {copy_limit:.3f}")
+        return "copy", r.nearest_parent, reasons
 
-    cv_ok = s["cv_p_adjusted"] < alpha and s["cv_gain"] >= t.min_cv_gain
-    weights_ok = all(t.a_margin < lo and hi < 1 - t.a_margin for lo, hi in s["weight_cis"])
-    compared = calibrated and "residual_below_all_controls" in s  # a lone control has no other to compare with
-    below_controls = s["residual_below_all_controls"] if compared else True
+    cv_p_adj = r.cv_p_adjusted if r.cv_p_adjusted is not None else r.cv_p
+    cv_ok = cv_p_adj < alpha and r.cv_gain >= t.min_cv_gain
+    tested = list(r.weights.values())[:1] if len(r.weights) == 2 else list(r.weights.values())
+    weights_ok = all(
+        w.lo is not None and w.hi is not None and t.a_margin < w.lo and w.hi < 1 - t.a_margin for w in tested
+    )
+    compared = calibrated and r.residual_below_all_controls is not None  # a lone control has no other to compare with
+    below_controls = bool(r.residual_below_all_controls) if compared else True
     reasons.append(
-        f"CV gain over the better parent {100 * s['cv_gain']:.1f}% (needs >= {100 * t.min_cv_gain:.0f}%), "
-        f"p_adj = {s['cv_p_adjusted']:.2g} (needs < {alpha})"
+        f"CV gain over the better parent {100 * r.cv_gain:.1f}% (needs >= {100 * t.min_cv_gain:.0f}%), "
+        f"p_adj = {cv_p_adj:.2g} (needs < {alpha})"
     )
     reasons.append("weight CIs " + ("inside" if weights_ok else "not inside") + f" ({t.a_margin}, {1 - t.a_margin})")
-    reasons.append(f"residual {s['residual']:.3f} (CI upper {s['residual_hi']:.3f})")
+    reasons.append(f"residual {resid:.3f} (CI upper {resid_hi:.3f})")
     if compared:
-        others = "every other control" if s.get("role") == "control" else "every control"
+        others = "every other control" if r.role == "control" else "every control"
         reasons.append(f"residual {'' if below_controls else 'not '}below {others}")
     elif calibrated:
         reasons.append("no other control to compare the residual with")
-    if cv_ok and weights_ok and below_controls:
-        if s["residual_hi"] <= t.merge_max_residual:
-            return {"verdict": "interpolation", "reasons": [*reasons, f"residual <= {t.merge_max_residual}"]}
-        if s["residual_hi"] <= t.trained_max_residual:
+    if cv_ok and weights_ok and below_controls and resid_hi is not None:
+        if resid_hi <= t.merge_max_residual:
+            return "interpolation", None, [*reasons, f"residual <= {t.merge_max_residual}"]
+        if resid_hi <= t.trained_max_residual:
             reasons.append(f"{t.merge_max_residual} < residual <= {t.trained_max_residual}")
             if mode != "full":
                 reasons.append("caveat: " + TOPK_CAVEAT)
-            return {"verdict": "interpolation_plus_training", "reasons": reasons}
-    ratio_hi = s.get("distance_ratio_hi")
+            return "interpolation_plus_training", None, reasons
+    ratio_hi = r.distance_ratio.hi if r.distance_ratio else None
     if ratio_hi is not None and ratio_hi <= t.derived_max_ratio:
         reasons.append(f"d(nearer)/d(farther) CI upper {ratio_hi:.3f} <= {t.derived_max_ratio}")
-        return {"verdict": "derived_from_one_parent", "parent": s["nearest_parent"], "reasons": reasons}
-    near_lo, near_hi = s["nearest_parent_distance_lo"], s["nearest_parent_distance_hi"]
+        return "derived_from_one_parent", r.nearest_parent, reasons
     if near_hi <= t.related_max_distance:
         reasons.append(
             f"nearest-parent distance CI upper {near_hi:.3f} <= {t.related_max_distance}: as close to the parents "
@@ -135,9 +138,10 @@ def decide(
             "without being a merge; which parent it descends from is not resolved, and if the parents do not "
             "share a base this is no lineage evidence (three unrelated models are equidistant too)"
         )
-        return {"verdict": "related", "reasons": reasons}
-    not_merge = s["residual_lo"] > t.trained_max_residual or s["cv_p_adjusted"] >= alpha or s["cv_gain"] < t.min_cv_gain
+        return "related", None, reasons
+    not_merge = (resid_lo is not None and resid_lo > t.trained_max_residual) or cv_p_adj >= alpha
+    not_merge = not_merge or r.cv_gain < t.min_cv_gain
     if not_merge and near_lo > t.related_max_distance:
         reasons.append(f"nearest-parent distance CI lower {near_lo:.3f} > {t.related_max_distance}")
-        return {"verdict": "unrelated", "reasons": reasons}
-    return {"verdict": "inconclusive", "reasons": reasons}
+        return "unrelated", None, reasons
+    return "inconclusive", None, reasons
