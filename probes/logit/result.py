@@ -10,10 +10,15 @@ evidence's ``estimates``; this holds what the rule and the report use.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from harness.evidence import ProbeEvidence
+
+# A number that can be undefined (NaN in analysis: e.g. no CV gain against a copy). JSON has no NaN,
+# so evidence.json stores null; reading it back gives NaN again, and the code sees one type.
+Number = Annotated[float, BeforeValidator(lambda v: math.nan if v is None else v)]
 
 
 class Interval(BaseModel):
@@ -55,13 +60,13 @@ class LogitResult(BaseModel):
     residual: Interval
     nearest_parent_distance: Interval
     nearest_parent: str
-    noise_floor: float = Field(0.0, description="RMS difference between two scorings of the nearest parent.")
+    noise_floor: Number = Field(0.0, description="RMS difference between two scorings of the nearest parent.")
     distance_ratio: Interval | None = None
     betweenness: Interval | None = None
-    cv_gain: float
-    cv_p: float
+    cv_gain: Number
+    cv_p: Number
     cv_p_adjusted: float | None = None
-    p_weights_inside: float
+    p_weights_inside: Number
     p_weights_inside_adjusted: float | None = None
     p_residual_below_controls: float | None = None
     p_residual_below_controls_adjusted: float | None = None
