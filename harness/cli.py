@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     evidence = analyze_run(run.dir)
     report = render_report(run.dir)
     run.event("run_end", requests=stats.requests, cache_hits=stats.cache_hits, computed=stats.computed)
-    print(f"report: {report}")
+    print(f"report: {report}\n        {report.with_suffix('.html')} (self-contained, figures embedded)")
     # A probe that produced no evidence must not pass for a finished case (exit 0 reads as "done").
     empty = [p for p in evidence["probes"] if p["status"] != "ok"]
     for p in empty:
@@ -155,7 +155,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import render_report
 
-    print(f"report: {render_report(Path(args.run_dir))}")
+    report = render_report(Path(args.run_dir))
+    print(f"report: {report}\n        {report.with_suffix('.html')} (self-contained, figures embedded)")
     return EXIT_OK
 
 
