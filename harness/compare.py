@@ -14,7 +14,6 @@ from typing import Any
 from harness import case
 from harness.analyze import build_probes, suite_of
 from harness.config import Suite
-from harness.errors import InputError
 from harness.evidence import Estimate, ProbeEvidence, load_evidence
 from harness.format import fmt_ci
 from harness.report import subjects
@@ -44,8 +43,6 @@ class _Run:
 
 def _open(path: Path) -> _Run:
     run = RunStore.open(path)
-    if not (run.dir / "evidence.json").exists():
-        raise InputError(f"{run.dir}: no evidence.json; run `parentage analyze {run.dir}` first")
     evidence = load_evidence(run.dir / "evidence.json")
     suite = suite_of(run)
     evs = {pe["instance"]: ProbeEvidence.model_validate(pe) for pe in evidence["probes"]}

@@ -80,6 +80,8 @@ class EvidenceFile(BaseModel):
 def load_evidence(path: Path) -> dict[str, Any]:
     """Read and validate evidence.json; a file of another schema version, or not evidence at all,
     is refused with what to do instead of failing later on a missing key."""
+    if not path.exists():
+        raise InputError(f"{path.parent}: no evidence.json; run `parentage analyze {path.parent}` first")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

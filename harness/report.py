@@ -20,7 +20,6 @@ from typing import Any
 from harness import case
 from harness.analyze import build_probes, suite_of
 from harness.config import Suite
-from harness.errors import InputError
 from harness.evidence import ProbeEvidence, load_evidence
 from harness.format import ci_label
 from harness.runstore import RunStore
@@ -47,10 +46,7 @@ def _short(h: Any) -> str:
 def render_report(run_dir: Path) -> Path:
     """Write report.md, report.html and figures/ from evidence.json and run.jsonl; returns report.md."""
     run = RunStore.open(run_dir)
-    evidence_path = run.dir / "evidence.json"
-    if not evidence_path.exists():
-        raise InputError(f"{run.dir}: no evidence.json; run `parentage analyze {run.dir}` first")
-    evidence = load_evidence(evidence_path)
+    evidence = load_evidence(run.dir / "evidence.json")
     suite = suite_of(run)
     fig_dir = run.dir / "figures"
     fig_dir.mkdir(exist_ok=True)

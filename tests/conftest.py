@@ -87,24 +87,30 @@ def write_suite(directory: Path, text: str, name: str = "suite.yaml") -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory, zoo: Path) -> dict:
-    """The demo suite, run once for the session into a private results dir and cache."""
+def run_isolated(root: Path, config: Path, run_id: str) -> Path:
+    """`parentage run CONFIG` into ROOT's own results dir and cache (the environment is restored
+    afterwards); returns the run directory."""
     from harness.cli import main
 
-    root = tmp_path_factory.mktemp("demo")
     env = {"PARENTAGE_RESULTS": str(root / "results"), "PARENTAGE_CACHE": str(root / "cache")}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        assert main(["run", str(REPO / "configs" / "demo.yaml"), "--run-id", "demo"]) == 0
+        assert main(["run", str(config), "--run-id", run_id]) == 0
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    run_dir = root / "results" / "demo"
+    return root / "results" / run_id
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, zoo: Path) -> dict:
+    """The demo suite, run once for the session into a private results dir and cache."""
+    root = tmp_path_factory.mktemp("demo")
+    run_dir = run_isolated(root, REPO / "configs" / "demo.yaml", "demo")
     return {"dir": run_dir, "evidence": json.loads((run_dir / "evidence.json").read_text()), "root": root}
 
 

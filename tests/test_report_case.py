@@ -5,7 +5,6 @@ probes, report.html in a real headless Chromium, byte-for-byte reproducible rend
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from tests.conftest import run_isolated
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -21,16 +21,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 @pytest.fixture(scope="module")
 def case_run(tmp_path_factory, zoo: Path) -> Path:
     """configs/case-tiny.yaml run once: the 0.6 merge and the impostor, three probes."""
-    root = tmp_path_factory.mktemp("case")
-    env = {"PARENTAGE_RESULTS": str(root / "results"), "PARENTAGE_CACHE": str(root / "cache")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        assert main(["run", str(REPO / "configs" / "case-tiny.yaml"), "--run-id", "case"]) == 0
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    return root / "results" / "case"
+    return run_isolated(tmp_path_factory.mktemp("case"), REPO / "configs" / "case-tiny.yaml", "case")
 
 
 def _case_block(report: str, subject: str) -> str:
