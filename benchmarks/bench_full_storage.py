@@ -38,6 +38,7 @@ from bench_headline import CACHE, REPO, SMOL, SMOL_NAMES, TINY, collect, lineage
 
 from harness.analyze import build_probes, load_records
 from harness.cache import Cache
+from probes.logit.result import LogitResult
 
 WHOLE = "whole vocabulary"
 SMOL_STORAGES = {WHOLE: {"vocab_sample": 0}, "compact (default)": {}, "compact n=1024": {"vocab_sample": 1024}}
@@ -82,7 +83,7 @@ def case(name: str, suite: dict[str, Any], storages: dict[str, dict], members: d
             p["params"] = p.get("params", {}) | params
         run, loaded = collect(s, tmp, f"{name.split()[0]}-{i}")
         m = measure(run, loaded)
-        for model, pm in (m["evidence"].per_model or {}).items():
+        for model, r in m["evidence"].results(LogitResult).items():
             truth, a = lineage(members[names.get(model, model)])
             rows.append(
                 {
@@ -91,11 +92,11 @@ def case(name: str, suite: dict[str, Any], storages: dict[str, dict], members: d
                     "member": names.get(model, model),
                     "truth": truth,
                     "true_a": a,
-                    "verdict": pm["verdict"],
-                    "a_hat": pm["a_hat"]["value"],
-                    "a_lo": pm["a_hat"]["lo"],
-                    "a_hi": pm["a_hat"]["hi"],
-                    "residual": pm["residual"]["value"],
+                    "verdict": r.verdict,
+                    "a_hat": r.a_hat.value if r.a_hat else None,
+                    "a_lo": r.a_hat.lo if r.a_hat else None,
+                    "a_hi": r.a_hat.hi if r.a_hat else None,
+                    "residual": r.residual.value,
                     "divergences": {
                         e.name: e.value
                         for e in m["evidence"].estimates

@@ -42,6 +42,7 @@ from harness.config import load_suite
 from harness.data import balanced_head, load_items
 from harness.runstore import RunStore
 from probes.logit.probe import CORPUS
+from probes.logit.result import LogitResult
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("PARENTAGE_CACHE", REPO / ".cache" / "parentage"))
@@ -132,7 +133,7 @@ def analyse(
 
 def rows_for(ev: Any, members: dict[str, Any], zoo: str, seed: int | str, mode: str, names: dict[str, str]) -> list:
     rows = []
-    for model, pm in (ev.per_model or {}).items():
+    for model, r in ev.results(LogitResult).items():
         member = members[names.get(model, model)]
         truth, a = lineage(member)
         rows.append(
@@ -143,15 +144,15 @@ def rows_for(ev: Any, members: dict[str, Any], zoo: str, seed: int | str, mode: 
                 "member": names.get(model, model),
                 "truth": truth,
                 "true_a": a,
-                "control": pm["role"] == "control",
-                "verdict": pm["verdict"] + (f" ({pm['parent']})" if pm.get("parent") else ""),
-                "a_hat": pm["a_hat"]["value"],
-                "a_lo": pm["a_hat"]["lo"],
-                "a_hi": pm["a_hat"]["hi"],
-                "residual": pm["residual"]["value"],
-                "w_lo": (pm.get("merge_weight") or {}).get("lo"),
-                "w_hi": (pm.get("merge_weight") or {}).get("hi"),
-                "cv_p": pm["cv_p"],
+                "control": r.role == "control",
+                "verdict": r.verdict + (f" ({r.parent})" if r.parent else ""),
+                "a_hat": r.a_hat.value if r.a_hat else None,
+                "a_lo": r.a_hat.lo if r.a_hat else None,
+                "a_hi": r.a_hat.hi if r.a_hat else None,
+                "residual": r.residual.value,
+                "w_lo": r.merge_weight.lo if r.merge_weight else None,
+                "w_hi": r.merge_weight.hi if r.merge_weight else None,
+                "cv_p": r.cv_p,
             }
         )
     return rows
@@ -175,7 +176,7 @@ def tiny_suite(zoo: Path, max_texts: int | None) -> dict[str, Any]:
 def texts_needed(power: dict[tuple[str, int | None], Any], probe: str, model: str, sizes: list[int]) -> str:
     for n in sizes:
         ev = power.get((probe, n))
-        if ev is not None and ev.per_model and model in ev.per_model and ev.per_model[model]["cv_p"] < P_TARGET:
+        if ev is not None and model in ev.per_model and ev.results(LogitResult)[model].cv_p < P_TARGET:
             return str(n)
     return f"> {sizes[-1]}"
 

@@ -7,18 +7,45 @@ Shared by every probe (which produces it), by analysis (which saves it) and by t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from harness.errors import InputError
+
+R = TypeVar("R", bound=BaseModel)
+
+# A number that can be undefined (NaN in analysis: e.g. no CV gain against a copy). JSON has no NaN,
+# so evidence.json stores null; reading it back gives NaN again, and a probe's typed result
+# (``Probe.Result``) sees one type.
+Number = Annotated[float, BeforeValidator(lambda v: math.nan if v is None else v)]
 
 # Version of evidence.json's layout. Bumped when a field is renamed or changes meaning (2: the
 # logit probe's per-model results became typed, intervals nested); reading a file of another
 # version is refused with the command that regenerates it (the raw answers are in
 # the cache, so analysis is cheap and exact to repeat).
 EVIDENCE_SCHEMA_VERSION = 2
+
+
+class Interval(BaseModel):
+    """A point estimate and its interval, at the evidence's ``ci_level``; None where undefined."""
+
+    value: float | None
+    lo: float | None = None
+    hi: float | None = None
+
+    def finite(self) -> bool:
+        return all(x is not None and math.isfinite(x) for x in (self.value, self.lo, self.hi))
+
+    def text(self, digits: int = 3) -> str:
+        """'0.571 [0.564, 0.577]'; 'n/a' for an undefined part."""
+
+        def f(x: float | None) -> str:
+            return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+        return f"{f(self.value)} [{f(self.lo)}, {f(self.hi)}]"
 
 
 class Estimate(BaseModel):
@@ -56,6 +83,11 @@ class ProbeEvidence(BaseModel):
 
     def estimate(self, name: str, model: str) -> Estimate:
         return next(e for e in self.estimates if e.name == name and e.model == model)
+
+    def results(self, result_type: type[R]) -> dict[str, R]:
+        """The ``per_model`` entries read through the probe's typed result (``Probe.Result``), in
+        order: the rule, case and report read attributes, so a renamed field fails here, loudly."""
+        return {m: result_type.model_validate(e) for m, e in self.per_model.items()}
 
 
 class ModelInfo(BaseModel):

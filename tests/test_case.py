@@ -8,6 +8,7 @@ from probes.identity.case import identity_case
 from probes.logit.case import logit_case
 from probes.logit.result import ControlCalibration, Interval, LogitResult
 from probes.tokenizer.case import tokenizer_case
+from probes.tokenizer.result import Match, TokenizerResult
 
 PARENTS = ["a", "b"]
 
@@ -35,8 +36,9 @@ def logit(verdict: str, a: float = 0.6, residual: float = 0.08, near: float = 0.
     )
 
 
-def tokenizer(k_a: int, k_b: int, n: int = 284) -> dict:
-    return {"vs_models": [{"candidate": "model:a", "k": k_a, "n": n}, {"candidate": "model:b", "k": k_b, "n": n}]}
+def tokenizer(k_a: int, k_b: int, n: int = 284) -> TokenizerResult:
+    vs = [Match(candidate=f"model:{p}", k=k, n=n, rate=k / n, ci=(0.0, 1.0)) for p, k in (("a", k_a), ("b", k_b))]
+    return TokenizerResult(role="suspect", method="tokenizer", n_strings=n, matches=vs, verdict="-", vs_models=vs)
 
 
 def claims(k: int, k_controls: int, p_adjusted: float) -> list[dict]:

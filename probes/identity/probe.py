@@ -43,6 +43,7 @@ from probes.identity import render
 from probes.identity.case import identity_case
 from probes.identity.claims import ClaimExtractor
 from probes.identity.ngrams import NgramPool, reuse_permutation_test
+from probes.identity.result import Count, IdentityResult, LabelRate
 
 BANK = Path(__file__).parent / "data" / "identity_questions.jsonl"
 Condition = Literal["none", "own", "neutral", "no_default_system"]
@@ -95,6 +96,7 @@ class IdentityProbe(Probe):
     description: ClassVar[str] = "identity questions with and without the system prompt: whose name does it claim?"
     requires: ClassVar[tuple[Capability, ...]] = (Capability.GENERATE,)
     Params = IdentityParams
+    Result = IdentityResult
     params: IdentityParams
     example: ClassVar[dict[str, Any]] = {"labels": {"nex": ["Nex", "Nex-AGI"], "qwen": ["Qwen", "通义"]}}
 
@@ -180,11 +182,15 @@ class IdentityProbe(Probe):
         if not controls:
             ev.notes.append(uncalibrated_note(suite, "claim rates have no reference"))
         for (m, cond), rows in sorted(responses.items()):
-            entry = self._claim_rates(rows, suite.stats.alpha)
-            entry = {"role": suite.model(m).role, "condition": cond, **entry}
-            entry["system_text_rendered"] = prompts.get((m, cond), "")
-            entry["examples"] = [r for r in rows if r["claims"]][:3]
-            ev.per_model[f"{m} | {cond}"] = entry
+            result = IdentityResult(
+                role=suite.model(m).role,
+                condition=cond,
+                n=len(rows),
+                labels=self._claim_rates(rows, suite.stats.alpha),
+                system_text_rendered=prompts.get((m, cond), ""),
+                examples=[r for r in rows if r["claims"]][:3],
+            )
+            ev.per_model[f"{m} | {cond}"] = result.model_dump(mode="json")
         ev.tables["claims_vs_controls"] = self._claims_vs_controls(responses, suite, controls, rng)
         ev.tables["verbatim_reuse"] = self._reuse(responses, suite, controls, rng)
         ev.summary = render.summary(ev)
@@ -221,11 +227,11 @@ class IdentityProbe(Probe):
                     )
         return responses, prompts
 
-    def _claim_rates(self, rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
+    def _claim_rates(self, rows: list[dict[str, Any]], alpha: float) -> dict[str, LabelRate]:
         """Per label: answers claiming it, the rate with its question-clustered Wilson CI, and
         counts by language."""
         n = len(rows)
-        out: dict[str, Any] = {"n": n, "labels": {}}
+        out: dict[str, LabelRate] = {}
         for lab in self.params.labels:
             k = sum(lab in r["claims"] for r in rows)
             kq, nq = per_question(question_counts(rows, lab))
@@ -234,14 +240,14 @@ class IdentityProbe(Probe):
             for row in rows:
                 by_lang[row["lang"]][1] += 1
                 by_lang[row["lang"]][0] += lab in row["claims"]
-            out["labels"][lab] = {
-                "k": k,
-                "n": n,
-                "questions": len(nq),
-                "rate": k / n if n else float("nan"),
-                "ci": [lo, hi],
-                "by_language": {g: {"k": a, "n": b} for g, (a, b) in by_lang.items()},
-            }
+            out[lab] = LabelRate(
+                k=k,
+                n=n,
+                questions=len(nq),
+                rate=k / n if n else float("nan"),
+                ci=(lo, hi),
+                by_language={g: Count(k=a, n=b) for g, (a, b) in by_lang.items()},
+            )
         return out
 
     def _claims_vs_controls(

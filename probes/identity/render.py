@@ -13,6 +13,7 @@ import numpy as np
 from harness.evidence import ProbeEvidence
 from harness.format import ci_label
 from probes.base import save_figure, subplots
+from probes.identity.result import IdentityResult
 
 
 def summary(ev: ProbeEvidence) -> str:
@@ -34,15 +35,16 @@ def summary(ev: ProbeEvidence) -> str:
 def report_section(evidence: ProbeEvidence, labels: list[str]) -> str:
     """Claim counts per model, condition and label; the rendered system text; verbatim reuse."""
     out = ["| model | condition | n | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
-    for key, e in evidence.per_model.items():
+    results = evidence.results(IdentityResult)
+    for key, e in results.items():
         cells = []
         for lab in labels:
-            x = e["labels"][lab]
-            cells.append(f"{x['k']}/{x['n']} ({100 * x['rate']:.1f}%, {100 * x['ci'][0]:.1f}-{100 * x['ci'][1]:.1f})")
-        out.append(f"| {key.split(' | ')[0]} | {e['condition']} | {e['n']} | " + " | ".join(cells) + " |")
+            x = e.labels[lab]
+            cells.append(f"{x.k}/{x.n} ({100 * x.rate:.1f}%, {100 * x.ci[0]:.1f}-{100 * x.ci[1]:.1f})")
+        out.append(f"| {key.split(' | ')[0]} | {e.condition} | {e.n} | " + " | ".join(cells) + " |")
     out += ["", "Prompt actually rendered for the first question (system text as the template applied it):", ""]
-    for key, e in evidence.per_model.items():
-        text = e["system_text_rendered"]
+    for key, e in results.items():
+        text = e.system_text_rendered
         out.append(f"- {key}: " + (text if text.startswith("(rendered by the server") else f"`{text[:160]!r}`"))
     reuse = evidence.tables.get("verbatim_reuse", [])
     if reuse:
@@ -63,14 +65,16 @@ def report_section(evidence: ProbeEvidence, labels: list[str]) -> str:
 
 def figures(evidence: ProbeEvidence, out_dir: Path, labels: list[str]) -> list[tuple[str, Path]]:
     """Claim rates with Wilson CIs per model and condition, one bar per label."""
-    keys = list(evidence.per_model)
+    results = evidence.results(IdentityResult)
+    keys = list(results)
     fig, ax = subplots(figsize=(max(6, 0.9 * len(keys) * len(labels) / 2 + 2), 4))
     width = 0.8 / len(labels)
     for j, lab in enumerate(labels):
         xs = np.arange(len(keys)) + j * width
-        rates = [evidence.per_model[k]["labels"][lab]["rate"] for k in keys]
-        lo = [r - evidence.per_model[k]["labels"][lab]["ci"][0] for k, r in zip(keys, rates)]
-        hi = [evidence.per_model[k]["labels"][lab]["ci"][1] - r for k, r in zip(keys, rates)]
+        rows = [results[k].labels[lab] for k in keys]
+        rates = [x.rate for x in rows]
+        lo = [x.rate - x.ci[0] for x in rows]
+        hi = [x.ci[1] - x.rate for x in rows]
         ax.bar(xs, rates, width, yerr=[lo, hi], capsize=2, label=lab)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k.replace(" | ", "\n") for k in keys], fontsize=7)
     ax.set_ylabel("share of responses claiming the label")

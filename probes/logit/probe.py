@@ -50,7 +50,7 @@ from probes.logit.interpolation import (
     cv_gain,
     text_stats,
 )
-from probes.logit.result import ControlCalibration, Interval, LogitResult, results_of
+from probes.logit.result import ControlCalibration, Interval, LogitResult
 from probes.logit.verdict import VerdictThresholds, decide
 
 CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
@@ -488,7 +488,7 @@ class LogitInterpolationProbe(Probe):
         if evidence.status != "ok" or m is None:
             return None
         parents = self._parents(suite.for_probe(self.spec))
-        result = results_of(evidence)[m]
+        result = evidence.results(LogitResult)[m]
         return logit_case(f"{evidence.instance} ({evidence.mode})", result, parents, evidence.ci_level)
 
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:

@@ -14,7 +14,7 @@ from harness.config import Suite
 from harness.evidence import ProbeEvidence
 from harness.format import ci_label, fmt, fmt_ci, fmt_p
 from probes.base import save_figure, subplots
-from probes.logit.result import LogitResult, results_of
+from probes.logit.result import LogitResult
 from probes.logit.verdict import VerdictThresholds
 
 
@@ -69,7 +69,7 @@ def summary(results: dict[str, LogitResult], ci_level: float, suite: Suite, pare
 def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresholds) -> str:
     """The verdict table, why each verdict, the divergences and the calibration against controls."""
     level = ci_label(evidence.ci_level)
-    results = results_of(evidence)
+    results = evidence.results(LogitResult)
     out = [
         f"| model | role | verdict | weights [{level} CI] | residual [CI] | nearest parent [CI] | CV gain (p_adj) | "
         "betweenness [CI] |",
@@ -142,7 +142,7 @@ def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> lis
     """Forest plot: the weight and the residual per model with CIs and the verdict thresholds."""
     if not evidence.per_model:
         return []
-    results = results_of(evidence)
+    results = evidence.results(LogitResult)
     models = list(results)
     colours = {"suspect": "tab:red", "control": "tab:blue"}
     # Two parents: a_hat. More: the first parent's simplex weight (the table has all of them).

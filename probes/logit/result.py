@@ -9,35 +9,9 @@ evidence's ``estimates``; this holds what the rule and the report use.
 
 from __future__ import annotations
 
-import math
-from typing import Annotated
+from pydantic import BaseModel, Field
 
-from pydantic import BaseModel, BeforeValidator, Field
-
-from harness.evidence import ProbeEvidence
-
-# A number that can be undefined (NaN in analysis: e.g. no CV gain against a copy). JSON has no NaN,
-# so evidence.json stores null; reading it back gives NaN again, and the code sees one type.
-Number = Annotated[float, BeforeValidator(lambda v: math.nan if v is None else v)]
-
-
-class Interval(BaseModel):
-    """A point estimate and its interval, at the evidence's ``ci_level``; None where undefined."""
-
-    value: float | None
-    lo: float | None = None
-    hi: float | None = None
-
-    def finite(self) -> bool:
-        return all(x is not None and math.isfinite(x) for x in (self.value, self.lo, self.hi))
-
-    def text(self, digits: int = 3) -> str:
-        """'0.571 [0.564, 0.577]'; 'n/a' for an undefined part."""
-
-        def f(x: float | None) -> str:
-            return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
-
-        return f"{f(self.value)} [{f(self.lo)}, {f(self.hi)}]"
+from harness.evidence import Interval, Number
 
 
 class ControlCalibration(BaseModel):
@@ -76,8 +50,3 @@ class LogitResult(BaseModel):
     verdict: str = "inconclusive"
     parent: str | None = None
     reasons: list[str] = Field(default_factory=list)
-
-
-def results_of(evidence: ProbeEvidence) -> dict[str, LogitResult]:
-    """The typed per-model results of a logit evidence, in its order."""
-    return {m: LogitResult.model_validate(s) for m, s in evidence.per_model.items()}

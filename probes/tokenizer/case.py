@@ -9,18 +9,17 @@ model.
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.case import ProbeCase, stances
+from probes.tokenizer.result import TokenizerResult
 
 
-def parent_matches(entry: dict[str, Any], parents: list[str]) -> dict[str, tuple[int, int]]:
+def parent_matches(entry: TokenizerResult, parents: list[str]) -> dict[str, tuple[int, int]]:
     """(strings with identical counts, strings) against each parent the suspect was compared with."""
-    rows = {r["candidate"].removeprefix("model:"): r for r in entry.get("vs_models", [])}
-    return {p: (rows[p]["k"], rows[p]["n"]) for p in parents if p in rows}
+    rows = {r.name: r for r in entry.vs_models}
+    return {p: (rows[p].k, rows[p].n) for p in parents if p in rows}
 
 
-def tokenizer_case(title: str, entry: dict[str, Any], parents: list[str]) -> ProbeCase | None:
+def tokenizer_case(title: str, entry: TokenizerResult, parents: list[str]) -> ProbeCase | None:
     matches = parent_matches(entry, parents)
     if not matches:
         return None

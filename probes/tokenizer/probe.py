@@ -36,6 +36,7 @@ from probes.tokenizer import library as lib
 from probes.tokenizer import render
 from probes.tokenizer.case import tokenizer_case
 from probes.tokenizer.fingerprint import compare, fingerprint
+from probes.tokenizer.result import TokenizerResult
 
 STRINGS = Path(__file__).parent / "data" / "tokenizer_strings.jsonl"
 
@@ -84,6 +85,7 @@ class TokenizerProbe(Probe):
     description: ClassVar[str] = "tokenizer identity: token counts of diagnostic strings, and tokenizer-file hashes"
     requires: ClassVar[tuple[Capability, ...]] = (Capability.TOKEN_COUNTS,)
     Params = TokenizerParams
+    Result = TokenizerResult
     params: TokenizerParams
     path_params: ClassVar[tuple[str, ...]] = ("candidates",)
     example: ClassVar[dict[str, Any]] = {"library": False}
@@ -151,14 +153,15 @@ class TokenizerProbe(Probe):
             role = suite.model(m).role
             others = {f"model:{o}": v for o, v in model_vec.items() if o != m}
             table = match_table(cand_vec | others, vec, alpha)
-            ev.per_model[m] = {
-                "role": role,
-                "method": methods[m],
-                "n_strings": len(ids),
-                "matches": table,
+            result = TokenizerResult(
+                role=role,
+                method=methods[m],
+                n_strings=len(ids),
+                matches=table,
                 **identify([r for r in table if not r["candidate"].startswith("model:")]),
-                "vs_models": [r for r in table if r["candidate"].startswith("model:")],
-            }
+                vs_models=[r for r in table if r["candidate"].startswith("model:")],
+            )
+            ev.per_model[m] = result.model_dump(mode="json")
         ev.tables["candidate_separability"] = self._separability(cand_vec)
         if self.params.white_box:
             ev.tables["white_box"] = self._white_box(suite, records)
@@ -170,11 +173,11 @@ class TokenizerProbe(Probe):
         the closest reference tokenizer, labelled as such (it read as the headline before)."""
         parents = [m.name for m in suite.by_role("parent")]
         lines = []
-        for m, e in ev.per_model.items():
-            if e["role"] != "suspect":
+        for m, e in ev.results(TokenizerResult).items():
+            if e.role != "suspect":
                 continue
             case = tokenizer_case(self.instance, e, parents)
-            library = f" Among the reference tokenizers: {e['verdict']}." if e["verdict"] != "no candidates" else ""
+            library = f" Among the reference tokenizers: {e.verdict}." if e.verdict != "no candidates" else ""
             lines.append(f"{m}: {case.sentence if case else ''}{library}")
         return " ".join(lines)
 
@@ -208,7 +211,7 @@ class TokenizerProbe(Probe):
         if evidence.status != "ok" or m is None:
             return None
         parents = [x.name for x in suite.for_probe(self.spec).by_role("parent")]
-        return tokenizer_case(evidence.instance, evidence.per_model[m], parents)
+        return tokenizer_case(evidence.instance, evidence.results(TokenizerResult)[m], parents)
 
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
         return render.report_section(evidence)

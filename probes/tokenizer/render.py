@@ -7,6 +7,7 @@ from pathlib import Path
 from harness.evidence import ProbeEvidence
 from harness.format import ci_label
 from probes.base import save_figure, subplots
+from probes.tokenizer.result import TokenizerResult
 
 
 def report_section(evidence: ProbeEvidence) -> str:
@@ -16,14 +17,15 @@ def report_section(evidence: ProbeEvidence) -> str:
         f"| model | role | counts from | verdict | best reference-tokenizer match ({level} CI) |",
         "|---|---|---|---|---|",
     ]
-    for m, e in evidence.per_model.items():
-        top = next((r for r in e["matches"] if not r["candidate"].startswith("model:")), None)
-        best = f"{top['k']}/{top['n']} ({100 * top['ci'][0]:.1f}-{100 * top['ci'][1]:.1f}%)" if top else "-"
-        out.append(f"| {m} | {e['role']} | {e['method']} | {e['verdict']} | {best} |")
+    results = evidence.results(TokenizerResult)
+    for m, e in results.items():
+        top = next(iter(e.library_matches()), None)
+        best = f"{top.k}/{top.n} ({100 * top.ci[0]:.1f}-{100 * top.ci[1]:.1f}%)" if top else "-"
+        out.append(f"| {m} | {e.role} | {e.method} | {e.verdict} | {best} |")
     out += ["", "Agreement with the other models in this suite (identical counts / strings):", ""]
-    for m, e in evidence.per_model.items():
-        if e["role"] == "suspect":
-            cells = [f"{r['candidate'].removeprefix('model:')} {r['k']}/{r['n']}" for r in e["vs_models"]]
+    for m, e in results.items():
+        if e.role == "suspect":
+            cells = [f"{r.name} {r.k}/{r.n}" for r in e.vs_models]
             out.append(f"- {m}: " + ", ".join(cells))
     sep = evidence.tables.get("candidate_separability", [])
     if sep:
@@ -61,19 +63,20 @@ def report_section(evidence: ProbeEvidence) -> str:
 
 def figures(evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
     """The first suspect's exact-match rate against each candidate, with Wilson CIs."""
-    suspects = [m for m, e in evidence.per_model.items() if e["role"] == "suspect"]
+    results = evidence.results(TokenizerResult)
+    suspects = [m for m, e in results.items() if e.role == "suspect"]
     if not suspects:
         return []
-    e = evidence.per_model[suspects[0]]
-    rows = e["matches"][:15]
+    e = results[suspects[0]]
+    rows = e.matches[:15]
     fig, ax = subplots(figsize=(7, 0.3 * len(rows) + 1.5))
-    rates = [r["rate"] for r in rows]
-    err = [[r["rate"] - r["ci"][0] for r in rows], [r["ci"][1] - r["rate"] for r in rows]]
+    rates = [r.rate for r in rows]
+    err = [[r.rate - r.ci[0] for r in rows], [r.ci[1] - r.rate for r in rows]]
     ax.barh(range(len(rows)), rates, xerr=err, capsize=2)
-    ax.set_yticks(range(len(rows)), [r["candidate"] for r in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [r.candidate for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.02)
-    ax.set_xlabel(f"share of {e['n_strings']} diagnostic strings with identical token counts")
+    ax.set_xlabel(f"share of {e.n_strings} diagnostic strings with identical token counts")
     ax.set_title(f"{suspects[0]}: tokenizer match ({ci_label(evidence.ci_level)} Wilson CIs)")
     path = save_figure(fig, out_dir / f"{evidence.instance}_matches.png")
     return [("tokenizer match rate of the suspect against each candidate", path)]
