@@ -18,7 +18,7 @@ export HF_HOME         := $(CURDIR)/.cache/hf
 export HF_HUB_OFFLINE  := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-rio test test-data install install-vllm browser lint bench bench-headline bench-storage clean check-vllm-resolves
+.PHONY: demo demo-rio test test-data install install-vllm browser lint bench bench-headline bench-storage bench-weights clean check-vllm-resolves
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
 # multi-GB CUDA build; the package itself only asks for a range.
@@ -96,6 +96,11 @@ bench-headline: test-data
 # analysis time and peak memory), written to results/bench-<date>/full-storage.md.
 bench-storage: test-data
 	$(BIN)/python benchmarks/bench_full_storage.py
+
+# The weights probe's pass over three SmolLM2-size checkpoints against a raw read of the same
+# files (cold and warm page cache), peak memory, extrapolation to 397B; results/bench-<date>/weights.md.
+bench-weights: test-data
+	$(BIN)/python benchmarks/bench_weights.py
 
 # Resolver dry run (needs PyPI, so it is not part of `make test`): the core's ranges must admit
 # vLLM's own pins (torch==2.14.0, transformers<5.21).

@@ -99,7 +99,7 @@ def analyze_run(
         for probe, ss in zip(build_probes(suite), seeds):
             view = suite.for_probe(probe.spec)
             records = load_records(run, cache, view, probe)
-            if not records:
+            if not records and probe.needs_backend:
                 probes_ev.append(
                     probe.new_evidence(
                         suite,

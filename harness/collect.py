@@ -75,7 +75,7 @@ class Collector:
 
     def collect(self, probes: list[Probe]) -> CollectStats:
         for spec in self.suite.models:
-            wanted = [p for p in probes if p.spec.models is None or spec.name in p.spec.models]
+            wanted = [p for p in probes if p.needs_backend and (p.spec.models is None or spec.name in p.spec.models)]
             if wanted:  # a model no probe asks for is never loaded
                 self._model(spec, wanted)
         s = self.stats

@@ -66,7 +66,7 @@ def sections(run: RunStore, suite: Suite, evidence: dict[str, Any], fig_dir: Pat
     out = [
         Section("run", f"parentage evidence report: {suite.name}", _header(run, suite, evidence)),
         Section("case", "The case", _case(suite, probes, evs, conclusions)),
-        Section("models", "Models", _models(run, suite)),
+        Section("models", "Models", _models(run, suite, list(probes.values()))),
     ]
     for ev in evs:
         lines = _probe_section(run, probes[ev.instance], ev, suite, fig_dir)
@@ -142,8 +142,10 @@ def _case(
     return [*out, "How the conclusion is drawn (`harness/case.py`):", "", case.RULE, ""]
 
 
-def _models(run: RunStore, suite: Suite) -> list[str]:
-    """One row per model: role, backend and the fingerprint it was loaded with."""
+def _models(run: RunStore, suite: Suite, probes: list[Probe]) -> list[str]:
+    """One row per model: role, backend and the fingerprint it was loaded with (a model only
+    file-reading probes use, like the weights probe, is never loaded, and says so)."""
+    served = {m.name for m in suite.models for p in probes if p.needs_backend and m.name in _names(suite, p)}
     loaded = {e["model"]: e for e in run.events("model_loaded")}
     failed = {e["model"]: e["error"] for e in run.events("model_failed") if "model" in e}
     out = [
@@ -159,6 +161,8 @@ def _models(run: RunStore, suite: Suite) -> list[str]:
             if m.name in loaded
             else f"**failed to load**: {failed[m.name]}"
             if m.name in failed
+            else "not served (only its files are read: no probe asks a backend)"
+            if m.name not in served
             else "not reached (the run stopped before it)"
         )
         out.append(
@@ -166,6 +170,10 @@ def _models(run: RunStore, suite: Suite) -> list[str]:
             f"{fp.get('dtype', '-')} | {_short(fp.get('chat_template_sha256'))} | {m.notes or ''} |"
         )
     return [*out, ""]
+
+
+def _names(suite: Suite, probe: Probe) -> set[str]:
+    return {m.name for m in suite.for_probe(probe.spec).models}
 
 
 def _probe_section(run: RunStore, probe: Probe, ev: ProbeEvidence, suite: Suite, fig_dir: Path) -> list[str]:

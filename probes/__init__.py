@@ -16,6 +16,7 @@ PROBES: dict[str, str] = {
     "logit_interpolation": "probes.logit.probe:LogitInterpolationProbe",
     "identity": "probes.identity.probe:IdentityProbe",
     "tokenizer": "probes.tokenizer.probe:TokenizerProbe",
+    "weights": "probes.weights.probe:WeightsProbe",
 }
 
 

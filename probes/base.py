@@ -82,6 +82,9 @@ class Probe(ABC):
     version: ClassVar[str]  # part of the cache key: bump it when requests or their meaning change
     description: ClassVar[str]
     requires: ClassVar[tuple[Capability, ...]] = ()  # any one of these suffices
+    # False for a probe that reads files (checkpoints) instead of asking a model: collect loads no
+    # backend for it, and analysis runs it without records.
+    needs_backend: ClassVar[bool] = True
     Params: ClassVar[type[ProbeParams]] = ProbeParams
     # The typed model of one per_model entry of this probe's evidence (None: a free-form dict).
     Result: ClassVar[type[BaseModel] | None] = None

@@ -73,6 +73,12 @@ def test_rio_mini_case_end_to_end(smol_zoo, vllm_python, tmp_path, monkeypatch, 
 
     report = (run / "report.md").read_text()
     assert "**rio_mini: interpolation**" in report and "**rio_mini_hf: interpolation**" in report
+
+    # Weights (the checkpoints, read, not served): the merge weight itself, in the case's table.
+    w = ev["weights"]["per_model"]
+    assert w["rio_mini"]["verdict"] == "interpolation" and abs(w["rio_mini"]["a"]["value"] - a_true) < 0.01
+    assert w["sibling"]["verdict"] == "not an interpolation" and w["nex_ft"]["verdict"] == "derived"
+    assert "weights (lineage) |" in report.split("## The case", 1)[1].split("\n## ", 1)[0]
     with capsys.disabled():
         for probe in ("logit_vllm_top20", "logit_hf_full"):
             print(f"\n{probe}: " + "; ".join(f"{m} {s['verdict']}" for m, s in ev[probe]["per_model"].items()))

@@ -1,0 +1,158 @@
+"""From per-tensor statistics to one subject's result: per-tensor fits, the pooled single a with
+its tensor-bootstrap CI, module and layer summaries, the heterogeneity test, the family."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.evidence import Interval
+from probes.weights.checkpoint import FLOAT_DTYPES
+from probes.weights.fit import Fit, fit, slerp_residual, storage_floor, subject_gram
+from probes.weights.result import Family, GroupSummary
+from probes.weights.stream import TensorStats
+
+MODULES = (  # first pattern found in a tensor's name decides its class
+    ("experts", r"experts?\b|\.experts\."),
+    ("embeddings", r"embed|wte\b|wpe\b|word_embeddings"),
+    ("lm_head", r"lm_head|output\.weight$"),
+    ("norms", r"norm|\bln_|layernorm"),
+    ("attention", r"attn|attention|q_proj|k_proj|v_proj|o_proj"),
+    ("mlp", r"mlp|ffn|gate_proj|up_proj|down_proj|fc\d"),
+)
+
+
+def module_of(name: str) -> str:
+    return next((m for m, pat in MODULES if re.search(pat, name)), "other")
+
+
+def layer_of(name: str) -> str:
+    hit = re.search(r"(?:layers|h|blocks|layer)\.(\d+)\.", name)
+    return hit.group(1) if hit else "-"
+
+
+@dataclass
+class TensorFit:
+    stats: TensorStats
+    fit: Fit
+    slerp: tuple[float, float, float] | None
+
+
+def fits_of(stats: list[TensorStats], n_parents: int, subject: int, two_parent_slerp: bool) -> list[TensorFit]:
+    out = []
+    for s in stats:
+        g = subject_gram(np.array(s.gram), n_parents, subject)
+        out.append(TensorFit(s, fit(g, s.numel), slerp_residual(g) if two_parent_slerp else None))
+    return out
+
+
+def pooled(stats: list[TensorStats], n_parents: int, subject: int) -> Fit:
+    g = sum(subject_gram(np.array(s.gram), n_parents, subject) for s in stats)
+    return fit(np.asarray(g), sum(s.numel for s in stats))
+
+
+def bootstrap(
+    stats: list[TensorStats], n_parents: int, subject: int, level: float, reps: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Percentile CI of the pooled NNLS weights (lo, hi) and the lower bound of the pooled cos
+    fit, tensors resampled (the units that vary)."""
+    grams = np.stack([subject_gram(np.array(s.gram), n_parents, subject) for s in stats])
+    n = sum(s.numel for s in stats)
+    weights, cos = [], []
+    for _ in range(reps):
+        f = fit(grams[rng.integers(0, len(stats), len(stats))].sum(axis=0), n)
+        weights.append(f.weights)
+        cos.append(f.cos)
+    w = np.array(weights)
+    q = (1 - level) / 2
+    return np.nanquantile(w, q, axis=0), np.nanquantile(w, 1 - q, axis=0), float(np.nanquantile(cos, q))
+
+
+def sibling_null(g: np.ndarray, n_parents: int) -> float:
+    """The cos fit an independent fine-tune of the base would reach if it resembled each parent as
+    much as the most similar two parents resemble each other (cosine c of their differences from
+    the base): projecting a vector with cosine c to each of p such vectors gives
+    cos^2 = p c^2 / (1 + (p - 1) c)."""
+    x = g[1 : n_parents + 1, 1 : n_parents + 1]
+    d = np.sqrt(np.diag(x))
+    corr = x / np.outer(d, d)
+    c = max(float(corr[i, k]) for i in range(n_parents) for k in range(n_parents) if i != k)
+    c = max(c, 0.0)
+    return math.sqrt(n_parents * c * c / (1 + (n_parents - 1) * c))
+
+
+def summarise(fits: list[TensorFit], key: Any) -> dict[str, GroupSummary]:
+    groups: dict[str, list[TensorFit]] = {}
+    for f in fits:
+        groups.setdefault(key(f.stats.name), []).append(f)
+    out = {}
+    for g, fs in groups.items():
+        a = np.array([f.fit.weights[0] for f in fs])
+        res2 = sum((f.fit.rel_residual * f.fit.norm_y) ** 2 for f in fs)
+        yy = sum(f.fit.norm_y**2 for f in fs)
+        out[g] = GroupSummary(
+            tensors=len(fs),
+            a_mean=float(np.nanmean(a)),
+            a_sd=float(np.nanstd(a, ddof=1)) if len(a) > 1 else math.nan,
+            a_min=float(np.nanmin(a)),
+            a_max=float(np.nanmax(a)),
+            cos_median=float(np.nanmedian([f.fit.cos for f in fs])),
+            residual_rms=math.sqrt(res2 / yy) if yy > 0 else math.nan,
+        )
+    return out
+
+
+def heterogeneity(fits: list[TensorFit], a_pooled: float) -> tuple[float, int]:
+    """Cochran's Q of the per-tensor least-squares a around the pooled a (first parent)."""
+    a = np.array([f.fit.lsq[0] for f in fits])
+    se = np.array([f.fit.se[0] for f in fits])
+    ok = np.isfinite(a) & np.isfinite(se) & (se > 0)
+    q = float((((a[ok] - a_pooled) / se[ok]) ** 2).sum())
+    return q, max(int(ok.sum()) - 1, 0)
+
+
+def family(fits: list[TensorFit], stats: list[TensorStats], n_parents: int, subject: int, w: np.ndarray) -> Family:
+    yy = sum(f.fit.norm_y**2 for f in fits)
+    lin = math.sqrt(sum((f.fit.rel_residual * f.fit.norm_y) ** 2 for f in fits) / yy) if yy > 0 else math.nan
+    slerps = [(f.slerp, f.fit.norm_y) for f in fits if f.slerp is not None and math.isfinite(f.slerp[1])]
+    if slerps:
+        sl = math.sqrt(sum((s[1] * ny) ** 2 for s, ny in slerps) / sum(ny**2 for _, ny in slerps))
+        t = float(np.median([s[0] for s, _ in slerps]))
+    else:
+        sl, t = math.nan, math.nan
+    moved = sum(s.moved for s in stats)
+    zero = sum(s.zero_moved[subject] for s in stats) / moved if moved else math.nan
+    gnz = sum(np.array(s.gram_nonzero[subject]) for s in stats)
+    xtx, xty = np.asarray(gnz)[:n_parents, :n_parents], np.asarray(gnz)[:n_parents, n_parents]
+    denom = float(w @ xtx @ w)
+    rescale = float(w @ xty) / denom if denom > 0 else math.nan
+    sign_n = sum(s.sign_n[subject] for s in stats)
+    agree = sum(s.sign_agree[subject] for s in stats) / sign_n if sign_n else math.nan
+    return Family(
+        name="",
+        linear_residual=lin,
+        slerp_residual=sl,
+        slerp_t=t,
+        zero_where_parents_moved=zero,
+        rescale=rescale,
+        sign_agreement=agree,
+    )
+
+
+def floor_of(fits: list[TensorFit], dtype: str) -> float:
+    """Pooled storage floor: rounding S to its dtype, relative to |S - R| over all tensors."""
+    ns = math.sqrt(sum(f.fit.norm_s**2 for f in fits))
+    ny = math.sqrt(sum(f.fit.norm_y**2 for f in fits))
+    return storage_floor(dtype, ns, ny)
+
+
+def ulp(dtype: str) -> float:
+    return 2.0 ** -FLOAT_DTYPES.get(dtype, ("", 52))[1]
+
+
+def interval(value: float, lo: float, hi: float) -> Interval:
+    return Interval(value=value, lo=lo, hi=hi)

@@ -1,0 +1,54 @@
+"""The weights probe's stance on each explanation of a suspect's origin (``harness.case``).
+
+Lineage evidence, the strongest there is: parameters on the parents' line (or simplex) at the
+storage floor are a merge and nothing else; the same with a residual well above the floor is a
+merge trained further (or merged by a method the family fits do not model); one parent carrying
+the weight is a fine-tune of it; a bit-level match is a copy; no fit above the controls' says
+the weights are not made from the parents (an original, or a model distilled into its own
+initialisation: weights cannot tell those two apart).
+"""
+
+from __future__ import annotations
+
+from harness.case import ProbeCase, stances
+from probes.weights.result import WeightsResult
+
+
+def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
+    a = r.a.text() if r.a is not None else "n/a"
+    number = f"a = {a}, cos fit {r.cos_fit:.3f}"
+    everything = {"original", "distilled", "merge", "merge_trained", "derived", "copy"}
+    if r.verdict == "copy":
+        cells = stances(
+            {"copy"}, everything - {"copy"}, {"copy": f"|S - {r.parent}|/|S| {r.distance_to[r.parent or '']:.2g}"}
+        )
+        sentence = f"Its weights are a copy of {r.parent}'s (relative distance {r.distance_to[r.parent or '']:.2g})."
+    elif r.verdict == "interpolation":
+        supports = {
+            "linear": {"merge"},
+            "slerp": {"merge"},
+            "sparse (ties/dare)": {"merge", "merge_trained"},  # the sparse fit is not modelled to the floor
+        }.get(r.family.name, {"merge_trained"})
+        cells = stances(supports, everything - supports, dict.fromkeys(everything, number))
+        weights = ", ".join(f"{p} {w.value:.3f}" for p, w in r.weights.items() if w.value is not None)
+        sentence = (
+            f"Its weights are a merge of {', '.join(r.weights)} (family: {r.family.name}; weights {weights}; "
+            f"first parent's a = {a}) over {r.tensors} tensors: cos fit {r.cos_fit:.4f} against {r.null_cos:.3f} for "
+            f"a non-merge ({r.null_source}), relative residual {r.rel_residual:.2g} (storage floor "
+            f"{r.storage_floor:.2g})."
+        )
+    elif r.verdict == "derived":
+        cells = stances({"derived"}, {"merge", "copy", "original", "distilled"}, dict.fromkeys(everything, number))
+        sentence = f"Its weights are {r.parent}'s, moved (cos fit {r.cos_fit:.3f}, {r.parent} carries the weight)."
+    else:
+        contra = {"merge", "merge_trained", "copy", "derived"}
+        cells = stances(
+            {"original", "distilled"},
+            contra,
+            dict.fromkeys(everything, f"cos fit {r.cos_fit:.3f} vs null {r.null_cos:.3f}"),
+        )
+        sentence = (
+            f"Its weights are not an interpolation of the parents': cos fit {r.cos_fit:.3f}, not above "
+            f"{r.null_cos:.3f} ({r.null_source}); {100 * r.tensors_cos_below_half:.0f}% of tensors fit with cos < 0.5."
+        )
+    return ProbeCase(title, "lineage", cells, sentence)

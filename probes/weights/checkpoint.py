@@ -1,0 +1,182 @@
+"""Safetensors checkpoints read without loading them: headers at pre-flight, tensors in chunks.
+
+Why not ``safetensors.safe_open``: its numpy path has no bfloat16 (the dtype of most large
+checkpoints) and its torch path materialises a whole tensor, while the probe must stay within
+a few chunks of memory at any model size. The format is simple (an 8-byte little-endian header
+length, a JSON header of ``dtype``/``shape``/``data_offsets`` per tensor, then the raw bytes), so
+each chunk is mapped on its own (``numpy.memmap`` at an offset) and unmapped when done: the
+resident set never holds more than the chunks in flight, whatever the file size.
+
+Parsing every header and checking every tensor's byte range against the file size is what the
+probe's pre-flight does: a truncated or corrupt shard is found in milliseconds, named, before
+hours of reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import InputError
+
+INDEX = "model.safetensors.index.json"
+# Stored dtypes the probe reads, with their mantissa bits (the storage rounding they imply).
+FLOAT_DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("<f8", 52),
+    "F32": ("<f4", 23),
+    "F16": ("<f2", 10),
+    "BF16": ("<u2", 7),
+}
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor's bytes are: file, absolute byte offset, dtype and shape."""
+
+    name: str
+    file: Path
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * _ITEMSIZE.get(self.dtype, 1)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    def chunks(self, size: int) -> Iterator[np.ndarray]:
+        """The tensor flattened, in pieces of at most ``size`` elements in a numpy float dtype
+        (bfloat16 widened to float32), each read through its own memory map, released when the
+        caller drops the piece."""
+        np_dtype, _ = FLOAT_DTYPES[self.dtype]
+        item = np.dtype(np_dtype).itemsize
+        for start in range(0, self.numel, size):
+            count = min(size, self.numel - start)
+            mm = np.memmap(self.file, dtype=np_dtype, mode="r", offset=self.offset + start * item, shape=(count,))
+            if self.dtype == "BF16":  # bfloat16 is the top half of a float32
+                yield (mm.astype(np.uint32) << 16).view(np.float32)
+            else:
+                yield mm
+            del mm
+
+
+@dataclass
+class Checkpoint:
+    """One model's weights: a directory of safetensors shards (or one file), headers parsed."""
+
+    root: Path
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, dict[str, str]]  # per shard file name: the header's __metadata__
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted({t.file for t in self.tensors.values()})
+
+    def fingerprint(self) -> dict[str, object]:
+        """What identifies these weights in the evidence without hashing gigabytes: the directory,
+        the shards' sizes, the dtypes and a hash of every shard's header (names, shapes, dtypes
+        and byte offsets of every tensor)."""
+        h = hashlib.sha256()
+        for f in self.files:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                h.update(fh.read(n))
+        return {
+            "path": str(self.root),
+            "files": len(self.files),
+            "bytes": sum(f.stat().st_size for f in self.files),
+            "tensors": len(self.tensors),
+            "dtypes": sorted({t.dtype for t in self.tensors.values()}),
+            "headers_sha256": h.hexdigest(),
+        }
+
+
+def shard_files(root: Path) -> list[Path]:
+    """The shards of a checkpoint: from the index when there is one, else every *.safetensors."""
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise InputError(f"{root}: no such checkpoint directory")
+    index = root / INDEX
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"{index}: not a safetensors index (needs a 'weight_map'): {e}") from None
+        files = sorted({root / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise InputError(f"{index}: lists shard(s) that are not there: {', '.join(missing)}")
+        return files
+    files = sorted(root.glob("*.safetensors"))
+    if not files:
+        raise InputError(f"{root}: no *.safetensors file (the weights probe reads local safetensors checkpoints)")
+    return files
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """One shard's tensors and metadata; every byte range checked against the file's size."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise InputError(f"{path}: truncated safetensors file ({size} bytes, no header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n > 100_000_000:
+            raise InputError(f"{path}: corrupt safetensors header (claims {n} header bytes in a {size}-byte file)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: safetensors header is not valid JSON: {e}") from None
+    meta = header.pop("__metadata__", None) or {}
+    tensors: dict[str, TensorInfo] = {}
+    end = 0
+    for name, h in header.items():
+        try:
+            begin, stop = h["data_offsets"]
+            info = TensorInfo(name, path, 8 + n + begin, h["dtype"], tuple(h["shape"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{path}: tensor '{name}': malformed header entry ({e})") from None
+        if stop - begin != info.nbytes and info.dtype in _ITEMSIZE:
+            raise InputError(f"{path}: tensor '{name}': {stop - begin} bytes for shape {list(info.shape)} {info.dtype}")
+        tensors[name] = info
+        end = max(end, stop)
+    if 8 + n + end > size:
+        raise InputError(
+            f"{path}: truncated: the header places tensor data up to byte {8 + n + end}, the file has {size} "
+            "(an interrupted download or copy?)"
+        )
+    return tensors, meta
+
+
+def open_checkpoint(root: Path | str) -> Checkpoint:
+    """Every shard's header; a tensor listed twice across shards is an error."""
+    root = Path(root)
+    tensors: dict[str, TensorInfo] = {}
+    metadata: dict[str, dict[str, str]] = {}
+    for f in shard_files(root):
+        ts, meta = read_header(f)
+        metadata[f.name] = meta
+        for name, t in ts.items():
+            if name in tensors:
+                raise InputError(f"{root}: tensor '{name}' is in both {tensors[name].file.name} and {f.name}")
+            tensors[name] = t
+    return Checkpoint(root if root.is_dir() else root.parent, tensors, metadata)

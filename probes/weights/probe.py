@@ -1,0 +1,320 @@
+"""Weights: per-tensor interpolation analysis of public checkpoints, and merge artifacts.
+
+The probe asks no backend anything (``needs_backend = False``: collect loads no model for it).
+It reads each model's safetensors checkpoint, the model's ``path`` or ``params.paths[name]``,
+streaming every tensor of every model side by side (``stream.py``), fits each subject
+(suspects and controls) on the parents (``fit.py``, ``analysis.py``), applies the rule of
+``verdict.py`` and lists the merge artifacts left in the repositories (``artifacts.py``).
+
+Reference R: the shared base when ``params.base`` is given (then every parent gets a weight, and
+their sum need not be 1: task arithmetic), else the parent ``params.reference`` (default: the
+last parent), whose weight is 1 minus the others' (the Rio case: S - Qwen = a (Nex - Qwen)).
+
+The pass over the checkpoints is journaled in the response cache (one JSON line per tensor),
+so a killed analysis resumes, and a second one (another alpha) reads no weights at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from harness.backends.base import Capabilities
+from harness.cache import default_cache_dir
+from harness.case import ProbeCase
+from harness.config import ModelSpec, Suite
+from harness.errors import InputError
+from harness.evidence import Interval, ProbeEvidence
+from probes.base import Planned, Probe, ProbeParams, Record, Skip
+from probes.weights import analysis as an
+from probes.weights import render
+from probes.weights.artifacts import artifacts
+from probes.weights.case import weights_case
+from probes.weights.checkpoint import Checkpoint, TensorInfo, open_checkpoint
+from probes.weights.result import WeightsResult
+from probes.weights.stream import FORMAT, stream
+from probes.weights.verdict import SPARSE_MIN, decide
+
+
+class WeightsParams(ProbeParams):
+    base: str | None = Field(None, description="Checkpoint of the parents' shared base (a directory).")
+    reference: str | None = Field(None, description="Without a base: the parent differences are taken from.")
+    paths: dict[str, str] = Field(
+        default_factory=dict, description="Checkpoint directory per model, where its `path` is not one (API models)."
+    )
+    workers: int | None = Field(None, ge=1, description="Threads reading tensors (default: min(4, cores)).")
+
+
+class WeightsProbe(Probe):
+    kind: ClassVar[str] = "weights"
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = "white-box: per-tensor interpolation of the checkpoints, merge family, artifacts"
+    needs_backend: ClassVar[bool] = False
+    Params = WeightsParams
+    params: WeightsParams
+    Result = WeightsResult
+    path_params: ClassVar[tuple[str, ...]] = ("base", "paths")
+    example: ClassVar[dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ inputs
+    def checkpoint_dir(self, model: ModelSpec) -> Path | None:
+        raw = self.params.paths.get(model.name) or model.path
+        return Path(raw) if raw and Path(raw).exists() else None
+
+    def _dir(self, suite: Suite, name: str) -> Path:
+        d = self.checkpoint_dir(suite.model(name))
+        if d is None:  # preflight reports it first
+            raise InputError(f"probe '{self.instance}': model '{name}' has no local checkpoint")
+        return d
+
+    def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
+        """Every checkpoint's headers parse and every byte range is inside its file: a truncated
+        shard is found now, not after hours of reading."""
+        problems: list[tuple[tuple, str]] = []
+        parents = suite.by_role("parent")
+        if not parents:
+            problems.append(((), "the weights probe needs at least one model with role: parent"))
+        if self.params.reference and self.params.reference not in {p.name for p in parents}:
+            problems.append((("reference",), f"'{self.params.reference}' is not a parent of this suite"))
+        for m in suite.models:
+            d = self.checkpoint_dir(m)
+            if d is None:
+                problems.append(
+                    (("paths", m.name), f"model '{m.name}' has no local checkpoint (give its directory under paths)")
+                )
+                continue
+            try:
+                open_checkpoint(d)
+            except InputError as e:
+                problems.append((("paths", m.name), str(e)))
+        if self.params.base:
+            try:
+                open_checkpoint(self.params.base)
+            except InputError as e:
+                problems.append((("base",), str(e)))
+        return problems
+
+    def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
+        return []  # nothing to ask a backend: analysis reads the checkpoints
+
+    # ------------------------------------------------------------------ analysis
+    def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: np.random.Generator) -> ProbeEvidence:
+        ev = self.new_evidence(suite, mode="weights")
+        problems = self.preflight(suite)
+        if problems:
+            raise InputError(f"probe '{self.instance}': " + "; ".join(m for _, m in problems))
+        parents = [m.name for m in suite.by_role("parent")]
+        seen: dict[Path, str] = {}
+        subjects: list[str] = []
+        for m in suite.models:
+            d = self.checkpoint_dir(m)
+            assert d is not None
+            if m.role == "parent":
+                continue
+            if d.resolve() in seen:
+                ev.notes.append(f"{m.name}: same checkpoint as {seen[d.resolve()]}, analysed once")
+                continue
+            seen[d.resolve()] = m.name
+            subjects.append(m.name)
+        ckpt = {m.name: open_checkpoint(self._dir(suite, m.name)) for m in suite.models}
+        base_parent = None
+        if self.params.base:
+            base = Path(self.params.base).resolve()
+            base_parent = next((p for p in parents if self._dir(suite, p).resolve() == base), None)
+        if self.params.base and base_parent is None:
+            ref_name, ref = "base", open_checkpoint(self.params.base)
+            fitted = parents
+        else:
+            ref_name = self.params.reference or base_parent or parents[-1]
+            ref = ckpt[ref_name]
+            fitted = [p for p in parents if p != ref_name]
+        order = [ref] + [ckpt[p] for p in fitted] + [ckpt[s] for s in subjects]
+        work, unmatched = self._match(order, [ref_name, *fitted, *subjects])
+        journal = self._journal(order, suite)
+        stats = self._stream(work, len(fitted), journal)
+        level = 1 - suite.stats.alpha
+        results: dict[str, WeightsResult] = {}
+        tensor_rows: list[dict[str, Any]] = []
+        cos_of: dict[str, float] = {}
+        for j, s in enumerate(subjects):
+            results[s], rows = self._subject(s, j, stats, fitted, ref_name, unmatched, suite, level, rng)
+            cos_of[s] = results[s].cos_fit
+            tensor_rows += rows
+        self._calibrate(results, cos_of, suite, stats, fitted, ref_name, order)
+        ev.per_model = {s: r.model_dump(mode="json") for s, r in results.items()}
+        ev.calibrated = any(suite.model(s).role == "control" for s in results)
+        ev.tables["tensors"] = tensor_rows
+        ev.tables["checkpoints"] = [{"model": n, **c.fingerprint()} for n, c in [(ref_name, ref), *ckpt.items()]]
+        ev.tables["artifacts"] = [
+            a for s in subjects for a in artifacts(s, ckpt[s], {p: ckpt[p] for p in parents} | {ref_name: ref})
+        ]
+        ev.summary = render.summary(ev)
+        return ev
+
+    @staticmethod
+    def _match(order: list[Checkpoint], names: list[str]) -> tuple[list[list[TensorInfo]], list[str]]:
+        """Tensors present in every model with one shape and a float dtype; the rest, with why."""
+        work, unmatched = [], []
+        all_names = sorted(set().union(*(c.tensors for c in order)))
+        for t in all_names:
+            missing = [n for n, c in zip(names, order) if t not in c.tensors]
+            if missing:
+                unmatched.append(f"{t}: missing in {', '.join(missing)}")
+                continue
+            infos = [c.tensors[t] for c in order]
+            if len({i.shape for i in infos}) > 1:
+                shapes = ", ".join(f"{n} {list(i.shape)}" for n, i in zip(names, infos))
+                unmatched.append(f"{t}: shapes differ ({shapes})")
+            elif not all(i.is_float for i in infos):
+                unmatched.append(f"{t}: not a float tensor ({', '.join(sorted({i.dtype for i in infos}))})")
+            else:
+                work.append(infos)
+        work.sort(key=lambda infos: (str(infos[0].file), infos[0].offset))  # read each shard front to back
+        return work, unmatched
+
+    def _journal(self, order: list[Checkpoint], suite: Suite) -> Path:
+        """Where the pass is journaled: the suite's response cache, keyed by every file's path,
+        size and modification time (a changed checkpoint is read again)."""
+        ident = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for c in order for f in c.files]
+        key = hashlib.sha256(json.dumps([self.version, FORMAT, ident]).encode()).hexdigest()[:24]
+        folder = Path(suite.cache_dir or default_cache_dir()) / "weights"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{key}.jsonl"
+
+    def _stream(self, work: list[list[TensorInfo]], n_parents: int, journal: Path):
+        total = sum(i.nbytes for infos in work for i in infos)
+        console = Console(stderr=True)
+        with Progress(
+            TextColumn(f"  {self.instance}: reading checkpoints"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("read", total=total)
+            return stream(work, n_parents, journal, self.params.workers, lambda b: progress.advance(task, b))
+
+    def _subject(self, s, j, stats, fitted, ref_name, unmatched, suite, level, rng):
+        p = len(fitted)
+        moving = [x for x in stats if np.trace(np.array(x.gram)[1 : p + 1, 1 : p + 1]) > 0]
+        fits = an.fits_of(moving, p, j, two_parent_slerp=len(fitted) + (ref_name != "base") == 2)
+        pool = an.pooled(moving, p, j)
+        lo, hi, cos_lo = an.bootstrap(moving, p, j, level, min(suite.stats.bootstrap, 500), rng)
+        weights = {
+            f: Interval(value=float(pool.weights[i]), lo=float(lo[i]), hi=float(hi[i])) for i, f in enumerate(fitted)
+        }
+        if ref_name != "base":  # the reference parent carries what the others leave
+            weights[ref_name] = Interval(
+                value=1 - float(pool.weights.sum()), lo=1 - float(hi.sum()), hi=1 - float(lo.sum())
+            )
+        dtype = stats[0].dtypes[1 + p + j] if stats else "F32"
+        q, df = an.heterogeneity(fits, float(pool.weights[0]))
+        g_all = np.asarray(sum(an.subject_gram(np.array(x.gram), p, j) for x in stats))
+        norm_s2 = g_all[0, 0] + 2 * g_all[0, -1] + g_all[-1, -1]
+        distance = {ref_name: math.sqrt(g_all[-1, -1] / norm_s2)}
+        for i, f in enumerate(fitted):
+            distance[f] = math.sqrt(max(g_all[-1, -1] - 2 * g_all[1 + i, -1] + g_all[1 + i, 1 + i], 0) / norm_s2)
+        n_all = sum(x.numel for x in stats)
+        beyond = {
+            name: sum(x.beyond_rounding[j][i] for x in stats) / n_all for i, name in enumerate([ref_name, *fitted])
+        }
+        fam = an.family(fits, moving, p, j, pool.weights)
+        cos = np.array([f.fit.cos for f in fits])
+        result = WeightsResult(
+            role=suite.model(s).role,
+            dtype=dtype,
+            reference=ref_name,
+            parents=fitted,
+            tensors=len(moving),
+            tensors_identical=len(stats) - len(moving),
+            unmatched=unmatched,
+            weights=weights,
+            a=weights[fitted[0]] if fitted else None,
+            cos_fit=pool.cos,
+            cos_fit_lo=cos_lo,
+            rel_residual=pool.rel_residual,
+            storage_floor=an.floor_of(fits, dtype),
+            tensors_cos_below_half=float(np.mean(cos < 0.5)) if len(cos) else math.nan,
+            heterogeneity_q=q,
+            heterogeneity_df=df,
+            spread_in_se=math.sqrt(q / df) if df else math.nan,
+            modules=an.summarise(fits, an.module_of),
+            layers=an.summarise(fits, an.layer_of),
+            family=fam,
+            distance_to=distance,
+            beyond_bf16_rounding=beyond,
+            null_cos=math.nan,
+            null_source="",
+        )
+        rows = [
+            {
+                "subject": s,
+                "tensor": f.stats.name,
+                "module": an.module_of(f.stats.name),
+                "layer": an.layer_of(f.stats.name),
+                "a": float(f.fit.weights[0]),
+                "cos": f.fit.cos,
+                "rel_residual": f.fit.rel_residual,
+            }
+            for f in fits
+        ]
+        return result, rows
+
+    def _calibrate(self, results, cos_of, suite, stats, fitted, ref_name, order) -> None:
+        """The null each subject's cos fit must beat, then the verdict and the family."""
+        controls = {s: c for s, c in cos_of.items() if suite.model(s).role == "control" and math.isfinite(c)}
+        p = len(fitted)
+        g = np.asarray(sum(np.array(x.gram) for x in stats)) if stats else None
+        if g is not None and ref_name == "base" and p >= 2:
+            geometric, why = an.sibling_null(g, p), "an independent fine-tune of the base as alike as the parents"
+        elif g is not None:
+            geometric, why = 0.5, "a sibling of the parents (equal-norm siblings give 0.5 against the parents' line)"
+        else:
+            geometric, why = math.nan, ""
+        for s, r in results.items():
+            others = {c: v for c, v in controls.items() if c != s}
+            top = max(others, key=others.__getitem__) if others else None
+            if top is not None and others[top] > geometric:
+                r.null_cos, r.null_source = others[top], f"controls: highest is {top}"
+            else:
+                r.null_cos = geometric
+                r.null_source = why + ("" if others else "; no control checkpoints: uncalibrated")
+            r.verdict, r.parent, r.reasons = decide(r)
+            r.family.name = self._family_name(r) if r.verdict == "interpolation" else "none"
+
+    @staticmethod
+    def _family_name(r: WeightsResult) -> str:
+        f = r.family
+        floor3 = 3 * r.storage_floor
+        if f.linear_residual <= floor3:
+            return "linear"
+        if math.isfinite(f.slerp_residual) and (
+            f.slerp_residual <= floor3 or f.slerp_residual <= f.linear_residual / 4
+        ):
+            return "slerp"
+        if f.zero_where_parents_moved >= SPARSE_MIN:
+            return "sparse (ties/dare)"
+        return "linear, trained further (or another method)"
+
+    # ------------------------------------------------------------------ presentation (render.py)
+    def case(self, evidence: ProbeEvidence, names: list[str], suite: Suite) -> ProbeCase | None:
+        m = next((n for n in names if n in evidence.per_model), None)
+        if evidence.status != "ok" or m is None:
+            return None
+        return weights_case(evidence.instance, evidence.results(WeightsResult)[m], evidence.ci_level)
+
+    def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
+        return render.report_section(evidence)
+
+    def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
+        return render.figures(evidence, out_dir)

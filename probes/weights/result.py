@@ -1,0 +1,76 @@
+"""One subject's weights result, typed: what ``evidence.json`` stores per model."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from harness.evidence import Interval, Number
+
+
+class GroupSummary(BaseModel):
+    """Per-tensor fits of one module class or one layer: the spread of the first parent's weight."""
+
+    tensors: int
+    a_mean: Number
+    a_sd: Number
+    a_min: Number
+    a_max: Number
+    cos_median: Number
+    residual_rms: Number = Field(description="sqrt(sum |residual|^2 / sum |S - R|^2) over the group's tensors.")
+
+
+class Family(BaseModel):
+    """Which merge family fits best, with the numbers that decide it."""
+
+    name: str = Field(description="linear / slerp / sparse (ties or dare) / none.")
+    linear_residual: Number = Field(description="Relative residual of per-tensor line/simplex fits, pooled.")
+    slerp_residual: Number = Field(description="Relative residual of per-tensor slerp fits (two parents), pooled.")
+    slerp_t: Number
+    zero_where_parents_moved: Number = Field(
+        description="Share of the coordinates some parent moved away from R where the subject equals R exactly."
+    )
+    rescale: Number = Field(
+        description="Slope of S - R on the fit over coordinates where S differs from R (DARE: 1/density)."
+    )
+    sign_agreement: Number = Field(
+        description="sign(S - R) == sign(sum of the parents' differences), where both are nonzero."
+    )
+
+
+class WeightsResult(BaseModel):
+    role: str
+    dtype: str = Field(description="The subject's stored dtype (of its first fitted tensor): sets the storage floor.")
+    reference: str = Field(description="R: the shared base, or the parent every difference is taken from.")
+    parents: list[str] = Field(description="The parents whose differences from R are fitted, in order.")
+    tensors: int = Field(description="Tensors fitted: present in every model, same shape, differing between parents.")
+    tensors_identical: int = Field(0, description="Tensors equal in every parent (nothing to fit).")
+    unmatched: list[str] = Field(default_factory=list, description="Tensors missing or of another shape, with why.")
+    weights: dict[str, Interval] = Field(
+        description="One weight per parent for all tensors (NNLS), tensor-bootstrap CI."
+    )
+    a: Interval | None = Field(None, description="The first parent's weight: the single a.")
+    cos_fit: Number
+    cos_fit_lo: Number = Field(
+        description="Lower bound of the cos fit's CI (tensors resampled): what the rule compares."
+    )
+    rel_residual: Number
+    storage_floor: Number = Field(description="Relative residual rounding to the stored dtype alone would leave.")
+    tensors_cos_below_half: Number = Field(description="Share of fitted tensors with cos fit < 0.5.")
+    heterogeneity_q: Number = Field(description="Cochran's Q of per-tensor a around the pooled a.")
+    heterogeneity_df: int
+    spread_in_se: Number = Field(description="sqrt(Q / df): the tensors' spread in units of their own standard errors.")
+    modules: dict[str, GroupSummary] = Field(default_factory=dict)
+    layers: dict[str, GroupSummary] = Field(default_factory=dict)
+    family: Family
+    distance_to: dict[str, float] = Field(
+        default_factory=dict, description="|S - P| / |S| for the reference and each parent."
+    )
+    beyond_bf16_rounding: dict[str, float] = Field(
+        default_factory=dict,
+        description="Share of elements further from the reference's / each parent's than rounding to bf16 moves them.",
+    )
+    null_cos: Number = Field(description="The cos fit a non-merge reaches here (controls, or the parents' own).")
+    null_source: str
+    verdict: str = "inconclusive"
+    parent: str | None = None
+    reasons: list[str] = Field(default_factory=list)

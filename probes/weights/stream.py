@@ -1,0 +1,187 @@
+"""One pass over the checkpoints: per tensor, the sufficient statistics every fit needs.
+
+For each tensor name the models are read side by side in chunks, as differences from the
+reference R (the shared base, or a parent): rows ``[R, P_1 - R, ..., P_p - R, S_1 - R, ...]``.
+Their Gram matrix (all inner products) holds everything the fits use (least squares, NNLS,
+slerp, cosines, distances), so a tensor is read once whatever is asked of it later, and the
+statistics of a 397B-parameter tensor are a few hundred bytes. Counts that need the elements
+(coordinates equal to the reference, sign agreement) are taken in the same pass.
+
+Tensors are processed by a thread pool (numpy releases the GIL in its copies and BLAS calls),
+so reading, not arithmetic, bounds the pass; each finished tensor is appended to a JSON-lines
+file in the cache, so a killed pass resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from probes.weights.checkpoint import TensorInfo
+
+CHUNK = 1 << 20  # elements per chunk and model: 8 MiB of float64
+FORMAT = 3  # of TensorStats: part of the journal's key, so a journal of another layout is not read
+BF16_HALF_ULP = 2.0**-8  # the largest relative change rounding to bfloat16 makes
+
+
+@dataclass
+class TensorStats:
+    """Sufficient statistics of one tensor across the models (rows as in the module docstring)."""
+
+    name: str
+    shape: list[int]
+    dtypes: list[str]
+    gram: list[list[float]]
+    gram_nonzero: list[list[list[float]]] = field(
+        default_factory=list
+    )  # per subject: Gram of [P-R..., S-R] where S != R
+    sign_agree: list[int] = field(default_factory=list)  # per subject: sign(S-R) == sign(sum of P-R), both nonzero
+    sign_n: list[int] = field(default_factory=list)
+    moved: int = 0  # coordinates where some parent differs from R
+    zero_moved: list[int] = field(default_factory=list)  # per subject: of those, where S equals R exactly
+    # per subject, per [R, P_1..P_p]: chunks where S is further from the model than rounding it to
+    # bfloat16 moves it (half a bf16 ulp, 2^-8 relative, elementwise): 0 means a copy of it
+    beyond_rounding: list[list[int]] = field(default_factory=list)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+def gram_of(w: np.ndarray) -> np.ndarray:
+    """All inner products of the rows: one dot product per pair, which for a few very long rows
+    runs at memory speed where a matrix product (a skinny GEMM) does not."""
+    k = w.shape[0]
+    g = np.empty((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            g[i, j] = g[j, i] = np.dot(w[i], w[j])
+    return g
+
+
+def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) -> TensorStats:
+    """Stream one tensor of every model (``infos``: R, the parents, the subjects)."""
+    k = len(infos)
+    subjects = range(1 + n_parents, k)
+    gram = np.zeros((k, k))
+    gnz = [np.zeros((n_parents + 1, n_parents + 1)) for _ in subjects]
+    agree = np.zeros(len(subjects), dtype=np.int64)
+    sign_n = np.zeros(len(subjects), dtype=np.int64)
+    moved = 0
+    zero_moved = np.zeros(len(subjects), dtype=np.int64)
+    beyond = np.zeros((len(subjects), 1 + n_parents), dtype=np.int64)
+    # S - P_i over rows [R, X..., y]: the model P_i as a coefficient vector (R itself for i = 0)
+    models = np.zeros((1 + n_parents, k))
+    models[:, 0] = 1.0
+    for i in range(1, 1 + n_parents):
+        models[i, i] = 1.0
+    v = np.empty((k, chunk))
+    for parts in zip(*(t.chunks(chunk) for t in infos)):
+        c = parts[0].shape[0]
+        w = v[:, :c]
+        for i in range(k):
+            w[i] = parts[i]  # widen to float64: differences and sums exact enough for the floor
+            if i:
+                w[i] -= w[0]
+        del parts
+        g = gram_of(w)
+        gram += g
+        x = w[1 : 1 + n_parents]
+        any_moved = x[0] != 0 if n_parents == 1 else (x != 0).any(axis=0)
+        moved += int(np.count_nonzero(any_moved))
+        direction = x[0] if n_parents == 1 else x.sum(axis=0)
+        for j, s in enumerate(subjects):
+            y = w[s]
+            rows = [*range(1, 1 + n_parents), s]
+            if g[s, s] > 0:  # else S equals R on the whole chunk: nothing where S differs
+                zero = np.flatnonzero(y == 0)
+                sub = g[np.ix_(rows, rows)]
+                if zero.size:  # the Gram where S differs from R: the chunk's minus that of the (few) zeros
+                    z = w[rows][:, zero]
+                    sub = sub - z @ z.T
+                gnz[j] += sub
+                zero_moved[j] += int(np.count_nonzero(any_moved[zero])) if zero.size else 0
+            else:
+                zero_moved[j] += int(np.count_nonzero(any_moved))
+            if g[s, s] > 0 and np.any(direction):
+                prod = y * direction
+                sign_n[j] += int(np.count_nonzero(prod))
+                agree[j] += int(np.count_nonzero(prod > 0))
+            before = beyond[j, 0]
+            for i in range(1 + n_parents):
+                # |S - P|^2 <= u^2 |P|^2 over the chunk is necessary for every element to be within
+                # u |P_e| of P's (S a re-rounded copy): only then are the elements checked
+                d = -models[i].copy()
+                d[s] += 1.0
+                d[0] += 1.0
+                dist2 = d @ g @ d
+                if dist2 == 0:
+                    continue
+                if i and g[i, i] == 0:  # P_i equals R on this chunk: R's count holds for it
+                    beyond[j, i] += beyond[j, 0] - before
+                    continue
+                if dist2 > BF16_HALF_ULP**2 * (models[i] @ g @ models[i]):
+                    beyond[j, i] += 1
+                    continue
+                for part in (slice(0, 4096), slice(None)):  # a non-copy shows in the first few elements
+                    ref, xi = w[0, part], (w[i, part] if i else 0.0)
+                    n_beyond = int(np.count_nonzero(np.abs(y[part] - xi) > BF16_HALF_ULP * np.abs(ref + xi)))
+                    if n_beyond:
+                        beyond[j, i] += n_beyond
+                        break
+    return TensorStats(
+        name=infos[0].name,
+        shape=list(infos[0].shape),
+        dtypes=[t.dtype for t in infos],
+        gram=gram.tolist(),
+        gram_nonzero=[g.tolist() for g in gnz],
+        sign_agree=agree.tolist(),
+        sign_n=sign_n.tolist(),
+        moved=moved,
+        zero_moved=zero_moved.tolist(),
+        beyond_rounding=beyond.tolist(),
+    )
+
+
+def stream(
+    work: list[list[TensorInfo]],
+    n_parents: int,
+    journal: Path | None,
+    workers: int | None = None,
+    advance: Callable[[int], None] = lambda nbytes: None,
+) -> list[TensorStats]:
+    """Statistics of every tensor in ``work`` (one list of infos per tensor, models in row order),
+    resuming from ``journal`` and appending to it; in ``work``'s order."""
+    done: dict[str, TensorStats] = {}
+    if journal is not None and journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                s = TensorStats(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue  # a line cut by a kill: that tensor is computed again
+            done[s.name] = s
+    todo = [infos for infos in work if infos[0].name not in done]
+    for infos in work:
+        if infos[0].name in done:
+            advance(sum(t.nbytes for t in infos))
+    out = open(journal, "a") if journal is not None else None
+    try:
+        with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+            futures = {pool.submit(tensor_stats, infos, n_parents): infos for infos in todo}
+            for fut in as_completed(futures):
+                s = fut.result()
+                done[s.name] = s
+                if out is not None:
+                    out.write(json.dumps(asdict(s)) + "\n")
+                    out.flush()
+                advance(sum(t.nbytes for t in futures[fut]))
+    finally:
+        if out is not None:
+            out.close()
+    return [done[infos[0].name] for infos in work]

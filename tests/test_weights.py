@@ -1,0 +1,231 @@
+"""The weights probe (issue 15) on checkpoints of known lineage: the tiny zoo's mergekit merges of
+every family, the Rio-mini family, and checkpoints rewritten the ways users' arrive (sharded with
+an index, mixed dtypes, renamed tensors, truncated). Truths come from each zoo's zoo.json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from harness.cli import main
+from probes.weights.checkpoint import open_checkpoint
+from tests.conftest import run_isolated
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _evidence(run_dir: Path) -> dict:
+    return next(p for p in json.loads((run_dir / "evidence.json").read_text())["probes"] if p["probe"] == "weights")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, zoo: Path) -> Path:
+    return run_isolated(tmp_path_factory.mktemp("wt"), REPO / "configs" / "weights-tiny.yaml", "wt")
+
+
+@pytest.fixture(scope="module")
+def smol_run(tmp_path_factory, smol_zoo: Path) -> Path:
+    return run_isolated(tmp_path_factory.mktemp("ws"), REPO / "configs" / "weights-smol.yaml", "ws")
+
+
+def test_linear_merges_every_tensor_at_the_true_weight(tiny_run: Path, manifest: dict):
+    """Acceptance: mergekit linear merges at 0.25 and 0.6 (float32): every tensor's a within 1e-3
+    of the truth, cos fit > 0.999, and the summary states the single a."""
+    ev = _evidence(tiny_run)
+    for member in ("linear_0.25", "linear_0.6"):
+        truth = manifest["members"][member]["parents"]
+        rows = [r for r in ev["tables"]["tensors"] if r["subject"] == member]
+        assert len(rows) == ev["per_model"][member]["tensors"] > 30
+        assert max(abs(r["a"] - truth["parent_a"]) for r in rows) < 1e-3
+        assert min(r["cos"] for r in rows) > 0.999
+        pm = ev["per_model"][member]
+        assert pm["verdict"] == "interpolation" and pm["family"]["name"] == "linear"
+        for parent, w in truth.items():
+            assert pm["weights"][parent]["lo"] - 1e-4 <= w <= pm["weights"][parent]["hi"] + 1e-4
+        assert f"{member}: interpolation, family linear; a = {truth['parent_a']:.3f}" in ev["summary"]
+    events = [json.loads(x)["event"] for x in (tiny_run / "run.jsonl").read_text().splitlines()]
+    assert "model_loaded" not in events  # nothing served: the probe reads the checkpoints
+    assert "not served (only its files are read" in (tiny_run / "report.md").read_text()
+
+
+def test_each_merge_family_is_named_and_non_merges_are_not_interpolations(tiny_run: Path, manifest: dict):
+    """Acceptance: ties and dare_ties are sparse merges, slerp is slerp; task arithmetic (weights
+    summing to 1.2 on the base) is linear with its weights; a fine-tune of parent_a is derived
+    from it, its bf16 re-save a copy; no control is an interpolation."""
+    pm = _evidence(tiny_run)["per_model"]
+    members = manifest["members"]
+    for name, m in members.items():
+        if name not in pm:
+            continue
+        kind, method = m["kind"], m.get("method")
+        got = pm[name]
+        if method in ("ties", "dare_ties"):
+            assert (got["verdict"], got["family"]["name"]) == ("interpolation", "sparse (ties/dare)"), name
+        elif method == "slerp":
+            assert (got["verdict"], got["family"]["name"]) == ("interpolation", "slerp"), name
+        elif method in ("linear", "task_arithmetic"):
+            assert (got["verdict"], got["family"]["name"]) == ("interpolation", "linear"), name
+            for parent, w in m["parents"].items():
+                assert got["weights"][parent]["value"] == pytest.approx(w, abs=1e-4)
+        elif kind == "interpolation_plus_training":
+            assert got["verdict"] == "interpolation" and got["family"]["name"].startswith("linear, trained further")
+        elif kind == "derived":
+            assert (got["verdict"], got["parent"]) == ("derived", m["from"]), name
+        elif kind == "copy":
+            assert (got["verdict"], got["parent"]) == ("copy", m["from"]), name
+        else:  # unrelated: the sibling, independent, impostor, student
+            assert got["verdict"] == "not an interpolation", name
+    assert {"sibling", "independent", "impostor", "student"} <= set(pm)
+
+
+def test_rio_mini_weights_and_what_distillation_moved(smol_run: Path, smol_zoo: Path):
+    """Acceptance: rio_mini's a within 0.01 of 0.6 on every tensor that differs between the
+    parents; rio_mini_opd reported per module with its residual (how far distillation moved it
+    off the line); the sibling fine-tune has cos fit < 0.5 on most tensors and is not an
+    interpolation; the case table carries the weights column."""
+    truth = json.loads((smol_zoo / "zoo.json").read_text())["members"]
+    ev = _evidence(smol_run)
+    pm = ev["per_model"]
+    a = truth["rio_mini"]["parents"]["nex_mini"]
+    rows = [r for r in ev["tables"]["tensors"] if r["subject"] == "rio_mini"]
+    assert rows and max(abs(r["a"] - a) for r in rows) < 0.01
+    assert pm["rio_mini"]["verdict"] == "interpolation" and pm["rio_mini"]["family"]["name"] == "linear"
+    opd = pm["rio_mini_opd"]
+    white = truth["rio_mini_opd"]["white_box"]  # the zoo's own least-squares fit when it was built
+    assert opd["a"]["value"] == pytest.approx(white["a"], abs=0.01)
+    assert opd["rel_residual"] == pytest.approx(white["relative_residual"], rel=0.1)
+    assert {"attention", "mlp", "norms"} <= set(opd["modules"])
+    assert all(s["residual_rms"] > 0.1 for s in opd["modules"].values())
+    assert opd["verdict"] == "interpolation" and opd["family"]["name"].startswith("linear, trained further")
+    assert pm["sibling"]["verdict"] == "not an interpolation" and pm["sibling"]["tensors_cos_below_half"] > 0.5
+    assert (pm["nex_ft"]["verdict"], pm["nex_ft"]["parent"]) == ("derived", "nex_mini")
+    report = (smol_run / "report.md").read_text()
+    case = report.split("## The case", 1)[1].split("\n## ", 1)[0]
+    assert "| explanation | weights (lineage) |" in case
+    assert "mergekit_config.yml" in report  # the recipe left in rio_mini's repository, as an artifact
+    assert (smol_run / "figures").is_dir() and any("rio_mini_a" in f.name for f in (smol_run / "figures").iterdir())
+
+
+def _reshard(src: Path, dst: Path, bf16: set[str], rename: dict[str, str]) -> None:
+    """``src`` rewritten as two shards with an index, some tensors in bfloat16, some renamed."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dst.mkdir()
+    tensors = load_file(src / "model.safetensors")
+    names = sorted(tensors)
+    half = len(names) // 2
+    weight_map = {}
+    for i, part in enumerate((names[:half], names[half:])):
+        shard = f"model-{i + 1:05d}-of-00002.safetensors"
+        out = {}
+        for n in part:
+            t = tensors[n].to(torch.bfloat16) if n in bf16 else tensors[n]
+            out[rename.get(n, n)] = t.contiguous()
+            weight_map[rename.get(n, n)] = shard
+        save_file(out, dst / shard, metadata={"format": "pt"})
+    (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    for f in src.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, dst / f.name)
+
+
+def test_sharded_mixed_dtype_renamed_checkpoints(tmp_path: Path, zoo: Path):
+    """Inputs users have: the suspect as two shards with an index, its MLP tensors in bf16 and
+    one tensor renamed. The renamed tensor is reported unmatched (not fatal); the rest still give
+    a = 0.6 (float32 tensors to 1e-4, bf16 ones to bf16's precision)."""
+    names = sorted(open_checkpoint(zoo / "linear_0.6").tensors)
+    mlp = {n for n in names if ".mlp." in n}
+    renamed = next(n for n in names if "self_attn.q_proj" in n)
+    _reshard(zoo / "linear_0.6", tmp_path / "sharded", mlp, {renamed: renamed.replace("q_proj", "query")})
+    ck = open_checkpoint(tmp_path / "sharded")
+    assert len(ck.files) == 2 and {t.dtype for t in ck.tensors.values()} == {"F32", "BF16"}
+    suite = {
+        "name": "sharded",
+        "models": [
+            {"name": "suspect", "role": "suspect", "path": str(tmp_path / "sharded")},
+            {"name": "parent_a", "role": "parent", "path": str(zoo / "parent_a")},
+            {"name": "parent_b", "role": "parent", "path": str(zoo / "parent_b")},
+        ],
+        "probes": [{"kind": "weights"}],
+    }
+    cfg = tmp_path / "suite.yaml"
+    cfg.write_text(yaml.safe_dump(suite))
+    ev = _evidence(run_isolated(tmp_path, cfg, "sharded"))
+    pm = ev["per_model"]["suspect"]
+    assert any(u.startswith(renamed) and "missing in suspect" in u for u in pm["unmatched"])
+    rows = {r["tensor"]: r["a"] for r in ev["tables"]["tensors"]}
+    assert renamed not in rows and len(rows) == len(names) - 1
+    assert max(abs(a - 0.6) for n, a in rows.items() if n not in mlp) < 1e-4
+    assert max(abs(a - 0.6) for n, a in rows.items() if n in mlp) < 2e-2
+    assert pm["weights"]["parent_a"]["value"] == pytest.approx(0.6, abs=2e-3)
+
+
+def test_a_truncated_shard_is_found_at_preflight_by_name(tmp_path: Path, zoo: Path, capsys):
+    """A shard cut short (an interrupted copy) is an error naming the file, from `validate`,
+    before any tensor is read; so is a directory with no checkpoint."""
+    bad = tmp_path / "cut"
+    shutil.copytree(zoo / "linear_0.6", bad)
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    suite = {
+        "name": "cut",
+        "models": [
+            {"name": "suspect", "role": "suspect", "path": str(bad)},
+            {"name": "parent_a", "role": "parent", "path": str(zoo / "parent_a")},
+            {"name": "parent_b", "role": "parent", "path": str(tmp_path)},
+        ],
+        "probes": [{"kind": "weights"}],
+    }
+    cfg = tmp_path / "suite.yaml"
+    cfg.write_text(yaml.safe_dump(suite))
+    assert main(["validate", str(cfg)]) != 0
+    err = capsys.readouterr().err
+    assert f"{bad / 'model.safetensors'}: truncated" in err
+    assert f"{tmp_path}: no *.safetensors file" in err
+
+
+def test_the_pass_is_journaled_and_a_second_analysis_reads_no_weights(tiny_run: Path, tmp_path: Path):
+    """Resumable: every tensor's statistics are journaled in the cache as they finish; analysing
+    again reads them back instead of the checkpoints (the journal does not grow), and gives the
+    same evidence."""
+    journals = list((tiny_run.parent.parent / "cache" / "weights").glob("*.jsonl"))
+    assert len(journals) == 1
+    before = journals[0].read_text().splitlines()
+    assert len(before) == _evidence(tiny_run)["per_model"]["linear_0.6"]["tensors"]
+    first = _evidence(tiny_run)
+    assert main(["analyze", str(tiny_run)]) == 0
+    assert journals[0].read_text().splitlines() == before
+    again = _evidence(tiny_run)
+    assert again["per_model"] == first["per_model"]
+    assert np.isfinite(again["per_model"]["linear_0.6"]["cos_fit"])
+
+
+def test_three_parents_get_their_simplex_weights(tmp_path: Path, zoo: Path, manifest: dict):
+    """More than two parents: NNLS on the parents' differences from their shared base recovers
+    linear3's three weights; the fourth-parent case (parent_a's fine-tune listed too) gives it
+    no weight."""
+    truth = manifest["members"]["linear3"]["parents"]
+    suite = {
+        "name": "three",
+        "models": [
+            {"name": "linear3", "role": "suspect", "path": str(zoo / "linear3")},
+            *(
+                {"name": p, "role": "parent", "path": str(zoo / p)}
+                for p in ("parent_a", "parent_b", "parent_c", "a_ft")
+            ),
+        ],
+        "probes": [{"kind": "weights", "params": {"base": str(zoo / "base")}}],
+    }
+    cfg = tmp_path / "suite.yaml"
+    cfg.write_text(yaml.safe_dump(suite))
+    pm = _evidence(run_isolated(tmp_path, cfg, "three"))["per_model"]["linear3"]
+    assert pm["verdict"] == "interpolation" and pm["family"]["name"] == "linear"
+    for parent, w in truth.items():
+        assert pm["weights"][parent]["value"] == pytest.approx(w, abs=1e-4)
+    assert pm["weights"]["a_ft"]["value"] == pytest.approx(0.0, abs=1e-4)
