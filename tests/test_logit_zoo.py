@@ -138,3 +138,36 @@ def test_three_parent_merge(tmp_path):
     for p, w in expect.items():
         assert abs(s["weights"][p]["value"] - w) <= 0.1, (p, s["weights"][p], w)
     assert s["verdict"] == "interpolation", s["reasons"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_superfluous_known_parent_is_not_supported_and_the_verdict_rests_on_the_others(tmp_path, seed):
+    """Issue 16, item 4: listing parent_c as a third known parent of the 0.6 merge of parent_a and
+    parent_b used to make the verdict inconclusive (its weight's CI touches 0). It is now reported
+    as not supported and the verdict is computed on the true two; the controls stay non-merges."""
+    zoo = zoo_for_seed(seed)
+    models = [
+        {"name": n, "role": r, "path": n}
+        for n, r in [
+            ("parent_a", "parent"),
+            ("parent_b", "parent"),
+            ("parent_c", "parent"),
+            ("linear_0.6", "suspect"),
+            ("sibling", "control"),
+            ("independent", "control"),
+            ("student", "control"),
+        ]
+    ]
+    ev = run_suite(tmp_path, zoo, [{"kind": "logit_interpolation", "params": {"max_texts": 64}}], models)
+    per = ev["logit_interpolation"]["per_model"]
+    s = per["linear_0.6"]
+    assert s["verdict"] == "interpolation", s["reasons"]
+    assert s["parents"] == ["parent_a", "parent_b"] and list(s["unsupported"]) == ["parent_c"]
+    assert s["unsupported"]["parent_c"]["lo"] <= 0.05
+    assert abs(s["a_hat"]["value"] - truth(zoo)["linear_0.6"]["parents"]["parent_a"]) < 0.05
+    assert s["reasons"][0].startswith("not supported by the evidence: parent_c")
+    for c in ("sibling", "independent", "student"):
+        assert per[c]["verdict"] not in ("interpolation", "interpolation_plus_training"), (c, per[c]["reasons"])
+    report = (tmp_path / "results" / "r" / "report.md").read_text()
+    assert "Not supported by the evidence (no weight): parent_c" in report
+    print(f"\nseed {seed}: " + "; ".join(f"{m} {r['verdict']} on {r['parents'] or 'all'}" for m, r in per.items()))

@@ -164,6 +164,9 @@ def test_sharded_mixed_dtype_renamed_checkpoints(tmp_path: Path, zoo: Path):
     assert max(abs(a - 0.6) for n, a in rows.items() if n not in mlp) < 1e-4
     assert max(abs(a - 0.6) for n, a in rows.items() if n in mlp) < 2e-2
     assert pm["weights"]["parent_a"]["value"] == pytest.approx(0.6, abs=2e-3)
+    # each tensor's own dtype sets its part of the storage floor: the bf16 rounding is no "training"
+    assert pm["dtype"] == "mixed (BF16, F32)"
+    assert (pm["verdict"], pm["family"]["name"]) == ("interpolation", "linear")
 
 
 def test_a_truncated_shard_is_found_at_preflight_by_name(tmp_path: Path, zoo: Path, capsys):

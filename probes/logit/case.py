@@ -35,7 +35,9 @@ MAPPING: dict[str, tuple[set[str], set[str]]] = {
 
 
 def logit_case(title: str, r: LogitResult, parents: list[str], level: float) -> ProbeCase:
-    """``r``: the suspect's result in the logit evidence."""
+    """``r``: the suspect's result in the logit evidence (placed against ``r.parents`` when some
+    listed parents had no support)."""
+    parents = r.parents or parents
     supports, contradicts = MAPPING.get(r.verdict, (set(), set()))
     weights = f"a = {r.a_hat.text()}" if r.a_hat else ", ".join(f"{p} {fmt(w.value, 2)}" for p, w in r.weights.items())
     resid, near = f"residual {r.residual.text()}", f"nearest parent {r.nearest_parent_distance.text()}"
@@ -70,4 +72,11 @@ def _sentence(r: LogitResult, parents: list[str], level: float) -> str:
             f"Its log-probs are {fmt(d.value)} parent distances from the nearest parent "
             f"({r.nearest_parent}; {lab} CI {fmt(d.lo)}-{fmt(d.hi)}), with {resid}"
         )
-    return f"{line} (logit verdict: {verdict}, over {r.n_texts} texts)."
+    dropped = (
+        " Not supported by the evidence (no weight): "
+        + ", ".join(f"{x} ({lab} CI of its weight {fmt(w.lo)}-{fmt(w.hi)})" for x, w in r.unsupported.items())
+        + "."
+        if r.unsupported
+        else ""
+    )
+    return f"{line} (logit verdict: {verdict}, over {r.n_texts} texts).{dropped}"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -207,9 +207,27 @@ class LogitInterpolationProbe(Probe):
         ev.notes.append(f"Data mode '{data.mode}': {POWER_NOTE[data.mode]}.")
         if data.mode == "full":
             ev.notes += self._storage_note(data)
+        controls = [m for m in data.others if suite.model(m).role == "control"]
+        ev.calibrated = bool(controls)
+        if not controls:
+            ev.notes.append(uncalibrated_note(suite, "nothing anchors what a 'low' residual means"))
+        results = self._fit(data, suite, rng, ev)
+        if results is None:
+            return ev
+        self._drop_unsupported_parents(results, data, suite, rng, ev)
+        ev.per_model = {m: r.model_dump(mode="json") for m, r in results.items()}
+        ev.summary = render.summary(results, ev.ci_level, suite, data.parents, len(data.ids))
+        return ev
+
+    def _fit(
+        self, data: _Data, suite: Suite, rng: np.random.Generator, ev: ProbeEvidence
+    ) -> dict[str, LogitResult] | None:
+        """Every model placed against ``data.parents``: per-text statistics, the noise floor,
+        estimates with CIs, calibration against the controls and the verdict; None (the reason in
+        ``ev``) when the texts or the parents allow no analysis."""
         per_text = self._per_text_statistics(data, ev)
         if per_text is None:
-            return ev
+            return None
         noise, same = self._noise_floor(data.main, data.reps, data.parents, data.ids, data.mode, self.params.top_k)
         if same is not None:  # the parents' line is (almost) a point
             ev.status = "skipped"
@@ -219,17 +237,50 @@ class LogitInterpolationProbe(Probe):
                 "line between them to place a suspect on"
             )
             ev.notes = []
-            return ev
+            return None
         controls = [m for m in data.others if suite.model(m).role == "control"]
-        ev.calibrated = bool(controls)
-        if not controls:
-            ev.notes.append(uncalibrated_note(suite, "nothing anchors what a 'low' residual means"))
         results, point, boot = self._estimate(data, per_text, noise, suite, rng, ev)
         self._calibrate(results, controls, boot, point)
         self._decide(results, ev, data, suite)
-        ev.per_model = {m: r.model_dump(mode="json") for m, r in results.items()}
-        ev.summary = render.summary(results, ev.ci_level, suite, data.parents, len(data.ids))
-        return ev
+        return results
+
+    def _drop_unsupported_parents(
+        self, results: dict[str, LogitResult], data: _Data, suite: Suite, rng: np.random.Generator, ev: ProbeEvidence
+    ) -> None:
+        """A listed parent the evidence gives no weight (its weight's CI lower bound at or below the
+        margin, so the CI reaches 0) is reported as not supported, and the model's verdict is
+        computed again on the parents that are: a superfluous parent must not make a genuine merge
+        of the others inconclusive. The same rule for suspects and controls; the re-analysis places
+        every model (controls included, for calibration) against the reduced set."""
+        if len(data.parents) < 3:
+            return
+        margin = self.params.verdict.a_margin
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for m, r in results.items():
+            keep = tuple(x for x in data.parents if (r.weights[x].lo or 0.0) > margin)
+            if 2 <= len(keep) < len(data.parents):
+                groups.setdefault(keep, []).append(m)
+        for keep, members in groups.items():
+            scratch = self.new_evidence(suite)
+            scratch.calibrated = ev.calibrated
+            reduced = self._fit(replace(data, parents=list(keep)), suite, rng, scratch)
+            if reduced is None:
+                continue
+            for m in members:
+                dropped = {x: results[m].weights[x] for x in data.parents if x not in keep}
+                r = reduced[m]
+                r.parents = list(keep)
+                r.unsupported = dropped
+                r.reasons.insert(
+                    0,
+                    "not supported by the evidence: "
+                    + ", ".join(f"{x} (weight {w.text()}, CI reaches {margin})" for x, w in dropped.items())
+                    + f"; the verdict is computed on {', '.join(keep)}",
+                )
+                results[m] = r
+                ev.estimates = [e for e in ev.estimates if e.model != m] + [
+                    e for e in scratch.estimates if e.model == m
+                ]
 
     def _select(self, records: dict[str, list[Record]], suite: Suite, ev: ProbeEvidence) -> _Data | None:
         """Parents, the models placed against them, the data mode and the texts every model

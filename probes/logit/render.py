@@ -51,7 +51,7 @@ def summary(results: dict[str, LogitResult], ci_level: float, suite: Suite, pare
             continue
         if r.a_hat is not None:
             a = r.a_hat
-            weights = f"a_hat = {fmt(a.value)} ({level} CI {fmt(a.lo)}-{fmt(a.hi)}) towards {parents[0]}"
+            weights = f"a_hat = {fmt(a.value)} ({level} CI {fmt(a.lo)}-{fmt(a.hi)}) towards {(r.parents or parents)[0]}"
             weights += merge_weight_text(r)
         else:
             weights = ", ".join(f"{x} {fmt(w.value, 2)}" for x, w in r.weights.items())
@@ -82,6 +82,8 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
                 w += f"; as a merge weight {r.merge_weight.lo:.2f}-{r.merge_weight.hi:.2f}"
         else:
             w = "; ".join(f"{x}: {iv.text(2)}" for x, iv in r.weights.items())
+        if r.unsupported:
+            w += f" (on {', '.join(r.parents)}; not supported: {', '.join(r.unsupported)})"
         btw = r.betweenness.text() if r.betweenness else "n/a"
         out.append(
             f"| {m} | {r.role} | **{_verdict(r)}** | {w} | {r.residual.text()} | "
@@ -150,9 +152,9 @@ def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> lis
     fig, axes = subplots(1, 2, figsize=(11, 0.45 * len(models) + 1.8), sharey=True)
     for ax, stat, label in ((axes[0], first, first), (axes[1], "residual", "residual off the parents' line")):
         for i, m in enumerate(models):
-            e = evidence.estimate(stat, m)
+            e = next((x for x in evidence.estimates if x.name == stat and x.model == m), None)
             c = colours.get(results[m].role, "grey")
-            if e.value is None or e.ci_low is None or e.ci_high is None:
+            if e is None or e.value is None or e.ci_low is None or e.ci_high is None:
                 continue  # no finite estimate: nothing to draw (the table says n/a)
             if stat == "a_hat":  # the weight-space range behind it, thin and light
                 w = next((x for x in evidence.estimates if x.name == "merge_weight" and x.model == m), None)

@@ -47,6 +47,12 @@ class LogitResult(BaseModel):
     closest_control: str | None = None
     residual_below_all_controls: bool | None = None
     calibration: dict[str, ControlCalibration] = Field(default_factory=dict)
+    parents: list[str] = Field(
+        default_factory=list, description="The parents this result is computed on, when not every listed one."
+    )
+    unsupported: dict[str, Interval] = Field(
+        default_factory=dict, description="Listed parents the evidence gives no weight, with their weight's CI."
+    )
     verdict: str = "inconclusive"
     parent: str | None = None
     reasons: list[str] = Field(default_factory=list)

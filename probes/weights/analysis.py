@@ -12,7 +12,7 @@ import numpy as np
 
 from harness.evidence import Interval
 from probes.weights.checkpoint import FLOAT_DTYPES
-from probes.weights.fit import Fit, fit, slerp_residual, storage_floor, subject_gram
+from probes.weights.fit import Fit, fit, slerp_residual, subject_gram
 from probes.weights.result import Family, GroupSummary
 from probes.weights.stream import TensorStats
 
@@ -143,14 +143,17 @@ def family(fits: list[TensorFit], stats: list[TensorStats], n_parents: int, subj
     )
 
 
-def floor_of(fits: list[TensorFit], dtype: str) -> float:
-    """Pooled storage floor: rounding S to its dtype, relative to |S - R| over all tensors."""
-    ns = math.sqrt(sum(f.fit.norm_s**2 for f in fits))
-    ny = math.sqrt(sum(f.fit.norm_y**2 for f in fits))
-    return storage_floor(dtype, ns, ny)
+def floor_of(fits: list[TensorFit], row: int) -> float:
+    """Pooled storage floor: each tensor of S rounded to its own stored dtype (``row``: S's row in
+    the statistics, so a checkpoint mixing bf16 and fp32 tensors gets each its own), relative to
+    |S - R| over all tensors."""
+    num = sum((ulp(f.stats.dtypes[row]) * f.fit.norm_s) ** 2 for f in fits)
+    ny2 = sum(f.fit.norm_y**2 for f in fits)
+    return math.sqrt(num / ny2) if ny2 > 0 else math.nan
 
 
 def ulp(dtype: str) -> float:
+    """Relative spacing of ``dtype``'s numbers (2^-mantissa bits): rounding moves a value by at most half of it."""
     return 2.0 ** -FLOAT_DTYPES.get(dtype, ("", 52))[1]
 
 

@@ -11,9 +11,8 @@ Grams: "one a for all tensors") are the same code.
 * **Slerp** (two parents, mergekit's formula and its fallback to a linear blend when the
   tensors are nearly parallel): S = s0(t) B + s1(t) A, t fitted; its residual against the line's
   tells the families apart, because slerp leaves the line by a part along the tensors themselves.
-* **Storage floor**: the residual a merge computed exactly would still show, from rounding to
-  the stored dtype (half an ulp per element, relative spacing 2^-mantissa): a residual near it
-  means "nothing but the merge happened", far above it "trained further" or "not a merge".
+The storage floor the residual is compared with (what rounding to the stored dtype alone
+leaves) is ``analysis.floor_of``.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar, nnls
-
-from probes.weights.checkpoint import FLOAT_DTYPES
 
 SLERP_DOT_THRESHOLD = 0.9995  # mergekit's: nearly parallel tensors are blended linearly
 
@@ -105,12 +102,3 @@ def slerp_residual(g: np.ndarray) -> tuple[float, float, float]:
 
     best = minimize_scalar(res, bounds=(-0.5, 1.5), method="bounded", options={"xatol": 1e-7})
     return float(best.x), math.sqrt(res(best.x) / yy), dot
-
-
-def storage_floor(dtype: str, norm_s: float, norm_y: float) -> float:
-    """Relative residual that rounding S to ``dtype`` alone leaves: about half an ulp per element
-    (relative spacing 2^-mantissa), as a fraction of |S - R|."""
-    if norm_y <= 0:
-        return math.nan
-    bits = FLOAT_DTYPES.get(dtype, ("", 52))[1]
-    return 2.0**-bits * norm_s / norm_y

@@ -217,7 +217,8 @@ class WeightsProbe(Probe):
             weights[ref_name] = Interval(
                 value=1 - float(pool.weights.sum()), lo=1 - float(hi.sum()), hi=1 - float(lo.sum())
             )
-        dtype = stats[0].dtypes[1 + p + j] if stats else "F32"
+        dtypes = sorted({x.dtypes[1 + p + j] for x in stats})
+        dtype = dtypes[0] if len(dtypes) == 1 else "mixed (" + ", ".join(dtypes) + ")"
         q, df = an.heterogeneity(fits, float(pool.weights[0]))
         g_all = np.asarray(sum(an.subject_gram(np.array(x.gram), p, j) for x in stats))
         norm_s2 = g_all[0, 0] + 2 * g_all[0, -1] + g_all[-1, -1]
@@ -243,7 +244,7 @@ class WeightsProbe(Probe):
             cos_fit=pool.cos,
             cos_fit_lo=cos_lo,
             rel_residual=pool.rel_residual,
-            storage_floor=an.floor_of(fits, dtype),
+            storage_floor=an.floor_of(fits, 1 + p + j),
             tensors_cos_below_half=float(np.mean(cos < 0.5)) if len(cos) else math.nan,
             heterogeneity_q=q,
             heterogeneity_df=df,

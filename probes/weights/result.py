@@ -39,7 +39,7 @@ class Family(BaseModel):
 
 class WeightsResult(BaseModel):
     role: str
-    dtype: str = Field(description="The subject's stored dtype (of its first fitted tensor): sets the storage floor.")
+    dtype: str = Field(description="The subject's stored dtype(s); each tensor's sets its part of the storage floor.")
     reference: str = Field(description="R: the shared base, or the parent every difference is taken from.")
     parents: list[str] = Field(description="The parents whose differences from R are fitted, in order.")
     tensors: int = Field(description="Tensors fitted: present in every model, same shape, differing between parents.")
@@ -54,7 +54,9 @@ class WeightsResult(BaseModel):
         description="Lower bound of the cos fit's CI (tensors resampled): what the rule compares."
     )
     rel_residual: Number
-    storage_floor: Number = Field(description="Relative residual rounding to the stored dtype alone would leave.")
+    storage_floor: Number = Field(
+        description="Relative residual that rounding S to its stored dtypes alone leaves: one ulp (2^-mantissa) of |S|."
+    )
     tensors_cos_below_half: Number = Field(description="Share of fitted tensors with cos fit < 0.5.")
     heterogeneity_q: Number = Field(description="Cochran's Q of per-tensor a around the pooled a.")
     heterogeneity_df: int
