@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,6 +28,10 @@ from harness.errors import (
     InputError,
     ParentageError,
 )
+
+if TYPE_CHECKING:  # the CLI imports its heavy parts lazily, so `validate` and `--help` stay fast
+    from harness.config import Suite
+    from probes.base import Probe
 
 console = Console(stderr=True)
 
@@ -83,6 +88,38 @@ def _differences(a: object, b: object, where: str):
         yield where or "(whole suite)"
 
 
+def _print_estimate(suite: Suite, probes: list[Probe]) -> int:
+    """The dry run: requests and token bounds per model and probe, and the totals; nothing sent."""
+    from rich.table import Table
+
+    from harness.estimate import estimate, totals
+
+    rows = estimate(suite, probes)
+    table = Table(title=f"Estimate for {suite.name}: nothing is sent", title_justify="left")
+    for col in ("model", "backend", "probe", "requests", "scored tokens <=", "new tokens <=", "prompt chars"):
+        table.add_column(col, justify="right" if col not in ("model", "backend", "probe") else "left")
+    for r in rows:
+        cells = [f"{r.requests:,}", f"{r.score_tokens:,}", f"{r.new_tokens:,}", f"{r.prompt_chars:,}"]
+        table.add_row(r.model, r.backend, r.probe, *(["skipped: " + r.skipped, "", "", ""] if r.skipped else cells))
+    t = totals(rows)
+    table.add_row(
+        "total",
+        "",
+        "",
+        f"{t['requests']:,}",
+        f"{t['score_tokens']:,}",
+        f"{t['new_tokens']:,}",
+        f"{t['prompt_chars']:,}",
+    )
+    console.print(table)
+    console.print(
+        "Counts assume each backend offers what it is expected to (a server is not probed); answers already "
+        "cached are not subtracted. File-reading probes (weights) send nothing."
+    )
+    print(f"estimate: {t['requests']} requests")
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.analyze import analyze_run, build_probes
     from harness.cache import Cache, default_cache_dir
@@ -93,6 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.runstore import RunStore
 
     suite = load_suite(args.suite)
+    if args.estimate:
+        return _print_estimate(suite, build_probes(suite))
     cache_dir = Path(suite.cache_dir) if suite.cache_dir else default_cache_dir()
     if args.resume:
         run = RunStore.open(args.resume)
@@ -252,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("suite", help="suite YAML file")
     s.add_argument("--run-id", help="name of the run directory (default: SUITE-NAME-TIMESTAMP)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in its own directory")
+    s.add_argument(
+        "--estimate", action="store_true", help="print the requests and tokens per model and probe; send nothing"
+    )
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("validate", help="check suite files; prints file:line: field: problem")

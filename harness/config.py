@@ -25,7 +25,7 @@ from harness.errors import InputError, Problem
 from harness.yaml_lines import format_loc, line_for, problems_from, read_yaml
 from probes import PROBES, probe_class
 
-Role = Literal["suspect", "parent", "control"]
+Role = Literal["suspect", "parent", "control", "candidate"]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

@@ -147,3 +147,15 @@ def test_evidence_json_has_a_schema_and_another_version_is_refused_clearly(case_
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert f"{run / 'evidence.json'}: evidence schema version 0" in err and f"parentage analyze {run}" in err
+
+
+def test_the_estimate_matches_the_requests_the_run_sent(case_run: Path, capsys):
+    """`run --estimate` (nothing sent) against the requests the same suite's run actually sent:
+    identity, tokenizer and logit probes on seven `hf` models, whose expected capabilities are
+    the real ones."""
+    capsys.readouterr()
+    assert main(["run", str(REPO / "configs" / "case-tiny.yaml"), "--estimate"]) == 0
+    printed = re.search(r"estimate: (\d+) requests", capsys.readouterr().out)
+    events = [json.loads(x) for x in (case_run / "run.jsonl").read_text().splitlines()]
+    sent = next(e for e in events if e["event"] == "collect_end")["requests"]
+    assert printed and int(printed.group(1)) == sent > 1000

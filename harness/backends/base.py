@@ -227,6 +227,12 @@ class Backend(ABC):
     @abstractmethod
     def capabilities(self) -> Capabilities: ...
 
+    @classmethod
+    def expected_capabilities(cls, spec: ModelRef) -> Capabilities:
+        """What this backend is expected to offer before it is loaded (``run --estimate``): the
+        planning of a dry run. The default is everything; backends that know less override it."""
+        return Capabilities(supported=list(Capability), max_top_k=1_000_000)
+
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
         """Identity of the served model: path/id, revision or file hashes, dtype, backend, versions,

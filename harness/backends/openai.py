@@ -35,6 +35,7 @@ from harness.backends.base import (
     Backend,
     BackendOptions,
     Capabilities,
+    Capability,
     CountRequest,
     CountResult,
     GenerateRequest,
@@ -265,6 +266,14 @@ class ApiBackend(Backend):
 
     def capabilities(self) -> Capabilities:
         return self.endpoint.capabilities()
+
+    @classmethod
+    def expected_capabilities(cls, spec: ModelRef) -> Capabilities:
+        """An OpenAI-compatible server, before it is probed: chat with top log-probs, prompt
+        log-probs (vLLM's echo) and usage counts, at the options' top-k where they set one."""
+        k = int(getattr(cls.Options.model_validate(spec.options), "max_logprobs", 20) or 20)
+        supported = [Capability.GENERATE, Capability.NEXT_TOKEN_TOPK, Capability.TOPK_LOGPROBS, Capability.TOKEN_COUNTS]
+        return Capabilities(supported=supported, max_top_k=k)
 
     def usage(self) -> dict[str, int]:
         return self.api.usage() if self.api else {}

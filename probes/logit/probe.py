@@ -23,9 +23,10 @@ the alignment of records by token id in :mod:`probes.logit.align`.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -44,17 +45,14 @@ from probes.logit import render
 from probes.logit.align import align, as_kind, request_mode
 from probes.logit.case import logit_case
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
-from probes.logit.interpolation import (
-    Layout,
-    centred,
-    cv_gain,
-    text_stats,
-)
+from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats
 from probes.logit.result import ControlCalibration, Interval, LogitResult
+from probes.logit.selection import select
 from probes.logit.verdict import VerdictThresholds, decide
 
 CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
 MODE_ORDER = {"full": 0, "topk": 1, "next_token": 2}
+MERGE_VERDICTS = ("interpolation", "interpolation_plus_training")
 POWER_NOTE = {
     "full": "full vocabulary at every position: the most powerful mode",
     "topk": "only tokens in every model's top-k (plus the actual token) at each position: fewer points per "
@@ -81,6 +79,12 @@ class LogitParams(ProbeParams):
     )
     vocab_head: int = Field(64, ge=1, description="Full mode, compact storage: the most likely tokens kept exactly.")
     parents: list[str] | None = Field(None, min_length=2, description="Parent model names; default: every parent.")
+    candidates: list[str] = Field(
+        default_factory=list,
+        description="Models (of any role) that may be parents, besides those with role: candidate. With "
+        "candidates, each suspect and control gets the subset of parents and candidates that explains it "
+        "(probes/logit/selection.py).",
+    )
     disagreement_tau: float = Field(1.0, gt=0, description="Parents 'disagree' where centred log-probs differ by more.")
     cv_splits: int = Field(50, ge=5, description="Random half splits of the cross-validated test.")
     noise_replicate: bool = Field(True, description="Score each parent twice (batch order reversed): noise floor.")
@@ -98,6 +102,7 @@ class _Data:
     reps: dict[str, dict[str, Record]]
     mode: str
     ids: list[str]
+    candidates: list[str] = field(default_factory=list)  # a pool to select parents from, per model
 
 
 class LogitInterpolationProbe(Probe):
@@ -170,8 +175,11 @@ class LogitInterpolationProbe(Probe):
         for j, name in enumerate(self.params.parents or []):
             if name not in by_name:
                 problems.append((("parents", j), f"no model named '{name}' in this suite"))
+        for j, name in enumerate(self.params.candidates):
+            if name not in by_name:
+                problems.append((("candidates", j), f"no model named '{name}' in this suite"))
         parents = [n for n in self._parents(suite) if n in by_name]
-        if len(parents) < 2:
+        if len(parents) + len([c for c in self._candidates(suite) if c not in parents]) < 2:
             where = ("parents",) if self.params.parents else ()
             found = ", ".join(parents) or "none"
             problems.append(
@@ -197,6 +205,12 @@ class LogitInterpolationProbe(Probe):
     def _parents(self, suite: Suite) -> list[str]:
         return self.params.parents or [m.name for m in suite.by_role("parent")]
 
+    def _candidates(self, suite: Suite) -> list[str]:
+        """The pool beyond the known parents: role candidate, and params.candidates (which may
+        name controls: each is then a candidate for the other models, and a subject itself)."""
+        named = [m.name for m in suite.by_role("candidate")]
+        return [*named, *(c for c in self.params.candidates if c not in named)]
+
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: np.random.Generator) -> ProbeEvidence:
         """Select the data, reduce each text to sufficient statistics, refuse degenerate parents,
         estimate with paired bootstrap CIs, calibrate against controls, correct and decide."""
@@ -211,10 +225,17 @@ class LogitInterpolationProbe(Probe):
         ev.calibrated = bool(controls)
         if not controls:
             ev.notes.append(uncalibrated_note(suite, "nothing anchors what a 'low' residual means"))
-        results = self._fit(data, suite, rng, ev)
-        if results is None:
-            return ev
-        self._drop_unsupported_parents(results, data, suite, rng, ev)
+        if data.candidates:
+            pooled = self._select_from_pool(data, suite, rng, ev)
+            if pooled is None:
+                return ev
+            results = pooled
+        else:
+            fitted = self._fit(data, suite, rng, ev)
+            if fitted is None:
+                return ev
+            results = fitted
+            self._drop_unsupported_parents(results, data, suite, rng, ev)
         ev.per_model = {m: r.model_dump(mode="json") for m, r in results.items()}
         ev.summary = render.summary(results, ev.ci_level, suite, data.parents, len(data.ids))
         return ev
@@ -243,6 +264,143 @@ class LogitInterpolationProbe(Probe):
         self._calibrate(results, controls, boot, point)
         self._decide(results, ev, data, suite)
         return results
+
+    def _select_from_pool(
+        self, data: _Data, suite: Suite, rng: np.random.Generator, ev: ProbeEvidence
+    ) -> dict[str, LogitResult] | None:
+        """Per suspect and control: its pool (the known parents and candidates, less itself),
+        screened by tokenisation, the subset ``selection.select`` chooses (selection half, then
+        confirmed on held-out texts), and the probe's own verdict with that subset as the parents.
+        Fewer than two confirmed members means no merge of the pool: the verdict is computed
+        against the best pair for its numbers, and a merge verdict there is not drawn."""
+        pool_all = [*data.parents, *data.candidates]
+        involved = list(dict.fromkeys([*pool_all, *data.others]))
+        groups = self._tokenisation_groups(data, involved)
+        gram = {key: self._pool_gram(data, members) for key, members in groups.items()}
+        group_of = {m: key for key, members in groups.items() for m in members}
+        selections: dict[str, Any] = {}
+        fit_sets: dict[tuple[str, ...], list[str]] = {}
+        rows: list[dict[str, Any]] = []
+        t = self.params.verdict
+        for s in data.others:
+            members = groups[group_of[s]]
+            pool = [c for c in pool_all if c != s and c in members]
+            excluded = {
+                c: f"tokenises the texts differently from {s}: cannot be an element-wise merge parent"
+                for c in pool_all
+                if c != s and c not in members
+            }
+            if len(pool) < 2:
+                ev.notes.append(f"{s}: fewer than two candidates share its tokenisation; not analysed.")
+                continue
+            g = gram[group_of[s]]
+            idx = [members.index(x) for x in (s, *pool)]
+            sel = select(g[:, idx][:, :, idx], pool, rng, suite.stats.alpha, t.min_cv_gain, self.params.cv_splits)
+            chosen = sorted(sel.selected, key=pool.index)
+            if len(chosen) < 2:
+                # No merge of the pool. The numbers are computed against its two nearest candidates,
+                # so "derived" means much nearer to one candidate than to any other, and distances
+                # are in units of the two nearest candidates' distance; no merge verdict is drawn.
+                total = g[:, idx][:, :, idx].sum(axis=0)
+                dist = {c: float(sq_distance(total, 0, i + 1)) for i, c in enumerate(pool)}
+                chosen = sorted(sorted(pool, key=dist.__getitem__)[:2], key=pool.index)
+            fit_sets.setdefault(tuple(chosen), []).append(s)
+            selections[s] = sel
+            rows.append(self._selection_row(s, sel, pool, excluded, t.min_cv_gain, suite.stats.alpha))
+        results: dict[str, LogitResult] = {}
+        for parents, members in fit_sets.items():
+            # Placed against this set: its members, and for a selected set (a merge verdict is possible)
+            # the controls too, whose residuals calibrate it; a nearest pair draws no merge verdict.
+            selected = any(len(selections[m].selected) >= 2 for m in members)
+            others = [
+                x
+                for x in data.others
+                if x not in parents and (x in members or (selected and suite.model(x).role == "control"))
+            ]
+            scratch = self.new_evidence(suite)
+            scratch.calibrated = ev.calibrated
+            fitted = self._fit(replace(data, parents=list(parents), others=others, candidates=[]), suite, rng, scratch)
+            if fitted is None:
+                ev.notes.append(f"{', '.join(members)}: no analysis against {', '.join(parents)}: {scratch.reason}")
+                continue
+            for m in members:
+                r = fitted[m]
+                r.parents = list(parents)
+                sel = selections[m]
+                if len(sel.selected) < 2:
+                    if r.verdict in MERGE_VERDICTS:
+                        r.reasons.append(
+                            "the pool selection confirmed fewer than two parents on held-out texts, so no merge "
+                            "verdict is drawn from the nearest pair"
+                        )
+                        r.verdict = "inconclusive"
+                    r.reasons.insert(
+                        0,
+                        "no merge of the pool (one candidate suffices); placed against its two nearest: "
+                        + ", ".join(parents),
+                    )
+                else:
+                    r.reasons.insert(0, f"parents selected from the pool: {', '.join(parents)}")
+                results[m] = r
+                ev.estimates += [e for e in scratch.estimates if e.model == m]
+        for row in rows:  # the parents found: a confirmed set on which the verdict is a merge
+            res = results.get(row["model"])
+            row["parents_found"] = row["selected"] if res is not None and res.verdict in MERGE_VERDICTS else []
+            row["verdict"] = res.verdict if res is not None else None
+        ev.tables["selection"] = rows
+        return results
+
+    def _tokenisation_groups(self, data: _Data, models: list[str]) -> dict[str, list[str]]:
+        """Models with identical token ids on every text (teacher-forced modes), in order; in
+        next-token mode answers are aligned by token string, so everyone is one group."""
+        if data.mode == "next_token":
+            return {"all": models}
+        groups: dict[str, list[str]] = {}
+        for m in models:
+            h = hashlib.sha256()
+            for t in data.ids:
+                h.update(as_kind(data.main[m][t].result, ScoreResult).token_ids.astype(np.int64).tobytes())
+            groups.setdefault(h.hexdigest(), []).append(m)
+        return groups
+
+    def _pool_gram(self, data: _Data, members: list[str]) -> np.ndarray:
+        """(texts, M, M) inner products of centred log-probs of ``members`` on their shared support."""
+        out = []
+        for t in data.ids:  # one text at a time: answers are read from the cache and released
+            lp, w = align([data.main[m][t].result for m in members], data.mode, self.params.top_k)
+            c = centred(lp, w)
+            out.append(np.einsum("pk,pkm,pkn->mn", w, c, c))
+        return np.stack(out)
+
+    @staticmethod
+    def _selection_row(
+        s: str, sel: Any, pool: list[str], excluded: dict[str, str], min_gain: float, alpha: float
+    ) -> dict[str, Any]:
+        why = dict(excluded)
+        why |= sel.removed
+        step_of = {c: st for st in sel.steps for c in st.members}
+        for c in pool:
+            if c not in sel.selected and c not in why:
+                st = step_of.get(c)
+                why[c] = (
+                    f"in the best set of size {st.size}, which was not taken: CV gain {100 * st.cv_gain:.0f}% "
+                    f"(needs >= {100 * min_gain:.0f}%), p {st.p:.2g} (needs < {alpha:g}) on the selection half"
+                    if st is not None and st.size > len(sel.selected)
+                    else "in no best set: adds no out-of-sample gain"
+                )
+        return {
+            "model": s,
+            "selected": sel.selected,
+            "pool": pool,
+            "texts": {"selection": sel.n_select, "test": sel.n_test},
+            "steps": [
+                {"size": st.size, "members": st.members, "residual": st.residual, "cv_gain": st.cv_gain, "p": st.p}
+                for st in sel.steps
+            ],
+            "confirmed_p": sel.confirmed,
+            "dropped": why,
+            "near_equivalent": sel.equivalent,
+        }
 
     def _drop_unsupported_parents(
         self, results: dict[str, LogitResult], data: _Data, suite: Suite, rng: np.random.Generator, ev: ProbeEvidence
@@ -283,23 +441,32 @@ class LogitInterpolationProbe(Probe):
                 ]
 
     def _select(self, records: dict[str, list[Record]], suite: Suite, ev: ProbeEvidence) -> _Data | None:
-        """Parents, the models placed against them, the data mode and the texts every model
-        answered; None (with the reason in ``ev``) when there is nothing to analyse."""
+        """Parents (and candidates), the models placed against them, the data mode and the texts
+        every model answered; None (with the reason in ``ev``) when there is nothing to analyse."""
         parents = self._parents(suite)
-        if len(parents) < 2:
-            ev.status, ev.reason = "skipped", "needs at least two parent models"
+        candidates = [c for c in self._candidates(suite) if c not in parents]
+        if len(parents) + len(candidates) < 2:
+            ev.status, ev.reason = "skipped", "needs at least two parent (or candidate) models"
             return None
-        missing = [x for x in parents if not records.get(x)]
+        missing = [x for x in (parents if not candidates else []) if not records.get(x)]
         if missing:
             ev.status, ev.reason = "skipped", f"no records for parent(s) {', '.join(missing)}"
             return None
         main = {m: {r.meta["id"]: r for r in recs if not r.meta.get("replicate")} for m, recs in records.items()}
         reps = {m: {r.meta["id"]: r for r in recs if r.meta.get("replicate")} for m, recs in records.items()}
-        others = [m.name for m in suite.models if m.name not in parents and main.get(m.name)]
+        if candidates:  # every scored model of the pool; subjects are the suspects and controls
+            dropped = [x for x in [*parents, *candidates] if not main.get(x)]
+            if dropped:
+                ev.notes.append(f"No records for {', '.join(dropped)}: left out of the pool.")
+            parents = [x for x in parents if main.get(x)]
+            candidates = [x for x in candidates if main.get(x)]
+            others = [m.name for m in suite.models if m.role in ("suspect", "control") and main.get(m.name)]
+        else:
+            others = [m.name for m in suite.models if m.name not in parents and main.get(m.name)]
         if not others:
             ev.status, ev.reason = "skipped", "no suspect or control was scored"
             return None
-        involved = [*parents, *others]
+        involved = list(dict.fromkeys([*parents, *candidates, *others]))
         modes = {request_mode(r.request) for m in involved for r in main[m].values()}
         if self.params.mode != "auto":
             modes.add(self.params.mode)
@@ -313,12 +480,12 @@ class LogitInterpolationProbe(Probe):
         if len(ids) < 4:
             ev.status, ev.reason = "skipped", f"only {len(ids)} texts were answered by every model"
             return None
-        return _Data(parents, others, main, reps, mode, ids)
+        return _Data(parents, others, main, reps, mode, ids, candidates)
 
     @staticmethod
     def _storage_note(data: _Data) -> list[str]:
         """Say so when full mode ran on compact storage: its divergences carry sampling noise."""
-        first = as_kind(data.main[data.parents[0]][data.ids[0]].result, ScoreResult)
+        first = as_kind(data.main[[*data.parents, *data.candidates][0]][data.ids[0]].result, ScoreResult)
         if first.sample_ids is None or first.topk_ids is None:
             return []
         return [

@@ -118,6 +118,7 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
                 f"{fmt_ci(e[f'unexplained_from[{b}]'])} |"
             )
         out.append("")
+    out += _selection_section(evidence)
     cal_rows = [(m, st, c) for m, r in results.items() for st, c in r.calibration.items()]
     if cal_rows:
         out += [
@@ -138,6 +139,38 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
         ]
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def _selection_section(evidence: ProbeEvidence) -> list[str]:
+    """Parents from a pool: per model, what was selected, confirmed on held-out texts, dropped
+    and why, and the sets that predict the held-out texts about as well."""
+    rows = evidence.tables.get("selection", [])
+    if not rows:
+        return []
+    out = [
+        "**Parents from the pool** (`probes/logit/selection.py`: sizes chosen on a random half of the texts by "
+        "the cross-validated gain test, each member confirmed on the other half, Holm-corrected):",
+        "",
+        "| model | parents found | best set per size (residual, CV gain, p) | confirmed on held-out texts (p_adj) | "
+        "near-equivalent sets (held-out loss ratio) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        steps = "; ".join(
+            f"{st['size']}: {', '.join(st['members'])}"
+            + ("" if st["size"] == 1 else f" ({fmt(st['residual'])}, {100 * st['cv_gain']:.0f}%, {fmt_p(st['p'])})")
+            for st in r["steps"]
+        )
+        confirmed = ", ".join(f"{m} {fmt_p(p)}" for m, p in r["confirmed_p"].items()) or "-"
+        equivalent = "; ".join(
+            f"{', '.join(e['set'])} ({e['held_out_loss_ratio']:.2f})" for e in r["near_equivalent"][:4]
+        )
+        found = ", ".join(r["parents_found"]) or f"none ({(r['verdict'] or 'n/a').replace('_', ' ')})"
+        out.append(f"| {r['model']} | {found} | {steps} | {confirmed} | {equivalent or '-'} |")
+    out += ["", "Candidates not taken, and why:", ""]
+    for r in rows:
+        out.append(f"- {r['model']}: " + "; ".join(f"{c}: {why}" for c, why in r["dropped"].items()))
+    return [*out, ""]
 
 
 def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> list[tuple[str, Path]]:

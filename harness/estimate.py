@@ -1,0 +1,74 @@
+"""``parentage run --estimate``: what a run would send, before anything is sent.
+
+Each probe plans its requests for each model exactly as collect will, against the capabilities
+the model's backend is expected to offer (``Backend.expected_capabilities``: a server is not
+probed, nothing is loaded), so the request counts are those of the run whenever the expected
+capabilities are the real ones (``hf``: always). Token counts are upper bounds: the tokens a
+score request may score (``max_tokens``) and the new tokens a generation may produce
+(``max_new_tokens`` x samples); prompts are counted in characters. Answers already in the cache
+are not subtracted (their keys need the loaded model's fingerprint): a resumed or repeated run
+sends fewer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.backends import backend_class
+from harness.backends.base import CountRequest, GenerateRequest, ModelRef, ScoreRequest
+from harness.config import Suite
+from probes.base import Probe, Skip
+
+
+@dataclass
+class Row:
+    model: str
+    backend: str
+    probe: str
+    requests: int = 0
+    score_tokens: int = 0  # at most this many tokens scored
+    new_tokens: int = 0  # at most this many tokens generated
+    prompt_chars: int = 0
+    skipped: str = ""
+
+
+def estimate(suite: Suite, probes: list[Probe]) -> list[Row]:
+    rows: list[Row] = []
+    for spec in suite.models:
+        caps = backend_class(spec.backend).expected_capabilities(ModelRef(spec.name, spec.path, spec.options))
+        for probe in probes:
+            if not probe.needs_backend or (probe.spec.models is not None and spec.name not in probe.spec.models):
+                continue
+            row = Row(spec.name, spec.backend, probe.instance)
+            if probe.requires and not any(caps.has(c) for c in probe.requires):
+                row.skipped = "capability not expected"
+                rows.append(row)
+                continue
+            planned = probe.plan(suite.for_probe(probe.spec), spec, caps)
+            if isinstance(planned, Skip):
+                row.skipped = planned.reason
+                rows.append(row)
+                continue
+            for p in planned:
+                r = p.request
+                row.requests += 1
+                if isinstance(r, ScoreRequest):
+                    row.score_tokens += r.max_tokens or len(r.text)  # unbounded: about a token per character at most
+                    row.prompt_chars += len(r.text)
+                elif isinstance(r, GenerateRequest):
+                    row.new_tokens += r.max_new_tokens * r.n
+                    row.prompt_chars += sum(len(m["content"]) for m in r.messages)
+                elif isinstance(r, CountRequest):
+                    row.prompt_chars += len(r.text)
+            rows.append(row)
+    return rows
+
+
+def totals(rows: list[Row]) -> dict[str, Any]:
+    return {
+        "requests": sum(r.requests for r in rows),
+        "score_tokens": sum(r.score_tokens for r in rows),
+        "new_tokens": sum(r.new_tokens for r in rows),
+        "prompt_chars": sum(r.prompt_chars for r in rows),
+    }

@@ -1,0 +1,192 @@
+"""Parents from a pool: which candidates is a suspect made of? Selection with a held-out test.
+
+Input: per-text Gram matrices of centred log-probs over [suspect, candidate_1, ...] (the same
+sufficient statistics every logit fit uses). The texts are split once, at random, into a
+*selection* half and a *test* half:
+
+1. **Selection half.** For each size s = 1, 2, 3, ... the best subset of the pool (smallest
+   residual of the non-negative, sum-to-one fit; exhaustive while the count of subsets is
+   small, else forward from the best of size s - 1). Size s + 1 is taken over size s only if it
+   predicts held-out texts better, by the same cross-validated test the verdict uses (random
+   half splits inside the selection half, per-text relative gain, one-sided Wilcoxon), with
+   p < alpha and a mean gain of at least the verdict's ``min_cv_gain``.
+2. **Test half.** Each member of the chosen set is kept only if dropping it makes the fit
+   (weights fitted on the selection half) predict the test half significantly worse
+   (one-sided Wilcoxon on per-text gains, Holm-corrected across members). The test half never
+   took part in choosing, so this check's error rate is what it says.
+3. **Ambiguity.** Every set that swaps one member for another candidate and predicts the test
+   half not significantly worse (same test) is near-equivalent, and reported with its fit: a
+   parent and a light fine-tune of it, or a parent and a copy, are not told apart silently.
+
+The verdict on the chosen set is the logit probe's own rule, computed again with the set as the
+parents (``probe._select_from_pool``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from probes.logit.interpolation import fit_simplex, sq_distance
+
+MAX_SIZE = 4  # a merge of more than four parents is beyond what the corpus sizes here can resolve
+EXHAUSTIVE = 2000  # subsets of one size fitted exhaustively up to this count
+
+
+@dataclass
+class Step:
+    size: int
+    members: list[str]
+    residual: float  # relative: |S - fit|^2 / |S - nearest single candidate|^2 on the selection half
+    cv_gain: float = math.nan  # over the best set one smaller, on the selection half
+    p: float = math.nan
+
+
+@dataclass
+class Selection:
+    selected: list[str]
+    steps: list[Step]
+    confirmed: dict[str, float]  # member -> Holm-adjusted p of "dropping it hurts" on the test half
+    removed: dict[str, str]  # member chosen on the selection half but not confirmed, with why
+    equivalent: list[dict] = field(default_factory=list)  # near-equivalent sets on the test half
+    n_select: int = 0
+    n_test: int = 0
+
+
+def _loss(g: np.ndarray, idx: list[int], w: np.ndarray) -> np.ndarray:
+    """Per-text squared error of sum_i w_i C_i for S (row 0), from per-text Grams (T, M, M)."""
+    cc = g[:, idx][:, :, idx]
+    return g[:, 0, 0] - 2 * g[:, 0, idx] @ w + np.einsum("i,tij,j->t", w, cc, w)
+
+
+def _fit(g_sum: np.ndarray, idx: list[int]) -> tuple[np.ndarray, float]:
+    cols = [0, *idx]
+    sub = g_sum[np.ix_(cols, cols)]
+    if len(idx) == 1:
+        return np.ones(1), float(sq_distance(sub, 0, 1))
+    w, r = fit_simplex(sub)
+    return w, float(r)
+
+
+def _best(g_sum: np.ndarray, pool: list[int], size: int, prev: list[int]) -> tuple[list[int], float]:
+    """The subset of ``pool`` of this size with the smallest in-sample residual."""
+    if math.comb(len(pool), size) <= EXHAUSTIVE:
+        subsets = [list(s) for s in itertools.combinations(pool, size)]
+    else:  # forward from the previous best
+        subsets = [[*prev, c] for c in pool if c not in prev]
+    best, best_r = subsets[0], math.inf
+    for s in subsets:
+        r = _fit(g_sum, s)[1]
+        if r < best_r:
+            best, best_r = s, r
+    return best, best_r
+
+
+def _wilcoxon_greater(x: np.ndarray) -> float:
+    from scipy import stats as sps  # imported here: `validate` stays fast
+
+    x = x[np.isfinite(x)]
+    if len(x) < 2 or np.allclose(x, 0):
+        return 1.0
+    return float(sps.wilcoxon(x, alternative="greater", zero_method="wilcox").pvalue)
+
+
+def _cv_gain(g: np.ndarray, small: list[int], big: list[int], rng: np.random.Generator, splits: int) -> np.ndarray:
+    """Per-text relative gain of ``big`` over ``small``, each fitted on random halves and scored
+    on the other half, averaged over the splits that held the text out."""
+    n = g.shape[0]
+    total, count = np.zeros(n), np.zeros(n)
+    for _ in range(splits):
+        perm = rng.permutation(n)
+        train, test = perm[: n // 2], perm[n // 2 :]
+        gs = g[train].sum(axis=0)
+        loss_small = _loss(g[test], small, _fit(gs, small)[0])
+        loss_big = _loss(g[test], big, _fit(gs, big)[0])
+        total[test] += 1 - loss_big / np.maximum(loss_small, 1e-300)
+        count[test] += 1
+    return (total / np.maximum(count, 1))[count > 0]
+
+
+def _holdout_gain(g_sel: np.ndarray, g_test: np.ndarray, small: list[int], big: list[int]) -> np.ndarray:
+    """Per-text relative gain on the test half of ``big`` over ``small``, both fitted on the selection half."""
+    gs = g_sel.sum(axis=0)
+    loss_small = _loss(g_test, small, _fit(gs, small)[0])
+    loss_big = _loss(g_test, big, _fit(gs, big)[0])
+    return 1 - loss_big / np.maximum(loss_small, 1e-300)
+
+
+def select(
+    gram: np.ndarray,
+    names: list[str],
+    rng: np.random.Generator,
+    alpha: float,
+    min_gain: float,
+    splits: int = 50,
+) -> Selection:
+    """Choose the candidates (``names``, rows 1.. of ``gram``) that explain the suspect (row 0)."""
+    from harness.stats import adjust
+
+    n = gram.shape[0]
+    perm = rng.permutation(n)
+    sel, test = np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
+    g_sel, g_test = gram[sel], gram[test]
+    gs = g_sel.sum(axis=0)
+    pool = list(range(1, gram.shape[1]))
+    first, r1 = _best(gs, pool, 1, [])
+    steps = [Step(1, [names[i - 1] for i in first], 1.0)]
+    chosen = first
+    for size in range(2, min(MAX_SIZE, len(pool)) + 1):
+        cand, r = _best(gs, pool, size, chosen)
+        gains = _cv_gain(g_sel, chosen, cand, rng, splits)
+        p = _wilcoxon_greater(gains)
+        steps.append(Step(size, [names[i - 1] for i in cand], r / r1 if r1 > 0 else math.nan, float(np.mean(gains)), p))
+        if not (p < alpha and np.mean(gains) >= min_gain):
+            break
+        chosen = cand
+    confirmed: dict[str, float] = {}
+    removed: dict[str, str] = {}
+    if len(chosen) >= 2:
+        ps = {i: _wilcoxon_greater(_holdout_gain(g_sel, g_test, [j for j in chosen if j != i], chosen)) for i in chosen}
+        adjusted = dict(zip(ps, adjust(list(ps.values()), "holm")))
+        for i, pa in adjusted.items():
+            if pa < alpha:
+                confirmed[names[i - 1]] = pa
+            else:
+                removed[names[i - 1]] = (
+                    f"chosen on the selection half, but dropping it does not hurt on the {len(test)} held-out "
+                    f"texts (Holm p {pa:.2g})"
+                )
+        kept = [i for i in chosen if names[i - 1] in confirmed]
+        chosen = kept if len(kept) >= 2 else kept or chosen[:1]
+    equivalent = []
+    if len(chosen) >= 2:
+        base_loss = _loss(g_test, chosen, _fit(gs, chosen)[0]).sum()
+        for i in chosen:
+            for c in pool:
+                if c in chosen:
+                    continue
+                swap = sorted([*[j for j in chosen if j != i], c])
+                worse = -_holdout_gain(g_sel, g_test, chosen, swap)  # > 0 where the swap predicts worse
+                p = _wilcoxon_greater(worse)
+                if p >= alpha:
+                    loss = _loss(g_test, swap, _fit(gs, swap)[0]).sum()
+                    equivalent.append(
+                        {
+                            "set": [names[j - 1] for j in swap],
+                            "instead_of": names[i - 1],
+                            "held_out_loss_ratio": float(loss / base_loss) if base_loss > 0 else math.nan,
+                            "p_worse": p,
+                        }
+                    )
+    return Selection(
+        selected=[names[i - 1] for i in chosen],
+        steps=steps,
+        confirmed=confirmed,
+        removed=removed,
+        equivalent=sorted(equivalent, key=lambda e: e["held_out_loss_ratio"]),
+        n_select=len(sel),
+        n_test=len(test),
+    )
