@@ -119,6 +119,9 @@ class WeightsProbe(Probe):
             assert d is not None
             if m.role == "parent":
                 continue
+            if m.role == "candidate":  # the logit probe selects from candidates; here parents are given
+                ev.notes.append(f"{m.name}: a candidate, not a known parent: the weights probe does not fit it")
+                continue
             if d.resolve() in seen:
                 ev.notes.append(f"{m.name}: same checkpoint as {seen[d.resolve()]}, analysed once")
                 continue
