@@ -64,7 +64,7 @@ CASES = [
         "probes[0].params.max_tokens",
         "greater than or equal to 4",
     ),
-    ("role-enum", edit(7, "    role: father"), 7, "models[1].role", "'suspect', 'parent' or 'control'"),
+    ("role-enum", edit(7, "    role: father"), 7, "models[1].role", "'suspect', 'parent', 'control' or 'candidate'"),
 ]
 
 

@@ -40,7 +40,7 @@ from probes.weights.artifacts import artifacts
 from probes.weights.case import weights_case
 from probes.weights.checkpoint import Checkpoint, TensorInfo, open_checkpoint
 from probes.weights.result import WeightsResult
-from probes.weights.stream import FORMAT, stream
+from probes.weights.stream import FORMAT, TensorStats, stream
 from probes.weights.verdict import SPARSE_MIN, decide
 
 
@@ -151,7 +151,7 @@ class WeightsProbe(Probe):
             results[s], rows = self._subject(s, j, stats, fitted, ref_name, unmatched, suite, level, rng)
             cos_of[s] = results[s].cos_fit
             tensor_rows += rows
-        self._calibrate(results, cos_of, suite, stats, fitted, ref_name, order)
+        self._calibrate(results, cos_of, suite, stats, fitted, ref_name)
         ev.per_model = {s: r.model_dump(mode="json") for s, r in results.items()}
         ev.calibrated = any(suite.model(s).role == "control" for s in results)
         ev.tables["tensors"] = tensor_rows
@@ -192,7 +192,7 @@ class WeightsProbe(Probe):
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{key}.jsonl"
 
-    def _stream(self, work: list[list[TensorInfo]], n_parents: int, journal: Path):
+    def _stream(self, work: list[list[TensorInfo]], n_parents: int, journal: Path) -> list[TensorStats]:
         total = sum(i.nbytes for infos in work for i in infos)
         console = Console(stderr=True)
         with Progress(
@@ -207,7 +207,20 @@ class WeightsProbe(Probe):
             task = progress.add_task("read", total=total)
             return stream(work, n_parents, journal, self.params.workers, lambda b: progress.advance(task, b))
 
-    def _subject(self, s, j, stats, fitted, ref_name, unmatched, suite, level, rng):
+    def _subject(
+        self,
+        s: str,
+        j: int,
+        stats: list[TensorStats],
+        fitted: list[str],
+        ref_name: str,
+        unmatched: list[str],
+        suite: Suite,
+        level: float,
+        rng: np.random.Generator,
+    ) -> tuple[WeightsResult, list[dict[str, Any]]]:
+        """One subject (row ``j`` among the subjects): its fits, pooled weights with their CIs,
+        summaries and family evidence; and its per-tensor rows for the evidence's table."""
         p = len(fitted)
         moving = [x for x in stats if np.trace(np.array(x.gram)[1 : p + 1, 1 : p + 1]) > 0]
         fits = an.fits_of(moving, p, j, two_parent_slerp=len(fitted) + (ref_name != "base") == 2)
@@ -274,7 +287,15 @@ class WeightsProbe(Probe):
         ]
         return result, rows
 
-    def _calibrate(self, results, cos_of, suite, stats, fitted, ref_name, order) -> None:
+    def _calibrate(
+        self,
+        results: dict[str, WeightsResult],
+        cos_of: dict[str, float],
+        suite: Suite,
+        stats: list[TensorStats],
+        fitted: list[str],
+        ref_name: str,
+    ) -> None:
         """The null each subject's cos fit must beat, then the verdict and the family."""
         controls = {s: c for s, c in cos_of.items() if suite.model(s).role == "control" and math.isfinite(c)}
         p = len(fitted)
