@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,14 @@ VLLM_CPU_OPTIONS = {
     "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
     "startup_timeout_s": 600,
 }
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT (Ctrl-C). A shell without job
+    control starts background jobs with SIGINT ignored, the test runner inherits that, and so
+    would the child (Python keeps an inherited SIG_IGN), so the Ctrl-C tests would pass or fail
+    by how `make test` was launched. The child gets the default disposition back, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def zoo_path() -> Path:

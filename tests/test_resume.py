@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from tests.conftest import default_sigint
 
 SUITE = """\
 name: resume
@@ -49,6 +50,7 @@ def test_killed_run_resumes_without_recomputing(tmp_path, zoo, sig):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ.copy(),
+        preexec_fn=default_sigint,
     )
     raw = run_dir / "raw" / "parent_a.jsonl"  # the second model: kill while it is being collected
     deadline = time.monotonic() + 120

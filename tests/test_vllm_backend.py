@@ -14,6 +14,7 @@ from harness.backends.vllm import VLLMBackend, VLLMOptions, serve_command
 from harness.backends.vllm_server import API_SERVER_MODULE, ENV_VAR, resolve_launcher
 from harness.config import load_suite
 from harness.errors import BackendError, InputError
+from tests.conftest import default_sigint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,7 +135,9 @@ cache_dir: {tmp_path}/cache
     )
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--run-id", "r"]
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=default_sigint
+    )
     log = tmp_path / "results" / "r" / "servers" / "vllm-m.log"
     deadline = time.monotonic() + 120
     while "# pid " not in (log.read_text() if log.exists() else ""):

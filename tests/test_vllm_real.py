@@ -27,7 +27,7 @@ from harness.backends.base import Capability, GenerateRequest, ModelRef, ScoreRe
 from harness.backends.hf import HFBackend
 from harness.backends.vllm import VLLMBackend
 from harness.errors import BackendError
-from tests.conftest import REPO, VLLM_CPU_OPTIONS, free_port, wait_http, write_suite
+from tests.conftest import REPO, VLLM_CPU_OPTIONS, default_sigint, free_port, wait_http, write_suite
 
 SERVED = "smollm2"
 FAMILY = (("rio_mini", "suspect"), ("nex_mini", "parent"), ("smollm2", "parent"), ("sibling", "control"))
@@ -230,7 +230,9 @@ def raw_lines(run_dir: Path, model: str) -> list[dict]:
 def start_run(suite: Path, *args: str) -> subprocess.Popen:
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), *args]
-    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=default_sigint
+    )
 
 
 def wait_for(cond, proc: subprocess.Popen, timeout: float, what: str) -> None:
