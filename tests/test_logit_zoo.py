@@ -30,9 +30,13 @@ def zoo_for_seed(seed: int) -> Path:
     return p
 
 
-def run_suite(tmp: Path, zoo: Path, probes: list[dict], models: list[dict] | None = None) -> dict:
-    suite = yaml.safe_load(CALIBRATION.read_text())
-    suite["probes"] = probes
+def run_suite(
+    tmp: Path, zoo: Path, probes: list[dict] | None, models: list[dict] | None = None, base: Path = CALIBRATION
+) -> dict:
+    """``base`` (its probes and models replaced when given) on ``zoo``, into ``tmp``: evidence by instance."""
+    suite = yaml.safe_load(base.read_text())
+    if probes is not None:
+        suite["probes"] = probes
     if models is not None:
         suite["models"] = models
     for m in suite["models"]:

@@ -10,25 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import main
-from tests.test_logit_zoo import zoo_for_seed
+from tests.test_logit_zoo import run_suite, zoo_for_seed
 
 REPO = Path(__file__).resolve().parent.parent
 POOL = REPO / "configs" / "pool-tiny.yaml"
 
 
-def run_pool(tmp: Path, zoo: Path, extra: list[str] = ()) -> dict:
+def run_pool(tmp: Path, zoo: Path, extra: tuple[str, ...] = ()) -> dict:
     suite = yaml.safe_load(POOL.read_text())
-    for name in extra:
-        suite["models"].append({"name": name, "role": "candidate", "path": name})
-    for m in suite["models"]:
-        m["path"] = str(zoo / Path(m["path"]).name)
-    suite["output_dir"] = str(tmp / "results")
-    suite["cache_dir"] = str(tmp / "cache")
-    path = tmp / "suite.yaml"
-    path.write_text(yaml.safe_dump(suite))
-    assert main(["run", str(path), "--run-id", "r"]) == 0
-    return json.loads((tmp / "results" / "r" / "evidence.json").read_text())["probes"][0]
+    models = suite["models"] + [{"name": n, "role": "candidate", "path": n} for n in extra]
+    return run_suite(tmp, zoo, None, models, POOL)["logit_interpolation"]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -59,7 +50,7 @@ def test_a_copy_of_a_parent_in_the_pool_is_reported_as_an_equivalent_choice(tmp_
     """Ambiguity: with parent_a's re-rounded copy in the pool, {copy, parent_b} predicts the
     held-out texts as well as {parent_a, parent_b}; the report names the other set instead of
     picking one silently."""
-    ev = run_pool(tmp_path, zoo_for_seed(0), extra=["copy_a_bf16"])
+    ev = run_pool(tmp_path, zoo_for_seed(0), extra=("copy_a_bf16",))
     row = next(r for r in ev["tables"]["selection"] if r["model"] == "linear_0.6")
     chosen = set(row["parents_found"])
     assert chosen in ({"parent_a", "parent_b"}, {"copy_a_bf16", "parent_b"}), row

@@ -317,9 +317,9 @@ class LogitInterpolationProbe(Probe):
                 for x in data.others
                 if x not in parents and (x in members or (selected and suite.model(x).role == "control"))
             ]
-            scratch = self.new_evidence(suite)
-            scratch.calibrated = ev.calibrated
-            fitted = self._fit(replace(data, parents=list(parents), others=others, candidates=[]), suite, rng, scratch)
+            fitted, scratch = self._refit(
+                replace(data, parents=list(parents), others=others, candidates=[]), suite, rng, ev
+            )
             if fitted is None:
                 ev.notes.append(f"{', '.join(members)}: no analysis against {', '.join(parents)}: {scratch.reason}")
                 continue
@@ -402,6 +402,15 @@ class LogitInterpolationProbe(Probe):
             "near_equivalent": sel.equivalent,
         }
 
+    def _refit(
+        self, data: _Data, suite: Suite, rng: np.random.Generator, ev: ProbeEvidence
+    ) -> tuple[dict[str, LogitResult] | None, ProbeEvidence]:
+        """``_fit`` against another parent set, into a scratch evidence (calibrated like ``ev``)
+        whose estimates the caller moves over for the models it keeps."""
+        scratch = self.new_evidence(suite)
+        scratch.calibrated = ev.calibrated
+        return self._fit(data, suite, rng, scratch), scratch
+
     def _drop_unsupported_parents(
         self, results: dict[str, LogitResult], data: _Data, suite: Suite, rng: np.random.Generator, ev: ProbeEvidence
     ) -> None:
@@ -419,9 +428,7 @@ class LogitInterpolationProbe(Probe):
             if 2 <= len(keep) < len(data.parents):
                 groups.setdefault(keep, []).append(m)
         for keep, members in groups.items():
-            scratch = self.new_evidence(suite)
-            scratch.calibrated = ev.calibrated
-            reduced = self._fit(replace(data, parents=list(keep)), suite, rng, scratch)
+            reduced, scratch = self._refit(replace(data, parents=list(keep)), suite, rng, ev)
             if reduced is None:
                 continue
             for m in members:
