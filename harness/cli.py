@@ -96,14 +96,17 @@ def _print_estimate(suite: Suite, probes: list[Probe]) -> int:
 
     rows = estimate(suite, probes)
     table = Table(title=f"Estimate for {suite.name}: nothing is sent", title_justify="left")
-    for col in ("model", "backend", "probe", "requests", "scored tokens <=", "new tokens <=", "prompt chars"):
-        table.add_column(col, justify="right" if col not in ("model", "backend", "probe") else "left")
+    names = ("model", "backend", "probe", "stage")
+    for col in (*names, "requests", "scored tokens <=", "new tokens <=", "prompt chars"):
+        table.add_column(col, justify="right" if col not in names else "left")
     for r in rows:
         cells = [f"{r.requests:,}", f"{r.score_tokens:,}", f"{r.new_tokens:,}", f"{r.prompt_chars:,}"]
-        table.add_row(r.model, r.backend, r.probe, *(["skipped: " + r.skipped, "", "", ""] if r.skipped else cells))
+        skipped = ["skipped: " + r.skipped, "", "", ""]
+        table.add_row(r.model, r.backend, r.probe, r.stage or "full", *(skipped if r.skipped else cells))
     t = totals(rows)
     table.add_row(
         "total",
+        "",
         "",
         "",
         f"{t['requests']:,}",
@@ -116,7 +119,15 @@ def _print_estimate(suite: Suite, probes: list[Probe]) -> int:
         "Counts assume each backend offers what it is expected to (a server is not probed); answers already "
         "cached are not subtracted. File-reading probes (weights) send nothing."
     )
-    print(f"estimate: {t['requests']} requests")
+    more = totals(rows, "if shortlisted")
+    if more["requests"]:
+        console.print(
+            f"Screening: the total counts each screened candidate's screening stage; full scoring of the ones "
+            f"shortlisted adds the 'if shortlisted' rows, at most {more['requests']:,} requests and "
+            f"{more['score_tokens']:,} scored tokens if every one is (a second load of each)."
+        )
+    extra = f" + at most {more['requests']} if shortlisted" if more["requests"] else ""
+    print(f"estimate: {t['requests']} requests{extra}")
     return EXIT_OK
 
 

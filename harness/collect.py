@@ -72,18 +72,46 @@ class Collector:
     cache: Cache
     console: Console
     stats: CollectStats = field(default_factory=CollectStats)
+    planned: set[str] = field(default_factory=set)  # cache keys planned so far in this collection
 
     def collect(self, probes: list[Probe]) -> CollectStats:
+        # Stage one: every model, each probe's screening plan where it has one (else its plan).
+        screened: dict[str, list[str]] = {}  # probe instance -> models given only its screening plan
         for spec in self.suite.models:
             wanted = [p for p in probes if p.needs_backend and (p.spec.models is None or spec.name in p.spec.models)]
             if wanted:  # a model no probe asks for is never loaded
-                self._model(spec, wanted)
+                self._model(spec, wanted, screened)
+        # Stage two: the screened models each probe shortlisted, planned in full (loaded again).
+        for spec, wanted in self._shortlisted(probes, screened):
+            self._model(spec, wanted, None)
         s = self.stats
         self.run.event("collect_end", requests=s.requests, cache_hits=s.cache_hits, computed=s.computed)
         return s
 
-    def _model(self, spec: ModelSpec, probes: list[Probe]) -> None:
-        """Load one model, run every probe on it, free it (also when a probe fails)."""
+    def _shortlisted(self, probes: list[Probe], screened: dict[str, list[str]]) -> list[tuple[ModelSpec, list[Probe]]]:
+        """Ask each probe that screened models which of them go on to be scored in full."""
+        from harness.analyze import load_records  # analysis code, needed here only between stages
+
+        todo: dict[str, list[Probe]] = {}
+        for probe in probes:
+            names = screened.get(probe.instance)
+            if not names:
+                continue
+            view = self.suite.for_probe(probe.spec)
+            short = probe.shortlist(view, load_records(self.run, self.cache, view, probe))
+            kept = [m for m in (short.kept if short else names) if m in names]
+            self.run.event("screened", probe=probe.instance, screened=names, kept=kept, why=short.why if short else {})
+            self.console.print(
+                f"[bold]{escape(probe.instance)}[/]: screening kept {len(kept)} of {len(names)} candidates for full "
+                f"scoring: {escape(', '.join(kept) or 'none')}"
+            )
+            for m in kept:
+                todo.setdefault(m, []).append(probe)
+        return [(spec, todo[spec.name]) for spec in self.suite.models if spec.name in todo]
+
+    def _model(self, spec: ModelSpec, probes: list[Probe], screened: dict[str, list[str]] | None) -> None:
+        """Load one model, run every probe on it, free it (also when a probe fails). ``screened``
+        (stage one) collects the probes that gave this model only their screening plan."""
         backend = make_backend(spec.backend, ModelRef(spec.name, spec.path, spec.options))
         backend.run_dir = self.run.dir
         what = escape(str(spec.path or spec.backend))
@@ -102,7 +130,7 @@ class Collector:
             )
             for probe in probes:
                 try:
-                    self._probe(probe, backend, spec, fp["key"], caps)
+                    self._probe(probe, backend, spec, fp["key"], caps, screened)
                 except CapabilityMissing as e:  # found out mid-probe: keep what was answered, record why
                     self._skip(spec.name, probe, f"capability missing: {e}")
             self.run.event("model_done", model=spec.name, usage=backend.usage())
@@ -115,17 +143,33 @@ class Collector:
         self.stats.skipped.append({"model": model, "probe": probe.instance, "reason": reason})
         self.console.print(f"  [yellow]skipped[/] {escape(probe.instance)}: {escape(reason)}")
 
-    def _probe(self, probe: Probe, backend: Backend, spec: ModelSpec, model_key: str, caps: Capabilities) -> None:
+    def _probe(
+        self,
+        probe: Probe,
+        backend: Backend,
+        spec: ModelSpec,
+        model_key: str,
+        caps: Capabilities,
+        screened: dict[str, list[str]] | None,
+    ) -> None:
         model = spec.name
         if probe.requires and not any(caps.has(c) for c in probe.requires):
             needs = " or ".join(c.value for c in probe.requires)
             self._skip(model, probe, f"capability missing: backend '{backend.name}' offers no {needs}")
             return
-        planned = probe.plan(self.suite.for_probe(probe.spec), spec, caps)
+        view = self.suite.for_probe(probe.spec)
+        first = probe.screening_plan(view, spec, caps) if screened is not None else None
+        if screened is not None and first is not None:
+            screened.setdefault(probe.instance, []).append(model)
+        planned = first if first is not None else probe.plan(view, spec, caps)
         if isinstance(planned, Skip):
             self._skip(model, probe, planned.reason)
             return
         keys = [cache_key(model_key, probe.kind, probe.version, p.request) for p in planned]
+        # A request planned already in this collection (stage one's, planned again in full in
+        # stage two) is answered from the cache and not counted twice.
+        fresh = [k not in self.planned for k in keys]
+        self.planned.update(keys)
         cached = self.cache.contains(keys)
         logged = {r["key"] for r in self.run.raw_records(model) if r["probe"] == probe.instance}
 
@@ -151,14 +195,15 @@ class Collector:
         todo: list[int] = []
         for i, k in enumerate(keys):
             if k in cached:
-                hits += 1
+                hits += fresh[i]
                 answer = self.cache.get(k) if k not in logged else None
                 if answer is not None:  # answered in an earlier (possibly killed) run: log it into this one
                     record(i, answer, True)
             else:
                 todo.append(i)
         with _progress(self.console) as progress:
-            task = progress.add_task(f"  {escape(probe.instance)}", total=len(planned), completed=hits, hits=hits)
+            done = len(planned) - len(todo)
+            task = progress.add_task(f"  {escape(probe.instance)}", total=len(planned), completed=done, hits=done)
             # Batches of one request kind, in plan order; the backend may reorder inside a batch.
             by_kind: dict[str, list[int]] = {}
             for i in todo:
@@ -176,14 +221,15 @@ class Collector:
                     for j, result in results.items():
                         store(batch[j], result)
                     progress.advance(task, len(batch))
-        self.stats.requests += len(planned)
+        self.stats.requests += sum(fresh)
         self.stats.cache_hits += hits
         self.stats.computed += len(todo)
         self.run.event(
             "probe_collected",
             model=model,
             probe=probe.instance,
-            requests=len(planned),
-            cache_hits=hits,
+            requests=len(planned),  # this model's whole plan at this stage (stage two's holds stage one's)
+            cache_hits=len(planned) - len(todo),
             computed=len(todo),
+            stage=1 if screened is not None else 2,
         )

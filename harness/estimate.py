@@ -8,17 +8,22 @@ score request may score (``max_tokens``) and the new tokens a generation may pro
 (``max_new_tokens`` x samples); prompts are counted in characters. Answers already in the cache
 are not subtracted (their keys need the loaded model's fingerprint): a resumed or repeated run
 sends fewer.
+
+A probe that screens a pool (``Probe.screening_plan``) gets two rows per screened model: the
+screening stage (counted) and what full scoring adds if the model is shortlisted (not counted:
+which models are shortlisted is known only after screening; the total of those rows is the
+bound with every one shortlisted).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.backends import backend_class
 from harness.backends.base import CountRequest, GenerateRequest, ModelRef, ScoreRequest
 from harness.config import Suite
-from probes.base import Probe, Skip
+from probes.base import Planned, Probe, Skip
 
 
 @dataclass
@@ -31,6 +36,9 @@ class Row:
     new_tokens: int = 0  # at most this many tokens generated
     prompt_chars: int = 0
     skipped: str = ""
+    # "": planned in full; "screen": a probe's screening stage; "if shortlisted": what a screened
+    # model is asked on top if the screening shortlists it (not counted in the totals).
+    stage: str = ""
 
 
 def estimate(suite: Suite, probes: list[Probe]) -> list[Row]:
@@ -45,27 +53,39 @@ def estimate(suite: Suite, probes: list[Probe]) -> list[Row]:
                 row.skipped = "capability not expected"
                 rows.append(row)
                 continue
-            planned = probe.plan(suite.for_probe(probe.spec), spec, caps)
+            view = suite.for_probe(probe.spec)
+            planned = probe.plan(view, spec, caps)
             if isinstance(planned, Skip):
                 row.skipped = planned.reason
                 rows.append(row)
                 continue
-            for p in planned:
-                r = p.request
-                row.requests += 1
-                if isinstance(r, ScoreRequest):
-                    row.score_tokens += r.max_tokens or len(r.text)  # unbounded: about a token per character at most
-                    row.prompt_chars += len(r.text)
-                elif isinstance(r, GenerateRequest):
-                    row.new_tokens += r.max_new_tokens * r.n
-                    row.prompt_chars += sum(len(m["content"]) for m in r.messages)
-                elif isinstance(r, CountRequest):
-                    row.prompt_chars += len(r.text)
-            rows.append(row)
+            first = probe.screening_plan(view, spec, caps)
+            if first is None:
+                rows.append(_count(row, planned))
+                continue
+            rows.append(_count(replace(row, stage="screen"), first))
+            rows.append(_count(replace(row, stage="if shortlisted"), [p for p in planned if p not in first]))
     return rows
 
 
-def totals(rows: list[Row]) -> dict[str, Any]:
+def _count(row: Row, planned: list[Planned]) -> Row:
+    for p in planned:
+        r = p.request
+        row.requests += 1
+        if isinstance(r, ScoreRequest):
+            row.score_tokens += r.max_tokens or len(r.text)  # unbounded: about a token per character at most
+            row.prompt_chars += len(r.text)
+        elif isinstance(r, GenerateRequest):
+            row.new_tokens += r.max_new_tokens * r.n
+            row.prompt_chars += sum(len(m["content"]) for m in r.messages)
+        elif isinstance(r, CountRequest):
+            row.prompt_chars += len(r.text)
+    return row
+
+
+def totals(rows: list[Row], stage: str | None = None) -> dict[str, Any]:
+    """Sums over the rows certain to be sent (``stage`` None), or over the rows of one stage."""
+    rows = [r for r in rows if (r.stage != "if shortlisted" if stage is None else r.stage == stage)]
     return {
         "requests": sum(r.requests for r in rows),
         "score_tokens": sum(r.score_tokens for r in rows),

@@ -25,6 +25,7 @@ EVENT_TYPES = (
     "model_loaded",
     "probe_skipped",
     "probe_collected",
+    "screened",
     "model_done",
     "model_failed",
     "run_interrupted",

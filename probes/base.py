@@ -43,6 +43,15 @@ class Skip:
     reason: str
 
 
+@dataclass(frozen=True)
+class Shortlist:
+    """After the screening stage of a probe that screens a pool: the screened models that go on
+    to be planned in full (``kept``), and a line per screened model saying why (its rank)."""
+
+    kept: list[str]
+    why: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Record:
     """A raw record as analysis sees it: the request, its bookkeeping and the backend's answer.
@@ -117,6 +126,19 @@ class Probe(ABC):
     @abstractmethod
     def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
         """What to ask ``model``. Pure: no model access."""
+
+    def screening_plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | None:
+        """Stage one of a probe that screens a pool before scoring it in full (many candidates,
+        each a large model served one at a time): the cheap requests for ``model``, a subset of
+        its ``plan`` so nothing is asked twice; None where ``model`` is planned in full from the
+        start (the default). Pure."""
+        return None
+
+    def shortlist(self, suite: Suite, records: dict[str, list[Record]]) -> Shortlist | None:
+        """After stage one: which screened models are planned in full (collect), and so make up
+        the pool (analyze, which calls it again). Deterministic given the records: both phases
+        must agree. None: this probe screens nothing (the default)."""
+        return None
 
     @abstractmethod
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: Any) -> ProbeEvidence:

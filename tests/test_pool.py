@@ -5,11 +5,13 @@ Each control is a candidate for the others and a subject itself: none may come o
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from harness.cli import main
 from tests.test_logit_zoo import run_suite, zoo_for_seed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +38,11 @@ def test_the_pool_gives_each_merge_its_true_parents_and_no_control_any(tmp_path:
         tol = 0.05 if len(parents) == 2 else 0.1
         for p, w in parents.items():
             assert abs(per[suspect]["weights"][p]["value"] - w) <= tol, (suspect, p, per[suspect]["weights"][p], w)
+    # a_ft (parent_a fine-tuned) is in the pool: the report weighs it against parent_a, and the
+    # data tell them apart (the swap predicts the held-out texts worse, significantly).
+    a_ft = next(a for a in rows["linear_0.6"]["swaps"]["parent_a"] if a["alternative"] == "a_ft")
+    assert a_ft["p_worse"] < 0.05 and a_ft["held_out_loss_ratio"] > 1, a_ft
+    print(f"\nseed {seed}: a_ft for parent_a: {a_ft}")
     controls = [m for m, r in rows.items() if m not in ("linear_0.6", "linear3")]
     assert len(controls) == 5
     for c in controls:  # 0 false discoveries: no parents found, never a merge verdict
@@ -56,6 +63,56 @@ def test_a_copy_of_a_parent_in_the_pool_is_reported_as_an_equivalent_choice(tmp_
     assert chosen in ({"parent_a", "parent_b"}, {"copy_a_bf16", "parent_b"}), row
     other = ({"parent_a", "copy_a_bf16"} - chosen).pop()
     assert any(set(e["set"]) == {other, "parent_b"} for e in row["near_equivalent"]), row["near_equivalent"]
+    mine = ({"parent_a", "copy_a_bf16"} & chosen).pop()
+    swap = min(row["swaps"][mine], key=lambda a: a["distance"])  # its nearest relative: the copy
+    assert swap["alternative"] == other and swap["p_worse"] >= 0.05 and swap["distance"] < 0.1, swap
     report = (tmp_path / "results" / "r" / "report.md").read_text()
     assert "near-equivalent sets" in report
     assert f"{other}, parent_b" in report or f"parent_b, {other}" in report
+
+
+def test_screening_scores_in_full_only_the_shortlist_and_still_finds_the_parents(tmp_path: Path, capsys):
+    """Staged (issue 16, item 3): the six role-candidate models are scored on 8 texts, ranked per
+    suspect, and each suspect's 3 best go on to the 64 texts; the selection is unchanged on the
+    shortlisted pool. `run --estimate` printed beforehand: the screening stage exactly, plus 56
+    requests per shortlisted candidate."""
+    zoo = zoo_for_seed(0)
+    truth = json.loads((zoo / "zoo.json").read_text())["members"]
+    suite = yaml.safe_load(POOL.read_text())
+    suite["probes"][0]["params"] |= {"screen_texts": 8, "shortlist": 3}
+    for m in suite["models"]:
+        m["path"] = str(zoo / Path(m["path"]).name)
+    suite |= {"output_dir": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache")}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    capsys.readouterr()
+    assert main(["run", str(path), "--estimate"]) == 0
+    printed = re.search(r"estimate: (\d+) requests \+ at most (\d+) if shortlisted", capsys.readouterr().out)
+    assert printed, "no staged estimate printed"
+    stage_one, all_shortlisted = int(printed.group(1)), int(printed.group(2))
+
+    assert main(["run", str(path), "--run-id", "r"]) == 0
+    run = tmp_path / "results" / "r"
+    events = [json.loads(x) for x in (run / "run.jsonl").read_text().splitlines()]
+    screened = next(e for e in events if e["event"] == "screened")
+    candidates = [m["name"] for m in suite["models"] if m["role"] == "candidate"]
+    assert screened["screened"] == candidates
+    kept = screened["kept"]
+    assert {"parent_a", "parent_b", "parent_c"} <= set(kept) and len(kept) < len(candidates), screened
+    assert all_shortlisted == 56 * len(candidates)
+    sent = next(e for e in events if e["event"] == "collect_end")["requests"]
+    assert sent == stage_one + 56 * len(kept)
+    for m in candidates:  # texts scored: 8 for a candidate screened out, 64 for one shortlisted
+        lines = (run / "raw" / f"{m}.jsonl").read_text().splitlines()
+        assert len({json.loads(x)["meta"]["id"] for x in lines}) == (64 if m in kept else 8), m
+
+    ev = next(p for p in json.loads((run / "evidence.json").read_text())["probes"])
+    rows = {r["model"]: r for r in ev["tables"]["selection"]}
+    for suspect in ("linear_0.6", "linear3"):
+        parents = truth[suspect]["parents"]
+        assert sorted(rows[suspect]["parents_found"]) == sorted(parents), rows[suspect]
+        out = [c for c in candidates if c not in kept]
+        assert all(rows[suspect]["dropped"][c].startswith("screened out on the first 8 texts") for c in out)
+    for c in [m for m in rows if m not in ("linear_0.6", "linear3")]:
+        assert rows[c]["parents_found"] == [], (c, rows[c])
+    print(f"\nscreening kept {kept}; estimate {stage_one} + at most {all_shortlisted}; sent {sent}")

@@ -40,14 +40,14 @@ from harness.data import balanced_head, load_items
 from harness.evidence import Estimate, ProbeEvidence
 from harness.provenance import same_weight_files
 from harness.stats import adjust, paired_bootstrap, percentile_ci, z_pvalue
-from probes.base import Planned, Probe, ProbeParams, Record, Skip, uncalibrated_note
+from probes.base import Planned, Probe, ProbeParams, Record, Shortlist, Skip, uncalibrated_note
 from probes.logit import render
 from probes.logit.align import align, as_kind, request_mode
 from probes.logit.case import logit_case
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
 from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats
 from probes.logit.result import ControlCalibration, Interval, LogitResult
-from probes.logit.selection import select
+from probes.logit.selection import screen_order, select
 from probes.logit.verdict import VerdictThresholds, decide
 
 CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
@@ -85,6 +85,16 @@ class LogitParams(ProbeParams):
         "candidates, each suspect and control gets the subset of parents and candidates that explains it "
         "(probes/logit/selection.py).",
     )
+    screen_texts: int | None = Field(
+        None,
+        ge=4,
+        description="Screen the pool first: score each role-candidate model on the first N texts only, rank the "
+        "candidates per suspect on them, and score in full only each suspect's `shortlist` best (a second "
+        "load of each). None: every candidate is scored in full.",
+    )
+    shortlist: int = Field(
+        6, ge=2, description="With screen_texts: the candidates per suspect that go on to full scoring."
+    )
     disagreement_tau: float = Field(1.0, gt=0, description="Parents 'disagree' where centred log-probs differ by more.")
     cv_splits: int = Field(50, ge=5, description="Random half splits of the cross-validated test.")
     noise_replicate: bool = Field(True, description="Score each parent twice (batch order reversed): noise floor.")
@@ -103,6 +113,7 @@ class _Data:
     mode: str
     ids: list[str]
     candidates: list[str] = field(default_factory=list)  # a pool to select parents from, per model
+    screened_out: dict[str, str] = field(default_factory=dict)  # candidates not shortlisted, with why
 
 
 class LogitInterpolationProbe(Probe):
@@ -169,6 +180,61 @@ class LogitInterpolationProbe(Probe):
             ]
         return plan
 
+    def _screened(self, suite: Suite, model: ModelSpec) -> bool:
+        """With ``screen_texts``: the role-candidate models (not known parents), scored on the
+        first texts and in full only if shortlisted."""
+        return (
+            self.params.screen_texts is not None
+            and model.role == "candidate"
+            and model.name not in self._parents(suite)
+        )
+
+    def screening_plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | None:
+        """The first ``screen_texts`` texts of the plan: a shortlisted candidate's full scoring
+        reuses these answers, so screening costs the candidates screened out only."""
+        if not self._screened(suite, model):
+            return None
+        planned = self.plan(suite, model, caps)
+        if isinstance(planned, Skip):
+            return None  # plan() says why in stage one
+        first = {it.id for it in self._items()[: self.params.screen_texts]}
+        return [x for x in planned if x.meta["id"] in first]
+
+    def shortlist(self, suite: Suite, records: dict[str, list[Record]]) -> Shortlist | None:
+        """Per suspect, the pool on the screening texts in ``selection.screen_order``; each
+        suspect's ``shortlist`` best screened candidates are kept (the union over suspects).
+        A candidate that tokenises the texts differently from every suspect is never kept."""
+        if self.params.screen_texts is None:
+            return None
+        screened = [m.name for m in suite.models if self._screened(suite, m) and records.get(m.name)]
+        first = {it.id for it in self._items()[: self.params.screen_texts]}
+        head = {m: [r for r in recs if r.meta["id"] in first] for m, recs in records.items()}
+        data = self._select(head, suite, self.new_evidence(suite))
+        suspects = [m for m in (data.others if data else []) if suite.model(m).role == "suspect"]
+        if data is None or not suspects:
+            return Shortlist(kept=screened, why={m: "nothing to screen against: kept" for m in screened})
+        pool_all = [*data.parents, *data.candidates]
+        groups = self._tokenisation_groups(data, list(dict.fromkeys([*pool_all, *suspects])))
+        group_of = {m: key for key, members in groups.items() for m in members}
+        kept: set[str] = set()
+        why: dict[str, list[str]] = {m: [] for m in screened}
+        for s in suspects:
+            members = groups[group_of[s]]
+            pool = [c for c in pool_all if c != s and c in members]
+            for c in screened:
+                if c not in members:
+                    why[c].append(f"{s}: tokenises the texts differently")
+            if not pool:
+                continue
+            idx = [members.index(x) for x in (s, *pool)]
+            g = self._pool_gram(data, members)[:, idx][:, :, idx]
+            ranked = [(c, w) for c, w in screen_order(g, pool) if c in screened]
+            for rank, (c, w) in enumerate(ranked, 1):
+                take = rank <= self.params.shortlist
+                kept |= {c} if take else set()
+                why[c].append(f"{s}: rank {rank} of {len(ranked)}, {w}" + ("" if take else " (not shortlisted)"))
+        return Shortlist(kept=[m for m in screened if m in kept], why={m: "; ".join(w) for m, w in why.items()})
+
     def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
         problems: list[tuple[tuple, str]] = []
         by_name = {m.name: m for m in suite.models}
@@ -215,9 +281,16 @@ class LogitInterpolationProbe(Probe):
         """Select the data, reduce each text to sufficient statistics, refuse degenerate parents,
         estimate with paired bootstrap CIs, calibrate against controls, correct and decide."""
         ev = self.new_evidence(suite)
+        short = self.shortlist(suite, records)
+        out: dict[str, str] = {}
+        if short is not None:  # the pool is what collect scored in full: screened-out candidates leave it
+            out = {m: f"screened out on the first {self.params.screen_texts} texts ({w})" for m, w in short.why.items()}
+            out = {m: w for m, w in out.items() if m not in short.kept}
+            records = {m: r for m, r in records.items() if m not in out}
         data = self._select(records, suite, ev)
         if data is None:
             return ev
+        data = replace(data, screened_out=out)
         ev.notes.append(f"Data mode '{data.mode}': {POWER_NOTE[data.mode]}.")
         if data.mode == "full":
             ev.notes += self._storage_note(data)
@@ -289,7 +362,7 @@ class LogitInterpolationProbe(Probe):
                 c: f"tokenises the texts differently from {s}: cannot be an element-wise merge parent"
                 for c in pool_all
                 if c != s and c not in members
-            }
+            } | data.screened_out
             if len(pool) < 2:
                 ev.notes.append(f"{s}: fewer than two candidates share its tokenisation; not analysed.")
                 continue
@@ -400,6 +473,7 @@ class LogitInterpolationProbe(Probe):
             "confirmed_p": sel.confirmed,
             "dropped": why,
             "near_equivalent": sel.equivalent,
+            "swaps": sel.swaps,
         }
 
     def _refit(

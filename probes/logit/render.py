@@ -147,13 +147,15 @@ def _selection_section(evidence: ProbeEvidence) -> list[str]:
     rows = evidence.tables.get("selection", [])
     if not rows:
         return []
+    alpha = 1 - evidence.ci_level
     out = [
         "**Parents from the pool** (`probes/logit/selection.py`: sizes chosen on a random half of the texts by "
         "the cross-validated gain test, each member confirmed on the other half, Holm-corrected):",
         "",
         "| model | parents found | best set per size (residual, CV gain, p) | confirmed on held-out texts (p_adj) | "
-        "near-equivalent sets (held-out loss ratio) |",
-        "|---|---|---|---|---|",
+        "near-equivalent sets (held-out loss ratio) | per member: best swap and nearest relative (held-out loss "
+        "ratio, p) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         steps = "; ".join(
@@ -165,8 +167,23 @@ def _selection_section(evidence: ProbeEvidence) -> list[str]:
         equivalent = "; ".join(
             f"{', '.join(e['set'])} ({e['held_out_loss_ratio']:.2f})" for e in r["near_equivalent"][:4]
         )
+        told = {True: "told apart", False: "not told apart"}
+        per_member = []
+        for m, alts in r.get("swaps", {}).items():
+            if not alts:
+                continue
+            best, rel = alts[0], min(alts, key=lambda a: a["distance"])
+            text = f"{m}: {best['alternative']} ({best['held_out_loss_ratio']:.2f}, {fmt_p(best['p_worse'])}, "
+            text += f"{told[best['p_worse'] < alpha]})"
+            if rel is not best:
+                text += (
+                    f"; nearest relative {rel['alternative']} at {rel['distance']:.2f} parent distances "
+                    f"({rel['held_out_loss_ratio']:.2f}, {fmt_p(rel['p_worse'])}, {told[rel['p_worse'] < alpha]})"
+                )
+            per_member.append(text)
+        closest = "; ".join(per_member)
         found = ", ".join(r["parents_found"]) or f"none ({(r['verdict'] or 'n/a').replace('_', ' ')})"
-        out.append(f"| {r['model']} | {found} | {steps} | {confirmed} | {equivalent or '-'} |")
+        out.append(f"| {r['model']} | {found} | {steps} | {confirmed} | {equivalent or '-'} | {closest or '-'} |")
     out += ["", "Candidates not taken, and why:", ""]
     for r in rows:
         out.append(f"- {r['model']}: " + "; ".join(f"{c}: {why}" for c, why in r["dropped"].items()))

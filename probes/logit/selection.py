@@ -17,6 +17,10 @@ sufficient statistics every logit fit uses). The texts are split once, at random
 3. **Ambiguity.** Every set that swaps one member for another candidate and predicts the test
    half not significantly worse (same test) is near-equivalent, and reported with its fit: a
    parent and a light fine-tune of it, or a parent and a copy, are not told apart silently.
+   Every swap is reported either way, and the report shows each member's best swap and its
+   nearest relative (the candidate nearest to it), with how much worse the swap predicts and the p of
+   that: the report shows that a fine-tune *was* weighed against its parent, and by how much
+   the data told them apart.
 
 The verdict on the chosen set is the logit probe's own rule, computed again with the set as the
 parents (``probe._select_from_pool``).
@@ -27,6 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +57,10 @@ class Selection:
     confirmed: dict[str, float]  # member -> Holm-adjusted p of "dropping it hurts" on the test half
     removed: dict[str, str]  # member chosen on the selection half but not confirmed, with why
     equivalent: list[dict] = field(default_factory=list)  # near-equivalent sets on the test half
+    # Per selected member, every swap for another candidate (best first), told apart (p_worse <
+    # alpha) or not, with the candidate's distance to the member: "parent_a, not its fine-tune
+    # a_ft, by a held-out loss 1.8x" is evidence too.
+    swaps: dict[str, list[dict]] = field(default_factory=dict)
     n_select: int = 0
     n_test: int = 0
 
@@ -161,32 +170,74 @@ def select(
                 )
         kept = [i for i in chosen if names[i - 1] in confirmed]
         chosen = kept if len(kept) >= 2 else kept or chosen[:1]
-    equivalent = []
+    equivalent: list[dict] = []
+    swaps: dict[str, list[dict]] = {}
     if len(chosen) >= 2:
         base_loss = _loss(g_test, chosen, _fit(gs, chosen)[0]).sum()
+        # Distances in parent-distance units: the RMS distance between the chosen members.
+        pairs = list(itertools.combinations(chosen, 2))
+        unit = math.sqrt(sum(float(sq_distance(gs, i, j)) for i, j in pairs) / len(pairs))
         for i in chosen:
+            alts: list[dict[str, Any]] = []
             for c in pool:
                 if c in chosen:
                     continue
                 swap = sorted([*[j for j in chosen if j != i], c])
                 worse = -_holdout_gain(g_sel, g_test, chosen, swap)  # > 0 where the swap predicts worse
-                p = _wilcoxon_greater(worse)
-                if p >= alpha:
-                    loss = _loss(g_test, swap, _fit(gs, swap)[0]).sum()
-                    equivalent.append(
-                        {
-                            "set": [names[j - 1] for j in swap],
-                            "instead_of": names[i - 1],
-                            "held_out_loss_ratio": float(loss / base_loss) if base_loss > 0 else math.nan,
-                            "p_worse": p,
-                        }
-                    )
+                loss = _loss(g_test, swap, _fit(gs, swap)[0]).sum()
+                alts.append(
+                    {
+                        "set": [names[j - 1] for j in swap],
+                        "instead_of": names[i - 1],
+                        "alternative": names[c - 1],
+                        "distance": math.sqrt(max(float(sq_distance(gs, i, c)), 0.0)) / unit if unit > 0 else math.nan,
+                        "held_out_loss_ratio": float(loss / base_loss) if base_loss > 0 else math.nan,
+                        "p_worse": _wilcoxon_greater(worse),
+                    }
+                )
+            equivalent += [a for a in alts if a["p_worse"] >= alpha]
+            swaps[names[i - 1]] = sorted(alts, key=lambda a: a["held_out_loss_ratio"])
     return Selection(
         selected=[names[i - 1] for i in chosen],
         steps=steps,
         confirmed=confirmed,
         removed=removed,
         equivalent=sorted(equivalent, key=lambda e: e["held_out_loss_ratio"]),
+        swaps=swaps,
         n_select=len(sel),
         n_test=len(test),
     )
+
+
+def screen_order(gram: np.ndarray, names: list[str]) -> list[tuple[str, str]]:
+    """Screening: the candidates (``names``, rows 1.. of per-text Grams over a few texts) ranked
+    for full scoring: the members of the best in-sample set of the largest size (MAX_SIZE) by
+    weight, then those of the best set one smaller, and so on (a member given weight 0 is not
+    counted as in), then the rest by distance to the suspect; each with why. No test is made
+    on so few texts: the order only decides which candidates are worth full scoring. A parent
+    ranks by the share it takes in the set it completes, however far it is alone (a
+    nearest-candidate ranking would put every merge of the same parents first)."""
+    gs = gram.sum(axis=0)
+    pool = list(range(1, gram.shape[1]))
+    dist = {i: float(sq_distance(gs, 0, i)) for i in pool}
+    r1 = min(dist.values())
+    best: dict[int, tuple[list[int], float]] = {}
+    prev: list[int] = []
+    for size in range(1, min(MAX_SIZE, len(pool)) + 1):
+        best[size] = _best(gs, pool, size, prev)
+        prev = best[size][0]
+    order: dict[str, str] = {}
+    for size in sorted(best, reverse=True):
+        members, r = best[size]
+        w = _fit(gs, members)[0]
+        for i, wi in sorted(zip(members, w), key=lambda t: -t[1]):
+            if wi > 0 and names[i - 1] not in order:
+                order[names[i - 1]] = (
+                    f"weight {wi:.2f} in the best set of size {size} (residual {r / r1 if r1 > 0 else 0:.3f} of the "
+                    "nearest candidate's)"
+                )
+    for i in sorted(pool, key=dist.__getitem__):
+        if names[i - 1] not in order:
+            ratio = math.sqrt(dist[i] / r1) if r1 > 0 else math.inf
+            order[names[i - 1]] = f"in no best set; {ratio:.2f}x the nearest candidate's distance"
+    return list(order.items())
