@@ -18,7 +18,7 @@ export HF_HOME         := $(CURDIR)/.cache/hf
 export HF_HUB_OFFLINE  := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-rio test test-data install install-vllm browser lint bench bench-headline bench-storage bench-weights clean check-vllm-resolves
+.PHONY: demo demo-rio test test-data install install-vllm browser lint bench bench-headline bench-storage bench-weights bench-text clean check-vllm-resolves
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
 # multi-GB CUDA build; the package itself only asks for a range.
@@ -101,6 +101,11 @@ bench-storage: test-data
 # files (cold and warm page cache), peak memory, extrapolation to 397B; results/bench-<date>/weights.md.
 bench-weights: test-data
 	$(BIN)/python benchmarks/bench_weights.py
+
+# Text-only evidence: prompts x samples per prompt needed for p < 1e-6 on the tiny zoo's 0.6
+# merge, next to the log-prob modes' figure; results/bench-<date>/text-power.md.
+bench-text: test-data
+	$(BIN)/python benchmarks/bench_text_power.py
 
 # Resolver dry run (needs PyPI, so it is not part of `make test`): the core's ranges must admit
 # vLLM's own pins (torch==2.14.0, transformers<5.21).

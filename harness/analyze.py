@@ -73,6 +73,16 @@ def load_records(run: RunStore, cache: Cache, suite: Suite, probe: Probe) -> dic
     return out
 
 
+def run_records(run_dir: Path, instance: int = 0) -> tuple[Probe, dict[str, list[Record]], Cache]:
+    """A finished run's probe (the suite's ``instance``-th) and its records, for benchmarks and
+    tests that study the raw answers; the caller closes the cache the records read from."""
+    run = RunStore.open(run_dir)
+    suite = suite_of(run)
+    probe = build_probes(suite)[instance]
+    cache = Cache(Path(run.start_event()["cache_dir"]), create=False)
+    return probe, load_records(run, cache, suite.for_probe(probe.spec), probe), cache
+
+
 def analyze_run(
     run_dir: Path,
     alpha: float | None = None,

@@ -73,45 +73,48 @@ class Collector:
     console: Console
     stats: CollectStats = field(default_factory=CollectStats)
     planned: set[str] = field(default_factory=set)  # cache keys planned so far in this collection
+    stage_one: dict[str, dict] = field(default_factory=dict)  # probe instance -> its records after stage one
 
     def collect(self, probes: list[Probe]) -> CollectStats:
-        # Stage one: every model, each probe's screening plan where it has one (else its plan).
-        screened: dict[str, list[str]] = {}  # probe instance -> models given only its screening plan
+        # Stage one: every model; a probe that stages a model gives it its stage-one plan.
+        staged: dict[str, list[str]] = {}  # probe instance -> models it staged
         for spec in self.suite.models:
             wanted = [p for p in probes if p.needs_backend and (p.spec.models is None or spec.name in p.spec.models)]
             if wanted:  # a model no probe asks for is never loaded
-                self._model(spec, wanted, screened)
-        # Stage two: the screened models each probe shortlisted, planned in full (loaded again).
-        for spec, wanted in self._shortlisted(probes, screened):
+                self._model(spec, wanted, staged)
+        # Stage two: the staged models each probe kept, planned on stage one's answers (loaded again).
+        for spec, wanted in self._shortlisted(probes, staged):
             self._model(spec, wanted, None)
         s = self.stats
         self.run.event("collect_end", requests=s.requests, cache_hits=s.cache_hits, computed=s.computed)
         return s
 
-    def _shortlisted(self, probes: list[Probe], screened: dict[str, list[str]]) -> list[tuple[ModelSpec, list[Probe]]]:
-        """Ask each probe that screened models which of them go on to be scored in full."""
+    def _shortlisted(self, probes: list[Probe], staged: dict[str, list[str]]) -> list[tuple[ModelSpec, list[Probe]]]:
+        """Stage one's records of each probe that staged models, and which of those go on."""
         from harness.analyze import load_records  # analysis code, needed here only between stages
 
         todo: dict[str, list[Probe]] = {}
         for probe in probes:
-            names = screened.get(probe.instance)
+            names = staged.get(probe.instance)
             if not names:
                 continue
             view = self.suite.for_probe(probe.spec)
-            short = probe.shortlist(view, load_records(self.run, self.cache, view, probe))
+            self.stage_one[probe.instance] = records = load_records(self.run, self.cache, view, probe)
+            short = probe.shortlist(view, records)
             kept = [m for m in (short.kept if short else names) if m in names]
             self.run.event("screened", probe=probe.instance, screened=names, kept=kept, why=short.why if short else {})
-            self.console.print(
-                f"[bold]{escape(probe.instance)}[/]: screening kept {len(kept)} of {len(names)} candidates for full "
-                f"scoring: {escape(', '.join(kept) or 'none')}"
-            )
+            if short is not None:
+                self.console.print(
+                    f"[bold]{escape(probe.instance)}[/]: screening kept {len(kept)} of {len(names)} candidates for "
+                    f"full scoring: {escape(', '.join(kept) or 'none')}"
+                )
             for m in kept:
                 todo.setdefault(m, []).append(probe)
         return [(spec, todo[spec.name]) for spec in self.suite.models if spec.name in todo]
 
-    def _model(self, spec: ModelSpec, probes: list[Probe], screened: dict[str, list[str]] | None) -> None:
-        """Load one model, run every probe on it, free it (also when a probe fails). ``screened``
-        (stage one) collects the probes that gave this model only their screening plan."""
+    def _model(self, spec: ModelSpec, probes: list[Probe], staged: dict[str, list[str]] | None) -> None:
+        """Load one model, run every probe on it, free it (also when a probe fails). ``staged``
+        (stage one; None in stage two) collects the probes that staged this model."""
         backend = make_backend(spec.backend, ModelRef(spec.name, spec.path, spec.options))
         backend.run_dir = self.run.dir
         what = escape(str(spec.path or spec.backend))
@@ -130,7 +133,7 @@ class Collector:
             )
             for probe in probes:
                 try:
-                    self._probe(probe, backend, spec, fp["key"], caps, screened)
+                    self._probe(probe, backend, spec, fp["key"], caps, staged)
                 except CapabilityMissing as e:  # found out mid-probe: keep what was answered, record why
                     self._skip(spec.name, probe, f"capability missing: {e}")
             self.run.event("model_done", model=spec.name, usage=backend.usage())
@@ -150,7 +153,7 @@ class Collector:
         spec: ModelSpec,
         model_key: str,
         caps: Capabilities,
-        screened: dict[str, list[str]] | None,
+        staged: dict[str, list[str]] | None,
     ) -> None:
         model = spec.name
         if probe.requires and not any(caps.has(c) for c in probe.requires):
@@ -158,10 +161,13 @@ class Collector:
             self._skip(model, probe, f"capability missing: backend '{backend.name}' offers no {needs}")
             return
         view = self.suite.for_probe(probe.spec)
-        first = probe.screening_plan(view, spec, caps) if screened is not None else None
-        if screened is not None and first is not None:
-            screened.setdefault(probe.instance, []).append(model)
-        planned = first if first is not None else probe.plan(view, spec, caps)
+        if staged is None:  # stage two
+            planned = probe.stage_two_plan(view, spec, caps, self.stage_one[probe.instance])
+        elif probe.staged(view, spec):
+            staged.setdefault(probe.instance, []).append(model)
+            planned = probe.stage_one_plan(view, spec, caps)
+        else:
+            planned = probe.plan(view, spec, caps)
         if isinstance(planned, Skip):
             self._skip(model, probe, planned.reason)
             return
@@ -231,5 +237,5 @@ class Collector:
             requests=len(planned),  # this model's whole plan at this stage (stage two's holds stage one's)
             cache_hits=len(planned) - len(todo),
             computed=len(todo),
-            stage=1 if screened is not None else 2,
+            stage=1 if staged is not None else 2,
         )

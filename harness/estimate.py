@@ -9,10 +9,10 @@ score request may score (``max_tokens``) and the new tokens a generation may pro
 are not subtracted (their keys need the loaded model's fingerprint): a resumed or repeated run
 sends fewer.
 
-A probe that screens a pool (``Probe.screening_plan``) gets two rows per screened model: the
-screening stage (counted) and what full scoring adds if the model is shortlisted (not counted:
-which models are shortlisted is known only after screening; the total of those rows is the
-bound with every one shortlisted).
+A model a probe stages (``Probe.staged``) gets two rows: stage one and what stage two adds
+(planned without stage one's answers: placeholder texts as long as the answers may be). When the
+probe shortlists (a screening of a pool), stage two's rows are 'if shortlisted' and not counted:
+which models go on is known only after screening; their total is the bound with every one kept.
 """
 
 from __future__ import annotations
@@ -54,17 +54,19 @@ def estimate(suite: Suite, probes: list[Probe]) -> list[Row]:
                 rows.append(row)
                 continue
             view = suite.for_probe(probe.spec)
-            planned = probe.plan(view, spec, caps)
-            if isinstance(planned, Skip):
-                row.skipped = planned.reason
+            staged = probe.staged(view, spec)
+            first = probe.stage_one_plan(view, spec, caps) if staged else probe.plan(view, spec, caps)
+            if isinstance(first, Skip):
+                row.skipped = first.reason
                 rows.append(row)
                 continue
-            first = probe.screening_plan(view, spec, caps)
-            if first is None:
-                rows.append(_count(row, planned))
+            if not staged:
+                rows.append(_count(row, first))
                 continue
-            rows.append(_count(replace(row, stage="screen"), first))
-            rows.append(_count(replace(row, stage="if shortlisted"), [p for p in planned if p not in first]))
+            second = probe.stage_two_plan(view, spec, caps, None)
+            rest = [p for p in second if p not in first] if not isinstance(second, Skip) else []
+            rows.append(_count(replace(row, stage="stage 1"), first))
+            rows.append(_count(replace(row, stage="if shortlisted" if probe.shortlists else "stage 2"), rest))
     return rows
 
 

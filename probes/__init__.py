@@ -17,6 +17,7 @@ PROBES: dict[str, str] = {
     "identity": "probes.identity.probe:IdentityProbe",
     "tokenizer": "probes.tokenizer.probe:TokenizerProbe",
     "weights": "probes.weights.probe:WeightsProbe",
+    "text_interpolation": "probes.text.probe:TextInterpolationProbe",
 }
 
 

@@ -45,8 +45,8 @@ class Skip:
 
 @dataclass(frozen=True)
 class Shortlist:
-    """After the screening stage of a probe that screens a pool: the screened models that go on
-    to be planned in full (``kept``), and a line per screened model saying why (its rank)."""
+    """After stage one of a staged probe: the staged models that go on to stage two (``kept``),
+    and a line per staged model saying why (a screening's rank)."""
 
     kept: list[str]
     why: dict[str, str] = field(default_factory=dict)
@@ -127,18 +127,38 @@ class Probe(ABC):
     def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
         """What to ask ``model``. Pure: no model access."""
 
-    def screening_plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | None:
-        """Stage one of a probe that screens a pool before scoring it in full (many candidates,
-        each a large model served one at a time): the cheap requests for ``model``, a subset of
-        its ``plan`` so nothing is asked twice; None where ``model`` is planned in full from the
-        start (the default). Pure."""
-        return None
+    # ------------------------------------------------------------------ two stages (optional)
+    def staged(self, suite: Suite, model: ModelSpec) -> bool:
+        """Whether ``model`` is planned in two stages: ``stage_one_plan`` while every model takes
+        its turn, then, once stage one's answers exist, ``stage_two_plan`` if ``shortlist`` keeps
+        it (collect loads it again). For requests that depend on other models' answers (a parent
+        scoring a suspect's samples) or on a screening of a large pool. Default: no."""
+        return False
+
+    def stage_one_plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
+        """A staged model's first requests (a screening, its own samples); default none. Pure."""
+        return []
+
+    @property
+    def shortlists(self) -> bool:
+        """Whether ``shortlist`` may leave staged models out of stage two (the dry run then
+        counts stage two as 'if shortlisted')."""
+        return False
 
     def shortlist(self, suite: Suite, records: dict[str, list[Record]]) -> Shortlist | None:
-        """After stage one: which screened models are planned in full (collect), and so make up
-        the pool (analyze, which calls it again). Deterministic given the records: both phases
-        must agree. None: this probe screens nothing (the default)."""
+        """After stage one: which staged models go on to stage two (collect), and so take part
+        in the analysis (which calls it again). Deterministic given the records: both phases
+        must agree. None (the default): every staged model goes on."""
         return None
+
+    def stage_two_plan(
+        self, suite: Suite, model: ModelSpec, caps: Capabilities, records: dict[str, list[Record]] | None
+    ) -> list[Planned] | Skip:
+        """A staged model's requests once stage one's ``records`` exist (a superset of its stage
+        one plan: those are answered from the cache). ``records`` None: the dry run, which gets
+        the plan as far as it is known without the answers (placeholder texts as long as the
+        answers may be). Default: ``plan``. Pure."""
+        return self.plan(suite, model, caps)
 
     @abstractmethod
     def analyze(self, records: dict[str, list[Record]], suite: Suite, rng: Any) -> ProbeEvidence:

@@ -45,17 +45,32 @@ Message = dict[str, str]
 
 class _Request(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # Fields added after answers were first cached: left out of the key while at their default,
+    # so every answer cached before they existed keeps its key.
+    _late_fields: ClassVar[tuple[str, ...]] = ()
 
     def canonical(self) -> str:
         """Canonical JSON of the whole request; part of the cache key."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        d = self.model_dump(mode="json")
+        for name in self._late_fields:
+            if d.get(name) == type(self).model_fields[name].default:
+                d.pop(name, None)
+        return json.dumps(d, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 class ScoreRequest(_Request):
-    """Teacher-forced scoring of ``text`` (tokenised with the model's own special tokens)."""
+    """Teacher-forced scoring of ``text`` (tokenised with the model's own special tokens), or,
+    with ``prompt``, of ``text`` as the assistant's answer to those chat messages."""
 
+    _late_fields: ClassVar[tuple[str, ...]] = ("prompt",)
     kind: Literal["score"] = "score"
     text: str
+    prompt: list[Message] | None = Field(
+        None,
+        description="Chat messages the text answers: rendered with the model's own chat template (generation "
+        "prompt added) and put before the text; only the text's tokens are scored (token 0 of the result is the "
+        "prompt's last). Scoring another model's sampled answers this way is how text-only evidence is scored.",
+    )
     mode: Literal["full", "topk"] = "full"
     top_k: int = Field(0, ge=0)
     max_tokens: int | None = Field(None, ge=2, description="Score at most this many tokens of the text.")

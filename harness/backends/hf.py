@@ -187,12 +187,17 @@ class HFBackend(Backend):
         import torch
 
         cap = self.options.max_length
-        encoded = []
+        encoded, skip = [], []  # skip: prompt tokens before the scored text (its last one is kept as token 0)
         for r in requests:
-            ids = self.tokenizer(r.text, add_special_tokens=True)["input_ids"]
-            limit = min(cap, r.max_tokens or cap)
+            if r.prompt is None:
+                ids, head = self.tokenizer(r.text, add_special_tokens=True)["input_ids"], 0
+            else:
+                prompt = self.tokenizer(self.render_chat(r.prompt), add_special_tokens=False)["input_ids"]
+                ids, head = prompt + self.tokenizer(r.text, add_special_tokens=False)["input_ids"], len(prompt) - 1
+            limit = min(cap, head + (r.max_tokens or cap))
             encoded.append(ids[:limit])
-            if len(encoded[-1]) < 2:
+            skip.append(head)
+            if len(encoded[-1]) - head < 2:
                 raise BackendError(
                     f"model '{self.spec.name}': text tokenises to <2 tokens, nothing to score: {r.text!r}"
                 )
@@ -218,19 +223,19 @@ class HFBackend(Backend):
                 k = max((requests[i].top_k for i in idx if requests[i].mode == "topk"), default=0)
                 top = torch.topk(logprobs, min(k, logprobs.shape[-1]), dim=-1) if k else None  # once per batch
                 for row, i in enumerate(idx):
-                    n = len(encoded[i]) - 1
+                    n, h = len(encoded[i]) - 1, skip[i]
                     req = requests[i]
                     res = ScoreResult(
-                        token_ids=np.asarray(encoded[i], dtype=np.int64),
-                        token_logprobs=actual[row, :n].cpu().numpy(),
+                        token_ids=np.asarray(encoded[i][h:], dtype=np.int64),
+                        token_logprobs=actual[row, h:n].cpu().numpy(),
                     )
                     if req.mode == "full":
-                        res.full = logprobs[row, :n].cpu().numpy()
+                        res.full = logprobs[row, h:n].cpu().numpy()
                         res = compact_full(res, req)
                     elif top is not None:  # top-k mode: k > 0, so the batch's topk was taken
                         kk = min(req.top_k, logprobs.shape[-1])
-                        res.topk_ids = top.indices[row, :n, :kk].cpu().numpy()
-                        res.topk_logprobs = top.values[row, :n, :kk].cpu().numpy()
+                        res.topk_ids = top.indices[row, h:n, :kk].cpu().numpy()
+                        res.topk_logprobs = top.values[row, h:n, :kk].cpu().numpy()
                     out[i] = res
         return [r for r in out if r is not None]  # every index was filled above
 
@@ -245,8 +250,8 @@ class HFBackend(Backend):
             enc = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(self.options.device)
             sample = r.temperature > 0
             kw: dict[str, Any] = {"do_sample": sample, "max_new_tokens": r.max_new_tokens, "num_return_sequences": r.n}
-            if sample:
-                kw |= {"temperature": r.temperature, "top_p": r.top_p}
+            if sample:  # top_k 0: transformers would otherwise cut every draw to the 50 likeliest tokens
+                kw |= {"temperature": r.temperature, "top_p": r.top_p, "top_k": 0}
             torch.manual_seed(r.seed)
             with torch.inference_mode():
                 out = self.model.generate(

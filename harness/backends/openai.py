@@ -236,6 +236,10 @@ class OpenAIEndpoint:
             )
         if any(r.mode == "full" for r in requests):
             raise CapabilityMissing(f"model '{self.label}': full-vocabulary scoring is not offered over HTTP")
+        if any(r.prompt is not None for r in requests):
+            raise CapabilityMissing(
+                f"model '{self.label}': scoring an answer after a chat prompt is implemented in the hf backend only"
+            )
         bodies = [wire.prompt_logprobs_body(self.model, r.text, r.top_k or 1) for r in requests]
         answers, cause = self.http.post_many("/completions", bodies)
         results = {i: wire.parse_prompt_logprobs(a, requests[i], self.label) for i, a in answers.items()}

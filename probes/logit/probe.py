@@ -180,23 +180,25 @@ class LogitInterpolationProbe(Probe):
             ]
         return plan
 
-    def _screened(self, suite: Suite, model: ModelSpec) -> bool:
-        """With ``screen_texts``: the role-candidate models (not known parents), scored on the
-        first texts and in full only if shortlisted."""
+    def staged(self, suite: Suite, model: ModelSpec) -> bool:
+        """With ``screen_texts``: the role-candidate models (not known parents) are screened on
+        the first texts, and scored in full only if shortlisted."""
         return (
             self.params.screen_texts is not None
             and model.role == "candidate"
             and model.name not in self._parents(suite)
         )
 
-    def screening_plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | None:
+    @property
+    def shortlists(self) -> bool:
+        return self.params.screen_texts is not None
+
+    def stage_one_plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
         """The first ``screen_texts`` texts of the plan: a shortlisted candidate's full scoring
         reuses these answers, so screening costs the candidates screened out only."""
-        if not self._screened(suite, model):
-            return None
         planned = self.plan(suite, model, caps)
         if isinstance(planned, Skip):
-            return None  # plan() says why in stage one
+            return planned
         first = {it.id for it in self._items()[: self.params.screen_texts]}
         return [x for x in planned if x.meta["id"] in first]
 
@@ -206,7 +208,7 @@ class LogitInterpolationProbe(Probe):
         A candidate that tokenises the texts differently from every suspect is never kept."""
         if self.params.screen_texts is None:
             return None
-        screened = [m.name for m in suite.models if self._screened(suite, m) and records.get(m.name)]
+        screened = [m.name for m in suite.models if self.staged(suite, m) and records.get(m.name)]
         first = {it.id for it in self._items()[: self.params.screen_texts]}
         head = {m: [r for r in recs if r.meta["id"] in first] for m, recs in records.items()}
         data = self._select(head, suite, self.new_evidence(suite))

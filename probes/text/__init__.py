@@ -1,0 +1,1 @@
+"""Evidence from text alone: the parents score the suspect's sampled answers."""

@@ -1,0 +1,145 @@
+"""Evidence from text alone (issue 17) on the tiny zoo: the suspects and controls are only asked
+for sampled answers (no log-probs); the parents score those answers. Truths from zoo.json.
+
+Also the type-I error of the copy test by simulation: a parent against its re-rounded copy, so
+"same model" is true; the prompt-stratified test against the unstratified one (labels permuted
+across prompts), on a balanced design and on one where the two models' answers are spread
+differently over the prompts (as after failed or rate-limited requests).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from harness.analyze import run_records
+from harness.cli import main
+from probes.text import equality
+from probes.text.probe import TextInterpolationProbe, _features
+from tests.test_logit_zoo import run_suite, zoo_for_seed
+
+REPO = Path(__file__).resolve().parent.parent
+SUITE = REPO / "configs" / "text-tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("text")
+    zoo = zoo_for_seed(0)
+    ev = run_suite(tmp, zoo, None, None, SUITE)["text_interpolation"]
+    return {"ev": ev, "zoo": zoo, "tmp": tmp}
+
+
+def test_merge_weights_from_text_alone_and_no_control_is_a_merge(text_run):
+    ev, zoo = text_run["ev"], text_run["zoo"]
+    truth = json.loads((zoo / "zoo.json").read_text())["members"]
+    per = ev["per_model"]
+    for m in ("linear_0.25", "linear_0.6", "linear_0.75"):
+        a = per[m]["weights"]["parent_a"]["value"]
+        assert abs(a - truth[m]["parents"]["parent_a"]) <= 0.1, (m, per[m]["weights"])
+        assert per[m]["cv_p"] < 0.05, (m, per[m]["reasons"])  # the interpolation beats either parent alone
+    controls = [m for m, r in per.items() if r["role"] == "control"]
+    assert len(controls) == 5
+    for c in controls:
+        assert per[c]["verdict"] != "interpolation", (c, per[c]["reasons"])
+    assert per["copy_a_bf16"]["verdict"] == "copy" and per["copy_a_bf16"]["parent"] == "parent_a"
+    report = (text_run["tmp"] / "results" / "r" / "report.md").read_text()
+    assert "Self-check" in report and "fitted jointly" in report
+    print("\n" + "\n".join(f"{m}: {r['verdict']}; {r['reasons'][0]}" for m, r in per.items()))
+
+
+def test_the_estimate_counts_both_stages(text_run, capsys):
+    """`run --estimate`: samples from every model in stage one; in stage two each parent scores every
+    model's answers (at most prompts x samples per model: empty and repeated answers are not sent)."""
+    tmp = text_run["tmp"]
+    capsys.readouterr()
+    assert main(["run", str(tmp / "suite.yaml"), "--estimate"]) == 0
+    printed = int(re.search(r"estimate: (\d+) requests", capsys.readouterr().out).group(1))
+    models, prompts, samples = 11, 32, 4
+    assert printed == models * prompts + 2 * models * prompts * samples
+    events = [json.loads(x) for x in (tmp / "results" / "r" / "run.jsonl").read_text().splitlines()]
+    sent = next(e for e in events if e["event"] == "collect_end")["requests"]
+    assert models * prompts < sent <= printed
+    print(f"\nestimate {printed} requests (upper bound), sent {sent}")
+
+
+def _scored_features(run_dir: Path, models: list[str]) -> dict[str, list[np.ndarray]]:
+    """Per model, per prompt: its answers' parent-scored features, from a finished run."""
+    probe, records, cache = run_records(run_dir)
+    assert isinstance(probe, TextInterpolationProbe)
+    parents = ["parent_a", "parent_b"]
+    samples, scores = probe.answers(records, parents)
+    out = {}
+    for m in models:
+        scored = probe._scored(samples[m], scores, parents)
+        out[m] = [_features(scored[pid]) for pid in sorted(scored)]
+    cache.close()
+    return out
+
+
+def test_type_one_error_of_the_copy_test_stratified_and_not(tmp_path: Path):
+    """200 repetitions of parent_a against its re-rounded copy (the same model): each draws 4
+    answers per prompt and model, without replacement, from 48 sampled per prompt. Stratified:
+    rejection rate within [0.02, 0.08] at alpha 0.05 on both designs. Unstratified: on the
+    unbalanced design (one model 6 answers on even prompts and 2 on odd, the other the reverse)
+    prompt differences read as model differences and it rejects far too often."""
+    zoo = zoo_for_seed(0)
+    suite = yaml.safe_load(SUITE.read_text())
+    suite["models"] = [m for m in suite["models"] if m["name"] in ("parent_a", "parent_b", "copy_a_bf16")]
+    suite["probes"][0]["params"] |= {"prompts": 16, "samples": 48, "bootstrap": 20, "cv_splits": 5}
+    for m in suite["models"]:
+        m["path"] = str(zoo / Path(m["path"]).name)
+    suite |= {"output_dir": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache")}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    assert main(["run", str(path), "--run-id", "r"]) == 0
+    feats = _scored_features(tmp_path / "results" / "r", ["parent_a", "copy_a_bf16"])
+    rng = np.random.default_rng(17)
+    reps, alpha = 200, 0.05
+    rejected = {
+        k: 0
+        for k in ("stratified balanced", "stratified unbalanced", "unstratified balanced", "unstratified unbalanced")
+    }
+    for _ in range(reps):
+        for design in ("balanced", "unbalanced"):
+            a, b = [], []
+            for j, (fa, fb) in enumerate(zip(feats["parent_a"], feats["copy_a_bf16"])):
+                na, nb = (4, 4) if design == "balanced" else ((6, 2) if j % 2 == 0 else (2, 6))
+                a.append(fa[rng.choice(len(fa), na, replace=False)])
+                b.append(fb[rng.choice(len(fb), nb, replace=False)])
+            rejected[f"stratified {design}"] += equality.stratified_test(a, b, rng, 199)[1] < alpha
+            rejected[f"unstratified {design}"] += equality.unstratified_test(a, b, rng, 199)[1] < alpha
+    rate = {k: v / reps for k, v in rejected.items()}
+    print(f"\ntype-I error at alpha {alpha}, {reps} repetitions: {rate}")
+    assert 0.02 <= rate["stratified balanced"] <= 0.08, rate
+    assert 0.02 <= rate["stratified unbalanced"] <= 0.08, rate
+    # The tiny zoo's answers hardly depend on the prompt (prompts explain 2-3% of the features'
+    # variance), so here the unstratified test is not hurt: measured and printed, not asserted.
+
+
+def test_why_stratify_when_prompts_shape_the_answers():
+    """The same designs where prompts explain half of the features' variance (a real model's
+    answers depend on the prompt): features drawn from a known model, prompt effect plus answer
+    noise, identical for both "models" (the null is true by construction). The stratified test
+    keeps its level; the unstratified one rejects more than twice as often as it should."""
+    rng = np.random.default_rng(5)
+    reps, alpha, prompts = 200, 0.05, 16
+    rejected = {"stratified": 0, "unstratified": 0}
+    for _ in range(reps):
+        effect = rng.normal(0, 1, (prompts, 2))
+        a, b = [], []
+        for j in range(prompts):
+            na, nb = (6, 2) if j % 2 == 0 else (2, 6)
+            a.append(effect[j] + rng.normal(0, 1, (na, 2)))
+            b.append(effect[j] + rng.normal(0, 1, (nb, 2)))
+        rejected["stratified"] += equality.stratified_test(a, b, rng, 199)[1] < alpha
+        rejected["unstratified"] += equality.unstratified_test(a, b, rng, 199)[1] < alpha
+    rate = {k: v / reps for k, v in rejected.items()}
+    print(f"\ntype-I error with a prompt effect, unbalanced design, {reps} repetitions: {rate}")
+    assert 0.02 <= rate["stratified"] <= 0.08, rate
+    assert rate["unstratified"] > 2 * alpha, rate  # 0.17 measured: over 3 binomial SDs above 0.05
