@@ -112,6 +112,17 @@ def z_pvalue(estimate: float, null: float, se: float, alternative: str = "two-si
     return float(2 * sps.norm.sf(abs(z)))
 
 
+def wilcoxon_greater(x: np.ndarray) -> float:
+    """One-sided Wilcoxon signed-rank p for "x is above 0" (non-finite values dropped; 1 when
+    fewer than two remain or all are 0): the paired per-text / per-prompt test the probes share."""
+    from scipy import stats as sps  # imported here: `validate` stays fast
+
+    x = x[np.isfinite(x)]
+    if len(x) < 2 or np.allclose(x, 0):
+        return 1.0
+    return float(sps.wilcoxon(x, alternative="greater", zero_method="wilcox").pvalue)
+
+
 def adjust(pvalues: list[float], method: str = "holm") -> list[float]:
     """Holm or Benjamini-Hochberg adjusted p-values (NaNs pass through untouched)."""
     p = np.asarray(pvalues, dtype=float)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.stats import adjust, wilcoxon_greater
 from probes.logit.interpolation import fit_simplex, sq_distance
 
 MAX_SIZE = 4  # a merge of more than four parents is beyond what the corpus sizes here can resolve
@@ -94,15 +95,6 @@ def _best(g_sum: np.ndarray, pool: list[int], size: int, prev: list[int]) -> tup
     return best, best_r
 
 
-def _wilcoxon_greater(x: np.ndarray) -> float:
-    from scipy import stats as sps  # imported here: `validate` stays fast
-
-    x = x[np.isfinite(x)]
-    if len(x) < 2 or np.allclose(x, 0):
-        return 1.0
-    return float(sps.wilcoxon(x, alternative="greater", zero_method="wilcox").pvalue)
-
-
 def _cv_gain(g: np.ndarray, small: list[int], big: list[int], rng: np.random.Generator, splits: int) -> np.ndarray:
     """Per-text relative gain of ``big`` over ``small``, each fitted on random halves and scored
     on the other half, averaged over the splits that held the text out."""
@@ -136,7 +128,6 @@ def select(
     splits: int = 50,
 ) -> Selection:
     """Choose the candidates (``names``, rows 1.. of ``gram``) that explain the suspect (row 0)."""
-    from harness.stats import adjust
 
     n = gram.shape[0]
     perm = rng.permutation(n)
@@ -150,7 +141,7 @@ def select(
     for size in range(2, min(MAX_SIZE, len(pool)) + 1):
         cand, r = _best(gs, pool, size, chosen)
         gains = _cv_gain(g_sel, chosen, cand, rng, splits)
-        p = _wilcoxon_greater(gains)
+        p = wilcoxon_greater(gains)
         steps.append(Step(size, [names[i - 1] for i in cand], r / r1 if r1 > 0 else math.nan, float(np.mean(gains)), p))
         if not (p < alpha and np.mean(gains) >= min_gain):
             break
@@ -158,7 +149,7 @@ def select(
     confirmed: dict[str, float] = {}
     removed: dict[str, str] = {}
     if len(chosen) >= 2:
-        ps = {i: _wilcoxon_greater(_holdout_gain(g_sel, g_test, [j for j in chosen if j != i], chosen)) for i in chosen}
+        ps = {i: wilcoxon_greater(_holdout_gain(g_sel, g_test, [j for j in chosen if j != i], chosen)) for i in chosen}
         adjusted = dict(zip(ps, adjust(list(ps.values()), "holm")))
         for i, pa in adjusted.items():
             if pa < alpha:
@@ -192,7 +183,7 @@ def select(
                         "alternative": names[c - 1],
                         "distance": math.sqrt(max(float(sq_distance(gs, i, c)), 0.0)) / unit if unit > 0 else math.nan,
                         "held_out_loss_ratio": float(loss / base_loss) if base_loss > 0 else math.nan,
-                        "p_worse": _wilcoxon_greater(worse),
+                        "p_worse": wilcoxon_greater(worse),
                     }
                 )
             equivalent += [a for a in alts if a["p_worse"] >= alpha]

@@ -43,7 +43,7 @@ from harness.config import ModelSpec, Suite
 from harness.data import balanced_head, load_items
 from harness.evidence import Estimate, Interval, ProbeEvidence
 from harness.format import ci_label, fmt, fmt_p
-from harness.stats import adjust, percentile_ci
+from harness.stats import adjust, percentile_ci, wilcoxon_greater
 from probes.base import Planned, Probe, ProbeParams, Record, Skip, uncalibrated_note
 from probes.logit.align import align
 from probes.logit.probe import CORPUS
@@ -191,8 +191,8 @@ class TextInterpolationProbe(Probe):
             ok = np.isfinite(excess)
             lo, hi = cluster_bootstrap_mean(excess[ok], rng, p.bootstrap, alpha)
             eq: dict[str, Equality] = {}
+            a = [_features(scored[s][pid]) for pid in pids]
             for x in parents:
-                a = [_features(scored[s][pid]) for pid in pids]
                 b = [_features(scored[x][pid]) for pid in pids]
                 stat, pv = equality.stratified_test(a, b, rng, p.permutations)
                 _, pu = equality.unstratified_test(a, b, rng, p.permutations)
@@ -212,7 +212,7 @@ class TextInterpolationProbe(Probe):
                 sampling_temperature=p.temperature,
                 nll=float(np.nanmean(nll)),
                 excess=Interval(value=float(np.mean(excess[ok])), lo=lo, hi=hi),
-                excess_p=_wilcoxon_greater(excess[ok]),
+                excess_p=wilcoxon_greater(excess[ok]),
                 cv_gain=float(np.nanmean(gains)),
                 cv_p=cv_p,
                 equality=eq,
@@ -250,7 +250,7 @@ class TextInterpolationProbe(Probe):
                 ps = {}
                 for c in ref:
                     common = [pid for pid in gain_of[s] if pid in gain_of[c]]
-                    ps[c] = _wilcoxon_greater(np.array([gain_of[s][pid] - gain_of[c][pid] for pid in common]))
+                    ps[c] = wilcoxon_greater(np.array([gain_of[s][pid] - gain_of[c][pid] for pid in common]))
                 r.closest_control = max(ps, key=ps.__getitem__)
                 r.p_gain_above_controls = ps[r.closest_control]
             r.verdict, r.parent, r.reasons = decide(r, alpha, p.a_margin)
@@ -387,14 +387,6 @@ def _per_token(rows: list[tuple[str, list[ScoreResult]]], i: int) -> float:
     """Negative log-likelihood per token of these answers under parent i (NaN: no tokens)."""
     n = sum(len(results[i].token_logprobs) for _, results in rows)
     return -sum(float(results[i].token_logprobs.sum()) for _, results in rows) / n if n else float("nan")
-
-
-def _wilcoxon_greater(x: np.ndarray) -> float:
-    from scipy import stats as sps  # imported here: `validate` stays fast
-
-    if len(x) < 2 or np.allclose(x, 0):
-        return 1.0
-    return float(sps.wilcoxon(x, alternative="greater", zero_method="wilcox").pvalue)
 
 
 def cluster_bootstrap_mean(x: np.ndarray, rng: np.random.Generator, replicates: int, alpha: float) -> tuple:
