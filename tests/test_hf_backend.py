@@ -89,6 +89,31 @@ def test_generation_is_seeded(parent_a):
     assert len(lps) == 5 and lps == sorted(lps, reverse=True) and lps[0] <= 0
 
 
+def test_sampled_answers_are_scored_as_the_tokens_sampled(zoo, parent_a):
+    """An answer's sampled ids (kept by generate) are scored as they are when they decode to its
+    text, even where re-encoding the text gives other tokens; ids that do not decode to the text
+    (another vocabulary) are ignored and the text is tokenised."""
+    msgs = [{"role": "user", "content": "Tell me a story."}]
+    gen = parent_a.generate([GenerateRequest(messages=msgs, max_new_tokens=24, temperature=1.0, n=8, seed=3)])[0]
+    assert gen.token_ids is not None and [len(x) for x in gen.token_ids] == gen.completion_tokens
+    tok = parent_a.tokenizer
+    prompt = tok(parent_a.render_chat(msgs), add_special_tokens=False)["input_ids"]
+    changed = 0
+    for text, ids in zip(gen.texts, gen.token_ids):
+        assert tok.decode(ids, skip_special_tokens=True) == text
+        retokenised = tok(text, add_special_tokens=False)["input_ids"]
+        changed += retokenised != ids
+        exact, plain = parent_a.score(
+            [ScoreRequest(text=text, prompt=msgs, reply_ids=ids), ScoreRequest(text=text, prompt=msgs)]
+        )
+        assert exact.token_ids.tolist() == [prompt[-1], *ids]
+        assert plain.token_ids.tolist() == [prompt[-1], *retokenised]
+    assert changed > 0  # the tiny zoo's byte-level tokenizer: sampled byte fragments re-encode otherwise
+    wrong = [(i + 7) % 1000 for i in gen.token_ids[0]]
+    res = parent_a.score([ScoreRequest(text=gen.texts[0], prompt=msgs, reply_ids=wrong)])[0]
+    assert res.token_ids.tolist()[1:] == tok(gen.texts[0], add_special_tokens=False)["input_ids"]
+
+
 def test_fingerprint_identifies_weights_and_template(zoo, parent_a):
     fp = parent_a.fingerprint()
     assert (

@@ -107,6 +107,11 @@ def test_chat_bodies_and_parsing():
     bodies = wire.chat_bodies("m", req)
     assert [b["seed"] for b in bodies] == [10, 11, 12]
     assert all(b["top_logprobs"] == 3 and b["logprobs"] is True and b["temperature"] == 0.7 for b in bodies)
+    assert "top_k" not in bodies[0]  # nothing beyond the OpenAI fields unless asked
+    extra = {"top_k": 0, "min_p": 0.0}
+    assert all(b["top_k"] == 0 and b["min_p"] == 0.0 for b in wire.chat_bodies("m", req, extra))
+    greedy = GenerateRequest(messages=req.messages, temperature=0)
+    assert "top_k" not in wire.chat_bodies("m", greedy, extra)[0]  # a greedy answer does not depend on it
     for name in ("vllm_chat_top_logprobs.json", "llama_chat_top_logprobs.json"):
         answer = load(name)
         res = wire.parse_chat([answer], req, "m")

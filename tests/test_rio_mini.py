@@ -33,13 +33,19 @@ def reduced_suite(tmp_path: Path) -> Path:
     return path
 
 
-def test_rio_mini_case_end_to_end(smol_zoo, vllm_python, tmp_path, monkeypatch, capsys):
+def run_smol_suite(suite: Path, smol_zoo: Path, vllm_python: str, monkeypatch) -> tuple[Path, float]:
+    """Run a smol-family suite (written under the test's tmp_path) with the zoo and vLLM found
+    through the environment, as `make demo-rio` does; its run directory and rio_mini's true
+    weight of nex_mini (zoo.json)."""
     monkeypatch.setenv("PARENTAGE_ZOO_SMOL", str(smol_zoo))
     monkeypatch.setenv("PARENTAGE_VLLM", vllm_python)
     truth = json.loads((smol_zoo / "zoo.json").read_text())["members"]
-    a_true = truth["rio_mini"]["parents"]["nex_mini"]
-    assert main(["run", str(reduced_suite(tmp_path)), "--run-id", "r"]) == 0
-    run = tmp_path / "results" / "r"
+    assert main(["run", str(suite), "--run-id", "r"]) == 0
+    return suite.parent / "results" / "r", truth["rio_mini"]["parents"]["nex_mini"]
+
+
+def test_rio_mini_case_end_to_end(smol_zoo, vllm_python, tmp_path, monkeypatch, capsys):
+    run, a_true = run_smol_suite(reduced_suite(tmp_path), smol_zoo, vllm_python, monkeypatch)
     ev = {p["instance"]: p for p in json.loads((run / "evidence.json").read_text())["probes"]}
 
     # The logits: an interpolation near the true weight in both data modes; controls never a merge,

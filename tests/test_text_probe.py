@@ -19,7 +19,7 @@ import yaml
 
 from harness.analyze import run_records
 from harness.cli import main
-from probes.text import equality
+from probes.text import equality, likelihood
 from probes.text.probe import TextInterpolationProbe, _features
 from tests.test_logit_zoo import run_suite, zoo_for_seed
 
@@ -43,13 +43,23 @@ def test_merge_weights_from_text_alone_and_no_control_is_a_merge(text_run):
         a = per[m]["weights"]["parent_a"]["value"]
         assert abs(a - truth[m]["parents"]["parent_a"]) <= 0.1, (m, per[m]["weights"])
         assert per[m]["cv_p"] < 0.05, (m, per[m]["reasons"])  # the interpolation beats either parent alone
+        assert per[m]["verdict"] == "interpolation", (m, per[m]["reasons"])
     controls = [m for m, r in per.items() if r["role"] == "control"]
     assert len(controls) == 5
     for c in controls:
         assert per[c]["verdict"] != "interpolation", (c, per[c]["reasons"])
+    # The sibling fine-tune of the parents' base fits an interpolation with a significant gain;
+    # the information-matrix test is what tells it from a merge.
+    assert per["sibling"]["cv_p"] < 0.05 and per["sibling"]["fit_p"] < 0.05, per["sibling"]["reasons"]
     assert per["copy_a_bf16"]["verdict"] == "copy" and per["copy_a_bf16"]["parent"] == "parent_a"
+    # Every model was sampled in process, so every answer is scored as the tokens it sampled, and
+    # each parent fitted on its own answers comes back as itself, at the sampling temperature.
+    for row in ev["tables"]["cost"]:
+        assert row["scored_as_sampled"] == row["scored_answers"] > 0, row
+    for row in ev["tables"]["self_check"]:
+        assert row["weight_on_itself"]["value"] > 0.95 and abs(row["temperature"]["value"] - 1) < 0.05, row
     report = (text_run["tmp"] / "results" / "r" / "report.md").read_text()
-    assert "Self-check" in report and "fitted jointly" in report
+    assert "Self-check" in report and "fitted jointly" in report and "Cost (answers and tokens" in report
     print("\n" + "\n".join(f"{m}: {r['verdict']}; {r['reasons'][0]}" for m, r in per.items()))
 
 
@@ -143,3 +153,37 @@ def test_why_stratify_when_prompts_shape_the_answers():
     print(f"\ntype-I error with a prompt effect, unbalanced design, {reps} repetitions: {rate}")
     assert 0.02 <= rate["stratified"] <= 0.08, rate
     assert rate["unstratified"] > 2 * alpha, rate  # 0.17 measured: over 3 binomial SDs above 0.05
+
+
+def test_fit_test_keeps_its_level_on_a_true_interpolation():
+    """The information-matrix test of the fitted interpolation, on samples drawn from a known
+    geometric interpolation (random parents sharing a base, weights 0.6 / 0.4, T = 1, 24 prompts
+    x 60 tokens): the null is true by construction, so at alpha 0.05 it rejects within [0.02,
+    0.08] of 200 repetitions. Samples from a third model off the same base (a sibling, twice as
+    far from it as the parents) are rejected most of the time (0.70 measured)."""
+    rng = np.random.default_rng(0)
+
+    def draw(sibling: bool) -> list[likelihood.TokenData]:
+        data = []
+        for _ in range(24):
+            base = rng.normal(0, 2, (60, 100))
+            logp = [base + rng.normal(0, 1, base.shape) for _ in range(2)]
+            logp = [z - np.logaddexp.reduce(z, axis=1, keepdims=True) for z in logp]
+            z = base + rng.normal(0, 2, base.shape) if sibling else 0.6 * logp[0] + 0.4 * logp[1]
+            q = np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
+            x = (q.cumsum(axis=1) < rng.random((60, 1))).sum(axis=1)
+            support = np.stack(logp, axis=-1)
+            data.append(likelihood.TokenData(support[np.arange(60), x], support, np.ones((60, 100))))
+        return data
+
+    def rate(sibling: bool, reps: int) -> float:
+        rejected = 0
+        for _ in range(reps):
+            data = draw(sibling)
+            rejected += likelihood.fit_test(likelihood.fit(data), data).p < 0.05
+        return rejected / reps
+
+    null, sibling = rate(False, 200), rate(True, 40)
+    print(f"\ninformation-matrix test at alpha 0.05: {null:.3f} on a true interpolation, {sibling:.3f} on a sibling")
+    assert 0.02 <= null <= 0.08
+    assert sibling > 0.4

@@ -62,7 +62,7 @@ class ScoreRequest(_Request):
     """Teacher-forced scoring of ``text`` (tokenised with the model's own special tokens), or,
     with ``prompt``, of ``text`` as the assistant's answer to those chat messages."""
 
-    _late_fields: ClassVar[tuple[str, ...]] = ("prompt",)
+    _late_fields: ClassVar[tuple[str, ...]] = ("prompt", "reply_ids")
     kind: Literal["score"] = "score"
     text: str
     prompt: list[Message] | None = Field(
@@ -70,6 +70,13 @@ class ScoreRequest(_Request):
         description="Chat messages the text answers: rendered with the model's own chat template (generation "
         "prompt added) and put before the text; only the text's tokens are scored (token 0 of the result is the "
         "prompt's last). Scoring another model's sampled answers this way is how text-only evidence is scored.",
+    )
+    reply_ids: list[int] | None = Field(
+        None,
+        description="With ``prompt``: the token ids the answering model sampled. A backend whose tokenizer decodes "
+        "them to ``text`` scores exactly these tokens; otherwise (another tokenizer, or ids not given) it "
+        "tokenises ``text``. Decoding and re-encoding does not always give back the sampled tokens, and scoring "
+        "other tokens than were sampled biases a likelihood fit.",
     )
     mode: Literal["full", "topk"] = "full"
     top_k: int = Field(0, ge=0)
@@ -173,11 +180,15 @@ def compact_full(result: ScoreResult, request: ScoreRequest) -> ScoreResult:
 
 @dataclass
 class GenerateResult:
+    """``token_ids``: each answer's sampled token ids (end of sequence cut), where the backend
+    knows them (``hf``); ``None`` where only text came back (an API)."""
+
     texts: list[str]
     completion_tokens: list[int]
     prompt_tokens: int
     rendered_prompt: str | None = None
     first_token_topk: list[list[tuple[str, float]]] = field(default_factory=list)
+    token_ids: list[list[int]] | None = None
 
 
 @dataclass

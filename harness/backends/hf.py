@@ -182,6 +182,14 @@ class HFBackend(Backend):
     def count(self, requests: list[CountRequest]) -> list[CountResult]:
         return [CountResult(n, "tokenizer") for n in self.count_tokens([r.text for r in requests])]
 
+    def _reply_ids(self, r: ScoreRequest) -> list[int]:
+        """The answer's tokens: the sampled ids when this tokenizer decodes them to the answer's
+        text (the sampler shared this vocabulary), the text tokenised otherwise."""
+        if r.reply_ids and max(r.reply_ids) < len(self.tokenizer) and min(r.reply_ids) >= 0:
+            if self.tokenizer.decode(r.reply_ids, skip_special_tokens=True) == r.text:
+                return list(r.reply_ids)
+        return self.tokenizer(r.text, add_special_tokens=False)["input_ids"]
+
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         """Teacher-forced log-probs, batched by similar length; one log_softmax per batch."""
         import torch
@@ -193,7 +201,7 @@ class HFBackend(Backend):
                 ids, head = self.tokenizer(r.text, add_special_tokens=True)["input_ids"], 0
             else:
                 prompt = self.tokenizer(self.render_chat(r.prompt), add_special_tokens=False)["input_ids"]
-                ids, head = prompt + self.tokenizer(r.text, add_special_tokens=False)["input_ids"], len(prompt) - 1
+                ids, head = prompt + self._reply_ids(r), len(prompt) - 1
             limit = min(cap, head + (r.max_tokens or cap))
             encoded.append(ids[:limit])
             skip.append(head)
@@ -264,7 +272,7 @@ class HFBackend(Backend):
             n_prompt = enc["input_ids"].shape[1]
             seqs = out.sequences[:, n_prompt:]
             eos = self.tokenizer.eos_token_id
-            texts, counts = [], []
+            texts, counts, sampled = [], [], []
             for s in seqs:
                 s = s.tolist()
                 if eos in s:
@@ -273,10 +281,11 @@ class HFBackend(Backend):
                     s.pop()
                 texts.append(self.tokenizer.decode(s, skip_special_tokens=True))
                 counts.append(len(s))
+                sampled.append(s)
             first: list[list[tuple[str, float]]] = []
             if r.top_logprobs > 0:
                 lp = torch.log_softmax(out.logits[0][0].float(), -1)  # raw logits, before sampling warpers
                 top = torch.topk(lp, r.top_logprobs)
                 first = [[(self.tokenizer.decode([int(t)]), float(v)) for t, v in zip(top.indices, top.values)]]
-            results.append(GenerateResult(texts, counts, n_prompt, prompt, first))
+            results.append(GenerateResult(texts, counts, n_prompt, prompt, first, sampled))
         return results

@@ -69,6 +69,13 @@ class ApiOptions(BackendOptions):
         "auto", description="How token counts are obtained: a tokenize endpoint or usage.prompt_tokens differences."
     )
     probe_capabilities: bool = Field(True, description="Probe the server at load (recorded in the run).")
+    sampling_extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields added to every sampled chat request (temperature > 0), beyond temperature and top_p. "
+        "Servers truncate samples by default where OpenAI does not: llama.cpp's server applies top_k 40, min_p 0.05 "
+        "and repeat_penalty 1.1 unless sent {top_k: 0, min_p: 0, repeat_penalty: 1}; a strict OpenAI API rejects "
+        "fields it does not know, so nothing is sent by default. Part of the cache key.",
+    )
 
 
 class OpenAIOptions(ApiOptions):
@@ -168,14 +175,18 @@ class OpenAIEndpoint:
             "server_version": self.server_version,
             "capabilities": self.probed,
             "api_key_env": self.options.api_key_env,
+            "sampling_extra": self.options.sampling_extra,
         }
         fp["key"] = hashlib.sha256("\n".join([self.base_url, self.model, self.served_identity()]).encode()).hexdigest()
         return fp
 
     def served_identity(self) -> str:
-        """What the server says it serves, for cache keys. ``created`` is left out: vLLM stamps
-        it with the time of each request."""
-        return json.dumps({k: self.server_model.get(k) for k in ("id", "owned_by", "root", "revision")}, sort_keys=True)
+        """What the server says it serves, and how it is asked to sample, for cache keys.
+        ``created`` is left out: vLLM stamps it with the time of each request."""
+        ident = {k: self.server_model.get(k) for k in ("id", "owned_by", "root", "revision")}
+        if self.options.sampling_extra:  # absent when empty: keys cached before it existed still hold
+            ident["sampling_extra"] = self.options.sampling_extra
+        return json.dumps(ident, sort_keys=True)
 
     def usage(self) -> dict[str, int]:
         return dict(self.client.totals) if self.client else {}
@@ -184,7 +195,7 @@ class OpenAIEndpoint:
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         bodies, owners = [], []
         for j, r in enumerate(requests):
-            for body in wire.chat_bodies(self.model, r):
+            for body in wire.chat_bodies(self.model, r, self.options.sampling_extra):
                 bodies.append(body)
                 owners.append(j)
         answers, cause = self.http.post_many("/chat/completions", bodies)

@@ -28,9 +28,12 @@ def first_choice(answer: dict, model: str) -> dict:
 
 
 # ---------------------------------------------------------------------- chat generations
-def chat_bodies(model: str, request: GenerateRequest) -> list[dict[str, Any]]:
+def chat_bodies(
+    model: str, request: GenerateRequest, sampling_extra: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """One body per sample: ``n`` samples are ``n`` requests with seeds ``seed+i``, so each is
-    reproducible and servers that ignore ``n`` still give ``n`` answers."""
+    reproducible and servers that ignore ``n`` still give ``n`` answers. ``sampling_extra`` goes
+    into sampled requests only (a greedy answer does not depend on it)."""
     bodies = []
     for i in range(request.n):
         body: dict[str, Any] = {
@@ -43,6 +46,8 @@ def chat_bodies(model: str, request: GenerateRequest) -> list[dict[str, Any]]:
         }
         if request.top_logprobs:
             body |= {"logprobs": True, "top_logprobs": request.top_logprobs}
+        if request.temperature > 0 and sampling_extra:
+            body |= sampling_extra
         bodies.append(body)
     return bodies
 

@@ -55,6 +55,12 @@ class VLLMOptions(ApiOptions):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the server process.")
     startup_timeout_s: float = Field(1800.0, gt=0, description="Wait this long for /health (big models load slowly).")
     log_dir: str | None = Field(None, description="Where the server log goes; the runner sets the run directory.")
+    sampling_extra: dict[str, Any] = Field(
+        default_factory=lambda: {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0},
+        description="Fields added to every sampled chat request. vLLM takes sampling defaults from the model's "
+        "generation_config.json (Qwen3's: top_k 20) wherever a request leaves them out; these defaults sample "
+        "from the model's whole distribution. Part of the cache key.",
+    )
 
 
 def engine_args(spec: ModelRef, opts: VLLMOptions, port: int) -> list[str]:

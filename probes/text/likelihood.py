@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.stats import percentile_ci
+from harness.stats import percentile_ci, wilcoxon_greater
 
 
 @dataclass
@@ -173,8 +173,6 @@ def cv_gain(data: list[TokenData], rng: np.random.Generator, splits: int) -> tup
     (per-prompt gains, p, per-prompt held-out NLL per token of the interpolation), NaN for a
     prompt without scored tokens. A half's fits are one Newton step from the full-data fits
     (as in the bootstrap); the held-out prompts are then scored exactly."""
-    from scipy import stats as sps  # imported here: `validate` stays fast
-
     n, p = len(data), data[0].actual.shape[1]
     tokens = np.array([max(d.tokens, 1) for d in data], dtype=float)
     starts = [fit(data), *(fit(data, mask=[i]) for i in range(p))]
@@ -197,7 +195,50 @@ def cv_gain(data: list[TokenData], rng: np.random.Generator, splits: int) -> tup
     has = (count > 0) & np.array([d.tokens > 0 for d in data])
     gains = np.where(has, total / np.maximum(count, 1), np.nan)
     nll = np.where(has, nll_total / np.maximum(count, 1), np.nan)
-    finite = gains[has]
-    if len(finite) < 2 or np.allclose(finite, 0):
-        return gains, 1.0, nll
-    return gains, float(sps.wilcoxon(finite, alternative="greater", zero_method="wilcox").pvalue), nll
+    return gains, wilcoxon_greater(gains[has]), nll
+
+
+@dataclass
+class FitTest:
+    statistic: float  # Hotelling's T^2
+    df: int  # its components k
+    p: float
+
+
+def fit_test(beta: np.ndarray, data: list[TokenData]) -> FitTest:
+    """Does the fitted interpolation describe the samples? White's information-matrix test.
+
+    If the samples come from ``q`` (the fitted interpolation), then at every sampled token the
+    outer product of the score, ``r r^T`` with ``r = z(x_t) - E_q[z]`` (``z``: the parents'
+    log-probs), has expectation ``Cov_q(z)``, the model's own Hessian term. The maximum-likelihood
+    fit forces the score's mean to 0 (the temperature fit absorbs any entropy mismatch), but not
+    this second moment: a model that is not the interpolation (a sibling fine-tune of the
+    parents' base fits one with a large gain) leaves ``sum (r r^T - Cov_q)`` away from 0. Per
+    prompt the differences are summed (the cluster: a prompt's samples share it), and their mean
+    over prompts is tested against 0 with Hotelling's T^2 (the prompts' own covariance; F
+    distribution, so a few dozen prompts keep the level), on k = P (P + 1) / 2 components (the
+    covariance's rank, when singular)."""
+    from scipy import stats as sps  # imported here: `validate` stays fast
+
+    p = len(beta)
+    upper = np.triu_indices(p)
+    rows = []
+    for d in data:
+        if not d.tokens:
+            continue
+        s = d.support @ beta
+        e = d.weight * np.exp(s - s.max(axis=1, keepdims=True))
+        q = e / e.sum(axis=1, keepdims=True)
+        mean = np.einsum("tk,tkp->tp", q, d.support)
+        cov = np.einsum("tk,tkp,tkr->tpr", q, d.support, d.support) - np.einsum("tp,tr->tpr", mean, mean)
+        r = d.actual - mean
+        rows.append((np.einsum("tp,tr->tpr", r, r) - cov).sum(axis=0)[upper])
+    x = np.array(rows)
+    n = len(x)
+    cov = np.atleast_2d(np.cov(x.T)) if n > 1 else np.zeros((1, 1))
+    k = int(np.linalg.matrix_rank(cov))
+    if k == 0 or n <= k:
+        return FitTest(float("nan"), k, float("nan"))
+    m = x.mean(axis=0)
+    t2 = float(n * m @ np.linalg.pinv(cov) @ m)
+    return FitTest(t2, k, float(sps.f.sf(t2 * (n - k) / (k * (n - 1)), k, n - k)))

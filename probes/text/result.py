@@ -35,6 +35,12 @@ class TextResult(BaseModel):
     excess_p: Number = Field(description="One-sided Wilcoxon over prompts: excess > 0.")
     cv_gain: Number = Field(description="Held-out log-likelihood gain per token over the better single parent.")
     cv_p: Number
+    fit_statistic: Number = Field(
+        description="Information-matrix test of the fitted interpolation (Hotelling's T² over prompts on fit_df "
+        "components, p from the F distribution): large when the samples are not from an interpolation of the parents.",
+    )
+    fit_df: int
+    fit_p: Number
     p_gain_above_controls: float | None = Field(
         None, description="One-sided paired Wilcoxon over prompts, gain above the control's: the worst control's p."
     )
