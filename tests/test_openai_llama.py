@@ -60,6 +60,22 @@ def test_chat_top_logprobs_and_seeded_samples(llama_server):
     assert isinstance(b.endpoint.probed["seed_honoured"], bool)
 
 
+def test_sampling_extra_reaches_the_sampler(llama_server):
+    """``sampling_extra`` fields go into sampled chat requests and llama.cpp's sampler obeys them:
+    with top_k 1 every draw at temperature 1 is the greedy answer, whatever the seed, while
+    without it the draws differ. (How the text probe asks llama.cpp for untruncated samples:
+    top_k 0, min_p 0, repeat_penalty 1.)"""
+    msgs = [{"role": "user", "content": "Write one sentence about rivers."}]
+    greedy = backend(llama_server).generate([GenerateRequest(messages=msgs, max_new_tokens=16)])[0].texts[0]
+    sampled = GenerateRequest(messages=msgs, max_new_tokens=16, temperature=1.0, n=4, seed=11)
+    free = backend(llama_server).generate([sampled])[0].texts
+    top1 = backend(llama_server, sampling_extra={"top_k": 1}).generate([sampled])[0].texts
+    assert top1 == [greedy] * 4
+    assert len(set(free)) > 1
+    untruncated = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+    assert len(backend(llama_server, sampling_extra=untruncated).generate([sampled])[0].texts) == 4
+
+
 def test_usage_counts_identify_the_smollm2_tokenizer(llama_server, capsys):
     """Black-box: token counts from usage.prompt_tokens alone pick SmolLM2's tokenizer."""
     from harness.config import ProbeSpec
