@@ -164,8 +164,9 @@ class Collector:
         if staged is None:  # stage two
             planned = probe.stage_two_plan(view, spec, caps, self.stage_one[probe.instance])
         elif probe.staged(view, spec):
-            staged.setdefault(probe.instance, []).append(model)
             planned = probe.stage_one_plan(view, spec, caps)
+            if not isinstance(planned, Skip):  # a skipped model is not planned again (nor skipped twice)
+                staged.setdefault(probe.instance, []).append(model)
         else:
             planned = probe.plan(view, spec, caps)
         if isinstance(planned, Skip):

@@ -187,6 +187,12 @@ def _wilson_real(p: float, n: float, confidence: float) -> tuple[float, float]:
     return float(min(max(0.0, centre - half), p)), float(max(min(1.0, centre + half), p))
 
 
+def permutation_pvalue(observed: float, null: np.ndarray) -> float:
+    """Monte-Carlo permutation p-value, the observed statistic counted as one of the draws (so it
+    is never 0): (1 + #{null >= observed}) / (1 + draws)."""
+    return float((1 + np.sum(null >= observed)) / (1 + len(null)))
+
+
 def signflip_pvalue(d: np.ndarray, rng: np.random.Generator, permutations: int = 10000) -> float:
     """One-sided p-value that paired differences ``d`` (one per cluster) have a positive mean:
     every difference's sign is flipped at random, which is exact when, under the null, the two
@@ -200,4 +206,4 @@ def signflip_pvalue(d: np.ndarray, rng: np.random.Generator, permutations: int =
         return float(np.mean(null >= d.mean() - 1e-12))
     signs = rng.choice(np.array([-1.0, 1.0]), size=(permutations, d.size))
     null = (signs * d).mean(axis=1)
-    return float((1 + np.sum(null >= d.mean() - 1e-12)) / (1 + permutations))
+    return permutation_pvalue(d.mean() - 1e-12, null)

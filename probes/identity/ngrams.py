@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 
+from harness.stats import permutation_pvalue
+
 TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\u3040-\u30ff]|[^\W_]+", re.UNICODE)
 
 
@@ -59,5 +61,4 @@ def reuse_permutation_test(
     d = a - b
     flips = rng.choice([-1.0, 1.0], size=(permutations, len(d)))
     null = (flips * d).mean(axis=1)
-    p = (1 + np.sum(null >= observed)) / (1 + permutations)
-    return float(a.mean()), float(b.mean()), float(p)
+    return float(a.mean()), float(b.mean()), permutation_pvalue(observed, null)

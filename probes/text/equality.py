@@ -20,16 +20,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.stats import permutation_pvalue
+
+
+def _sq_distances(f: np.ndarray) -> np.ndarray:
+    """(n, n) squared Euclidean distances between the rows of ``f``."""
+    return np.sum((f[:, None, :] - f[None, :, :]) ** 2, axis=-1)
+
 
 def _kernel(f: np.ndarray, bandwidth: float) -> np.ndarray:
-    d2 = np.sum((f[:, None, :] - f[None, :, :]) ** 2, axis=-1)
-    return np.exp(-d2 / (2 * bandwidth**2))
+    return np.exp(-_sq_distances(f) / (2 * bandwidth**2))
 
 
 def bandwidth(features: list[np.ndarray]) -> float:
     """The median heuristic over every answer's features (1 when they are all equal)."""
     f = np.concatenate([x for x in features if len(x)])
-    d = np.sqrt(np.sum((f[:, None, :] - f[None, :, :]) ** 2, axis=-1))
+    d = np.sqrt(_sq_distances(f))
     med = float(np.median(d[np.triu_indices(len(f), 1)])) if len(f) > 1 else 0.0
     return med if med > 0 else 1.0
 
@@ -68,7 +74,7 @@ def stratified_test(
         total = stats if total is None else total + stats
     if total is None:
         return float("nan"), float("nan")
-    return float(total[0]), float((1 + np.sum(total[1:] >= total[0])) / (1 + permutations))
+    return float(total[0]), permutation_pvalue(total[0], total[1:])
 
 
 def unstratified_test(
@@ -79,4 +85,4 @@ def unstratified_test(
     xa, xb = np.concatenate(a), np.concatenate(b)
     k = _kernel(np.concatenate([xa, xb]), bandwidth([xa, xb]))
     stats = _mmd2(k, _permuted(np.array([1] * len(xa) + [0] * len(xb)), rng, permutations))
-    return float(stats[0]), float((1 + np.sum(stats[1:] >= stats[0])) / (1 + permutations))
+    return float(stats[0]), permutation_pvalue(stats[0], stats[1:])

@@ -288,7 +288,7 @@ class TextInterpolationProbe(Probe):
                         "does not separate merges from non-merges here"
                     )
         ev.tables["self_check"] = self._self_check(scored, parents, rng, alpha)
-        ev.tables["cost"] = self._cost(records, scores, parents)
+        ev.tables["cost"] = self._cost(records, scored, scores, parents)
         ev.per_model = {m: r.model_dump(mode="json") for m, r in results.items()}
         ev.summary = _summary(results, ev.ci_level, suite)
         ev.notes.append(
@@ -327,39 +327,39 @@ class TextInterpolationProbe(Probe):
     @staticmethod
     def _cost(
         records: dict[str, list[Record]],
+        scored: dict[str, dict[str, list[tuple[str, list[ScoreResult]]]]],
         scores: dict[str, dict[tuple[str, str], Record]],
         parents: list[str],
     ) -> list[dict[str, Any]]:
         """What was bought and spent, per model: answers sampled, prompt tokens sent and answer
         tokens received (each sample is one request: its prompt is paid for each time); how many
         of its answers were scored as sampled (token ids known) rather than re-tokenised; and per
-        parent, the answers it teacher-forced and the tokens it scored locally."""
+        parent, the answers it teacher-forced and the tokens it scored locally. From the scorings
+        analysis already holds (``scored``), not read again."""
+        forced: dict[tuple[str, str], list[ScoreResult]] = {
+            (pid, t): results for by_prompt in scored.values() for pid, rows in by_prompt.items() for t, results in rows
+        }
         rows = []
         for m, recs in records.items():
-            gens = [r.result_as(GenerateResult) for r in recs if isinstance(r.request, GenerateRequest)]
+            gens = [(r.meta["id"], r.result_as(GenerateResult)) for r in recs if isinstance(r.request, GenerateRequest)]
+            sampled = {(pid, t): ids for pid, g in gens for t, ids in zip(g.texts, _sampled_ids(g))}
+            mine = [(pid, t, results) for pid, answers in scored.get(m, {}).items() for t, results in answers]
             row: dict[str, Any] = {
                 "model": m,
-                "answers": sum(len(g.texts) for g in gens),
-                "prompt_tokens_sent": sum(g.prompt_tokens * len(g.texts) for g in gens),
-                "answer_tokens_received": sum(sum(g.completion_tokens) for g in gens),
+                "answers": sum(len(g.texts) for _, g in gens),
+                "prompt_tokens_sent": sum(g.prompt_tokens * len(g.texts) for _, g in gens),
+                "answer_tokens_received": sum(sum(g.completion_tokens) for _, g in gens),
+                # as sampled: the parents scored the very ids this model sampled
+                "scored_as_sampled": sum(
+                    sampled.get((pid, t)) is not None and list(results[0].token_ids[1:]) == sampled[(pid, t)]
+                    for pid, t, results in mine
+                ),
+                "scored_answers": len(mine),
             }
-            if parents:  # as sampled: the parents scored the very ids this model sampled
-                first = scores[parents[0]]
-                answers: list[tuple[Record, list[int] | None]] = [
-                    (first[(r.meta["id"], t)], ids)
-                    for r, g in zip((r for r in recs if isinstance(r.request, GenerateRequest)), gens)
-                    for t, ids in zip(g.texts, _sampled_ids(g))
-                    if (r.meta["id"], t) in first
-                ]
-                row["scored_as_sampled"] = sum(
-                    ids is not None and list(rec.result_as(ScoreResult).token_ids[1:]) == list(ids)
-                    for rec, ids in answers
-                )
-                row["scored_answers"] = len(answers)
             if m in parents:
-                scored = [r.result_as(ScoreResult) for r in scores[m].values()]
-                row["teacher_forced"] = len(scored)
-                row["tokens_scored"] = sum(max(len(x.token_ids) - 1, 0) for x in scored)
+                i = parents.index(m)
+                row["teacher_forced"] = len(scores[m])
+                row["tokens_scored"] = sum(max(len(results[i].token_ids) - 1, 0) for results in forced.values())
             rows.append(row)
         return rows
 
