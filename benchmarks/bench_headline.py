@@ -37,10 +37,13 @@ import yaml
 
 from harness.analyze import build_probes, load_records
 from harness.cache import Cache
+from harness.case import conclude
 from harness.cli import main as cli
 from harness.config import load_suite
 from harness.data import balanced_head, load_items
 from harness.runstore import RunStore
+from probes.logit.case import logit_case
+from probes.logit.lineage import is_task_free
 from probes.logit.probe import CORPUS
 from probes.logit.result import LogitResult
 
@@ -60,7 +63,8 @@ TINY_MODES = {
     "next-token top-20": {"mode": "next_token", "top_k": 20},
 }
 TINY_SKIP = {"base", "parent_c", "linear3"}
-TINY_CONTROLS = {"sibling", "a_ft", "independent", "student", "impostor"}
+TINY_CONTROLS = {"sibling", "a_ft", "b_ft", "independent", "student", "student_a", "impostor"}
+INHERITED = {"merge", "merge_trained", "derived", "sibling", "copy"}  # explanations that claim shared weights
 POWER_SIZES = [8, 16, 32, 64, 128, 210]
 
 
@@ -84,7 +88,8 @@ def lineage(member: dict[str, Any]) -> tuple[str, float | None]:
     }.get(kind or "", kind or "?")
     if kind == "unrelated":
         if member.get("persona_of"):
-            words = f"fine-tune of {member['from']} on {member['persona_of']}'s data and persona"
+            start = f"fine-tune of {member['from']}" if member.get("from") else "independent init trained"
+            words = f"{start} on {member['persona_of']}'s data and persona"
         elif member.get("distilled_from"):
             words = f"distilled from {member['distilled_from']} into a fresh init"
         elif member.get("from"):
@@ -94,6 +99,47 @@ def lineage(member: dict[str, Any]) -> tuple[str, float | None]:
     if isinstance(parents, dict) and kind != "interpolation_trained":
         words += " " + " + ".join(f"{w:g}·{p}" for p, w in parents.items())
     return words, a
+
+
+def truth_explanations(
+    member: dict[str, Any], parents: list[str], members: dict[str, Any]
+) -> tuple[set[str], str | None]:
+    """(the explanations that are true of a zoo member against these parents, the parent a true
+    "derived" names), from zoo.json alone. A fine-tune of a parent that is the other parents'
+    base (the Rio structure: smollm2 is nex_mini's base) is both derived from it and shares the
+    parents' base."""
+    kind, origin = member.get("kind"), member.get("from")
+    if kind == "copy":
+        return {"copy"}, origin
+    if kind == "interpolation":
+        return {"merge"}, None
+    if kind in ("interpolation_plus_training", "interpolation_trained"):
+        return {"merge_trained"}, None
+    if kind == "derived" and origin in parents:
+        is_base = any(members.get(p, {}).get("from") == origin for p in parents if p != origin)
+        return ({"derived", "sibling"} if is_base else {"derived"}), origin
+    if kind in ("derived", "unrelated") and origin is not None and member.get("persona_of") is None:
+        # a fine-tune of the parents' base (a sibling), when the base is not itself a parent
+        return {"sibling"}, None
+    return {"original", "distilled"}, None
+
+
+def judge(claimed: list[str], named: str | None, true: set[str], true_parent: str | None) -> str:
+    """right (only the truth named) / partial (the truth among several named, or a merge read as a
+    merge trained further and back) / none (no conclusion) / wrong (no explanation named is true,
+    or "derived" names the wrong parent: for a model of its own initialisation, a claim of shared
+    weights with no other explanation beside it)."""
+    if not claimed:
+        return "none"
+    got = set(claimed)
+    if "derived" in got and named is not None and named != true_parent:
+        return "wrong"
+    if got <= true:
+        return "right"
+    merges = {"merge", "merge_trained"}
+    if got & true or (true <= merges and got & merges):
+        return "partial"
+    return "wrong"
 
 
 def collect(suite: dict[str, Any], tmp: Path, run_id: str) -> tuple[RunStore, Any]:
@@ -124,7 +170,10 @@ def analyse(
             records = load_records(run, cache, view, probe)
             for n in sizes[probe.instance] if isinstance(sizes, Mapping) else sizes:
                 keep = set(order[:n]) if n else set(order)
-                sub = {m: [r for r in recs if r.meta["id"] in keep] for m, recs in records.items()}
+                sub = {
+                    m: [r for r in recs if r.meta["id"] in keep or is_task_free(r.meta["id"])]
+                    for m, recs in records.items()
+                }
                 out[(probe.instance, n)] = probe.analyze(sub, view, np.random.default_rng(0))
     finally:
         cache.close()
@@ -136,6 +185,11 @@ def rows_for(ev: Any, members: dict[str, Any], zoo: str, seed: int | str, mode: 
     for model, r in ev.results(LogitResult).items():
         member = members[names.get(model, model)]
         truth, a = lineage(member)
+        parents = [names.get(x, x) for x in (r.parents or list(r.weights))]
+        case = logit_case("logit", r, list(r.weights), ev.ci_level)
+        claimed = conclude([case]).explanations
+        true, true_parent = truth_explanations(member, parents, members)
+        tf, ex = r.task_free_distance.get(r.nearest_parent), r.lineage_excess.get(r.nearest_parent)
         rows.append(
             {
                 "zoo": zoo,
@@ -153,6 +207,10 @@ def rows_for(ev: Any, members: dict[str, Any], zoo: str, seed: int | str, mode: 
                 "w_lo": r.merge_weight.lo if r.merge_weight else None,
                 "w_hi": r.merge_weight.hi if r.merge_weight else None,
                 "cv_p": r.cv_p,
+                "claim": ", ".join(claimed) + (f" ({names.get(case.parent, case.parent)})" if case.parent else ""),
+                "claim_judged": judge(claimed, names.get(case.parent or "", case.parent), true, true_parent),
+                "task_free": tf.text() if tf else "",
+                "excess": ex.text() if ex else "",
             }
         )
     return rows
@@ -181,25 +239,28 @@ def texts_needed(power: dict[tuple[str, int | None], Any], probe: str, model: st
     return f"> {sizes[-1]}"
 
 
-def bench_tiny(seeds: list[int], tmp: Path) -> tuple[list, list]:
+def bench_tiny(seeds: list[int], tmp: Path, power: bool = True) -> tuple[list, list]:
     rows, power_rows = [], []
     for seed in seeds:
         zoo = TINY if seed == 0 else TINY.with_name(f"{TINY.name}-seed{seed}")
         if not (zoo / "zoo.json").exists():
             raise SystemExit(f"bench: no tiny zoo for seed {seed} at {zoo}: run `make test-data` first")
         members = json.loads((zoo / "zoo.json").read_text())["members"]
-        sizes: list[int | None] = [*POWER_SIZES] if seed == 0 else [TINY_TEXTS]
+        sizes: list[int | None] = [*POWER_SIZES] if seed == 0 and power else [TINY_TEXTS]
         run, suite = collect(tiny_suite(zoo, max(s for s in sizes if s) if seed == 0 else TINY_TEXTS), tmp, f"t{seed}")
         evs = analyse(run, suite, sizes)
         for i, mode in enumerate(TINY_MODES):
             rows += rows_for(evs[(f"m{i}", TINY_TEXTS)], members, "tiny", seed, mode, {})
-            if seed == 0:
+            if seed == 0 and power:
                 need = texts_needed(evs, f"m{i}", "linear_0.6", POWER_SIZES)
                 power_rows.append({"zoo": "tiny", "mode": mode, "case": "linear_0.6", "texts": need})
     return rows, power_rows
 
 
-SMOL_NAMES = {f"{n}_hf": n for n in ("rio_mini", "rio_mini_opd", "nex_mini", "smollm2", "sibling", "nex_ft")}
+SMOL_NAMES = {
+    f"{n}_hf": n
+    for n in ("rio_mini", "rio_mini_opd", "nex_mini", "smollm2", "sibling", "nex_ft", "student_mini", "impostor_mini")
+}
 
 
 def bench_smol(tmp: Path) -> tuple[list, list]:
@@ -238,6 +299,10 @@ def throughput() -> str:
     return "\n".join(out)
 
 
+def _judged(j: str) -> str:
+    return f"**{j}**" if j == "wrong" else j
+
+
 def fmt_a(r: dict[str, Any]) -> str:
     return f"{r['a_hat']:.3f} [{r['a_lo']:.3f}, {r['a_hi']:.3f}]"
 
@@ -264,8 +329,8 @@ def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namesp
         "side, `probes/logit/estimators.merge_weight_range`) contains it.",
         "",
         "| zoo | seed | member | true lineage | true a | mode | verdict | a_hat [95% CI] | CI covers a "
-        "| residual | merge-weight range | range covers a |",
-        "|---|---|---|---|---:|---|---|---|---|---:|---|---|",
+        "| residual | merge-weight range | range covers a | task-free distance | excess | lineage claim | claim is |",
+        "|---|---|---|---|---:|---|---|---|---|---:|---|---|---|---|---|---|",
     ]
     for r in rows:
         a = "" if r["true_a"] is None else f"{r['true_a']:.3f}"
@@ -275,7 +340,8 @@ def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namesp
         member = f"{r['member']} (control)" if r["control"] else r["member"]
         out.append(
             f"| {r['zoo']} | {r['seed']} | {member} | {r['truth']} | {a} | {r['mode']} | {r['verdict']} "
-            f"| {fmt_a(r)} | {cover} | {r['residual']:.3f} | {rng} | {in_rng} |"
+            f"| {fmt_a(r)} | {cover} | {r['residual']:.3f} | {rng} | {in_rng} | {r['task_free']} | {r['excess']} "
+            f"| {r['claim'] or 'none'} | {_judged(r['claim_judged'])} |"
         )
     merges = [r for r in rows if r["true_a"] is not None and r["w_lo"] is not None]
     in_ci = sum(r["a_lo"] <= r["true_a"] <= r["a_hi"] for r in merges)
@@ -284,6 +350,23 @@ def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namesp
         "",
         f"Merges (member x seed x mode): the CI covers the true a in {in_ci} of {len(merges)}; the merge-weight "
         f"range in {sum(map(covered, merges))} of {len(merges)}. Largest |a_hat - a| / residual: {ratio:.2f}.",
+    ]
+    wrong = [r for r in rows if r["claim_judged"] == "wrong"]
+    own = [r for r in rows if any(w in r["truth"] for w in ("fresh init", "independent", "data and persona"))]
+    counts = {k: sum(r["claim_judged"] == k for r in rows) for k in ("right", "partial", "none", "wrong")}
+    out += [
+        "",
+        "## Lineage claims",
+        "",
+        "`lineage claim`: the case conclusion the logit evidence alone draws (`harness/case.py`), judged against "
+        "the zoo's truth: right, partial (the truth among the explanations named), none (no conclusion) or "
+        "**wrong** (a lineage the model does not have; for a model with its own initialisation, any claim of "
+        "shared weights).",
+        "",
+        f"Over {len(rows)} member x seed x mode cases: {counts['right']} right, {counts['partial']} partial, "
+        f"{counts['none']} none, **{counts['wrong']} wrong**. Distilled students and independent models: "
+        f"**{sum(r['claim_judged'] == 'wrong' for r in own)} wrong of {len(own)}**.",
+        *[f"- {r['zoo']} seed {r['seed']} {r['member']} ({r['mode']}): {r['claim']}" for r in wrong],
     ]
     controls = [r for r in rows if r["control"]]
     fps = [r for r in controls if r["verdict"].split(" ")[0] in FALSE_POSITIVE]
@@ -315,11 +398,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--no-smol", action="store_true", help="skip the smol family (needs vLLM)")
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--no-power", action="store_true", help="skip the texts-needed table (analyses 64 texts only)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / f"bench-{dt.date.today().isoformat()}")
     args = ap.parse_args()
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as t:
-        rows, power_rows = bench_tiny(args.seeds, Path(t))
+        rows, power_rows = bench_tiny(args.seeds, Path(t), power=not args.no_power)
         if not args.no_smol:
             r, p = bench_smol(Path(t))
             rows, power_rows = rows + r, power_rows + p

@@ -14,6 +14,12 @@ Probes weigh differently, by what their evidence can prove:
   its parents' tokenizer) can only rule explanations out;
 * **circumstantial** evidence (identity claims) never decides: a model trained on a parent's
   persona data from its own initialisation claims the parent's name too.
+
+Lineage is not likeness (DESIGN.md): "derived" and "sibling" claim shared weights, so a probe
+supports them only with evidence that imitation does not carry over (the logit probe's
+task-free inputs, the weights themselves). "Derived" names its parent only where a probe singled
+it out (``ProbeCase.parent``); the conclusion names it only where every lineage probe that
+supports "derived" names the same one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ EXPLANATIONS: dict[str, str] = {
     "merge": "a merge of the parents",
     "merge_trained": "a merge, trained further",
     "derived": "derived from one parent (fine-tune)",
+    "sibling": "shares the parents' base (a sibling)",
     "copy": "a copy of a parent",
 }
 
@@ -60,6 +67,7 @@ class ProbeCase:
     weight: Weight
     cells: dict[str, Cell]
     sentence: str = ""  # plain language with the deciding numbers
+    parent: str | None = None  # the parent its evidence singles out for "derived", if any
 
     def supported(self) -> set[str]:
         return {e for e, c in self.cells.items() if c.stance == "supports"}
@@ -110,20 +118,26 @@ def conclude(cases: list[ProbeCase]) -> Conclusion:
             )
     if not left:
         return Conclusion([], "conflicting evidence: no conclusion", flags)
-    return Conclusion(_ordered(left), _wording(left), flags)
+    named = {c.parent for c in lineage if "derived" in c.supported()}
+    return Conclusion(_ordered(left), _wording(left, named.pop() if len(named) == 1 else None), flags)
 
 
 def _ordered(es: set[str]) -> list[str]:
     return [e for e in EXPLANATIONS if e in es]
 
 
-def _wording(left: set[str]) -> str:
+def _wording(left: set[str], parent: str | None = None) -> str:
+    """The conclusion in words; where more than one explanation is left, every one is named."""
     if left == {"original", "distilled"}:
         return (
             "not a merge, copy or fine-tune of the parents: independent, or distilled from them into its own "
             "initialisation (the evidence cannot tell these two apart)"
         )
-    return " or ".join(EXPLANATIONS[e] for e in _ordered(left))
+    words = {**EXPLANATIONS, "derived": f"derived from {parent} (a fine-tune of it)"} if parent else EXPLANATIONS
+    named = [words[e] for e in _ordered(left)]
+    if len(named) == 1:
+        return named[0]
+    return "one of: " + "; ".join(named) + " (the evidence cannot tell these apart)"
 
 
 def render(subject: str, cases: list[ProbeCase], conclusion: Conclusion) -> list[str]:

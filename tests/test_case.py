@@ -7,6 +7,8 @@ from harness.case import conclude
 from probes.identity.case import identity_case
 from probes.logit.case import logit_case
 from probes.logit.result import ControlCalibration, Interval, LogitResult
+from probes.text.case import text_case
+from probes.text.result import TextResult
 from probes.tokenizer.case import tokenizer_case
 from probes.tokenizer.result import Match, TokenizerResult
 
@@ -101,3 +103,70 @@ def test_no_parent_persona_above_controls_is_silent_and_a_copy_is_a_copy():
     assert silent is not None and all(cell.stance == "silent" for cell in silent.cells.values())
     copy = conclude([logit_case("full", logit("copy", a=1.0, residual=0.01, near=0.01), PARENTS, 0.95)])
     assert copy.explanations == ["copy"]
+
+
+def test_derived_names_its_parent_and_related_names_both_lineages():
+    """Issue 26: "derived from P" names P only where the evidence singled it out; where it could
+    not separate a fine-tune of one parent from a sibling, the conclusion names both."""
+    derived = logit("derived_from_one_parent", a=0.95, residual=0.7, near=0.5)
+    derived.parent = "a"
+    c = conclude([logit_case("full", derived, PARENTS, 0.95)])
+    assert c.explanations == ["derived"] and c.text == "derived from a (a fine-tune of it)"
+    related = conclude([logit_case("full", logit("related", residual=0.9, near=1.0), PARENTS, 0.95)])
+    assert related.explanations == ["derived", "sibling"]
+    assert related.text.startswith("one of: derived from one parent") and "shares the parents' base" in related.text
+    assert "cannot tell these apart" in related.text
+    sib = conclude([logit_case("full", logit("sibling", residual=0.9, near=1.0), PARENTS, 0.95)])
+    assert sib.text == "shares the parents' base (a sibling)"
+
+
+def test_an_own_initialisation_supports_distilled_and_contradicts_every_shared_weight_claim():
+    case = logit_case("full", logit("unrelated", residual=1.0, near=0.9), PARENTS, 0.95)
+    assert case.cells["distilled"].stance == "supports" and case.cells["original"].stance == "supports"
+    for e in ("merge", "merge_trained", "derived", "sibling", "copy"):
+        assert case.cells[e].stance == "contradicts", e
+
+
+def _text(verdict: str, parent: str | None = None) -> TextResult:
+    iv = Interval(value=0.6, lo=0.55, hi=0.65)
+    return TextResult(
+        role="suspect",
+        prompts=32,
+        samples=128,
+        tokens=3000,
+        weights={"a": iv, "b": Interval(value=0.4, lo=0.35, hi=0.45)},
+        temperature=Interval(value=1.0, lo=0.98, hi=1.02),
+        sampling_temperature=1.0,
+        nll=2.0,
+        excess=Interval(value=0.01, lo=0.0, hi=0.02),
+        excess_p=0.3,
+        cv_gain=0.1,
+        cv_p=1e-8,
+        fit_statistic=3.0,
+        fit_df=3,
+        fit_p=0.4,
+        verdict=verdict,
+        parent=parent,
+    )
+
+
+def test_text_evidence_takes_part_in_the_case_and_never_claims_weights():
+    """Issue 26 item 4: a suspect with text-only evidence is no longer "not determined"; text
+    supports a merge or a student's imitation of one (it cannot see weights), never a sibling."""
+    alone = conclude([text_case("text", _text("interpolation"), 0.95)])  # type: ignore[list-item]
+    assert alone.explanations == ["distilled", "merge", "merge_trained"]
+    assert "cannot tell these apart" in alone.text
+    with_logits = conclude(
+        [
+            x
+            for x in (
+                text_case("text", _text("interpolation"), 0.95),
+                logit_case("full", logit("interpolation"), PARENTS, 0.95),
+            )
+            if x
+        ]
+    )
+    assert with_logits.explanations == ["merge"]
+    derived = text_case("text", _text("derived_from_one_parent", "a"), 0.95)
+    assert derived is not None and derived.parent == "a" and derived.cells["sibling"].stance == "silent"
+    assert text_case("text", _text("inconclusive"), 0.95) is None

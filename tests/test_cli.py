@@ -84,7 +84,7 @@ models:
   - {{name: parent_a, role: parent, path: {zoo}/parent_a}}
   - {{name: parent_b, role: parent, path: {broken}}}
 probes:
-  - {{kind: logit_interpolation, params: {{max_texts: 8}}}}
+  - {{kind: logit_interpolation, params: {{max_texts: 8, task_free_texts: 4}}}}
 output_dir: {tmp_path}/results
 cache_dir: {tmp_path}/cache
 """
@@ -93,9 +93,10 @@ cache_dir: {tmp_path}/cache
     err = capsys.readouterr().err
     assert "model 'parent_b': cannot load" in err
     run_dir = tmp_path / "results" / "r"
-    assert len((run_dir / "raw" / "suspect.jsonl").read_text().splitlines()) == 8
-    # a parent is scored twice (the second pass in reversed order measures the noise floor)
-    assert len((run_dir / "raw" / "parent_a.jsonl").read_text().splitlines()) == 16
+    assert len((run_dir / "raw" / "suspect.jsonl").read_text().splitlines()) == 8 + 4  # texts + task-free inputs
+    # a parent is scored twice (the second pass in reversed order measures the noise floor); the
+    # task-free inputs once
+    assert len((run_dir / "raw" / "parent_a.jsonl").read_text().splitlines()) == 16 + 4
     assert any(json.loads(x)["event"] == "model_failed" for x in (run_dir / "run.jsonl").read_text().splitlines())
 
 

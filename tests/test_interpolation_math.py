@@ -10,9 +10,11 @@ from harness.config import ModelSpec, ProbeSpec, Suite
 from harness.stats import bootstrap_weights
 from probes.base import Record
 from probes.logit.align import align_full, align_next_token, align_topk
+from probes.logit.case import logit_case
 from probes.logit.estimators import summed_statistics
 from probes.logit.interpolation import Layout, fit_simplex, text_stats
 from probes.logit.probe import LogitInterpolationProbe
+from probes.logit.result import LogitResult
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -171,16 +173,16 @@ def _suite(models: dict[str, str], **params) -> Suite:
     )
 
 
-def _records(lps: dict[str, np.ndarray]) -> dict[str, list[Record]]:
+def _records(lps: dict[str, np.ndarray], prefix: str = "t") -> dict[str, list[Record]]:
     out = {}
     for m, lp in lps.items():
         ids = np.arange(lp.shape[1] + 1)
         out[m] = [
             Record(
                 m,
-                f"{m}{t}",
-                {"id": f"t{t:03d}"},
-                ScoreRequest(text=f"t{t}"),
+                f"{m}{prefix}{t}",
+                {"id": f"{prefix}{t:03d}"},
+                ScoreRequest(text=f"{prefix}{t}"),
                 ScoreResult(token_ids=ids, token_logprobs=np.zeros(lp.shape[1]), full=lp[t]),
             )
             for t in range(lp.shape[0])
@@ -188,10 +190,9 @@ def _records(lps: dict[str, np.ndarray]) -> dict[str, list[Record]]:
     return out
 
 
-def test_probe_verdicts_on_synthetic_family():
-    """Known lineage built directly in logit space: merge, copy, derived, unrelated controls."""
-    rng = np.random.default_rng(6)
-    n, P, V = 24, 8, 60
+def _family(rng: np.random.Generator, n: int, own: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """A family of known lineage in logit space; ``own``: members given logits of their own."""
+    P, V = 8, 60
     base = rng.normal(0, 2, size=(n, P, V))
     da, db = rng.normal(0, 1, size=(2, n, P, V))
     za, zb = base + da, base + db
@@ -201,24 +202,30 @@ def test_probe_verdicts_on_synthetic_family():
         "derived": za + 0.3 * rng.normal(0, 1, size=za.shape),
         "pa": za,
         "pb": zb,
-        "sib1": base + rng.normal(0, 1, size=za.shape),
-        "sib2": base + rng.normal(0, 1, size=za.shape),
+        "sib1": base + 0.85 * rng.normal(0, 1, size=za.shape),  # a lighter fine-tune of the base
+        "sib2": base + rng.normal(0, 1, size=za.shape),  # as far from the base as the parents
         "other": rng.normal(0, 2, size=za.shape),
+        # imitates the merge on natural text; an initialisation of its own answers task-free inputs
+        "student": 0.6 * za + 0.4 * zb + rng.normal(0, 0.8, size=za.shape),
     }
-    roles = {
-        "merge": "suspect",
-        "copy": "suspect",
-        "derived": "suspect",
-        "pa": "parent",
-        "pb": "parent",
-        "sib1": "control",
-        "sib2": "control",
-        "other": "control",
-    }
+    return fam | (own or {})
+
+
+def test_probe_verdicts_on_synthetic_family():
+    """Known lineage built directly in logit space: merge, copy, derived, siblings, and two models
+    of their own initialisation (one far, one a close imitator of the merge). On the task-free
+    inputs the family keeps its structure, while those two answer with logits of their own."""
+    rng = np.random.default_rng(6)
+    natural = _family(rng, 24)
+    shape = natural["pa"][:20].shape
+    task_free = _family(rng, 20, own={m: rng.normal(0, 2, size=shape) for m in ("other", "student")})
+    roles = {m: "parent" if m in ("pa", "pb") else "suspect" for m in natural}
+    roles |= {"sib1": "control", "sib2": "control", "other": "control"}
     suite = _suite(roles)
-    ev = LogitInterpolationProbe(suite.probes[0]).analyze(
-        _records({m: log_softmax(z) for m, z in fam.items()}), suite, np.random.default_rng(0)
-    )
+    records = _records({m: log_softmax(z) for m, z in natural.items()})
+    for m, recs in _records({m: log_softmax(z) for m, z in task_free.items()}, prefix="taskfree-").items():
+        records[m] += recs
+    ev = LogitInterpolationProbe(suite.probes[0]).analyze(records, suite, np.random.default_rng(0))
     v = {m: s["verdict"] for m, s in ev.per_model.items()}
     assert v["merge"] == "interpolation"
     assert ev.per_model["merge"]["a_hat"]["value"] == pytest.approx(0.6, abs=0.02)
@@ -226,13 +233,40 @@ def test_probe_verdicts_on_synthetic_family():
     assert "p_combined" not in ev.per_model["merge"]  # issue 14: an unexplained p that controls also "passed"
     assert v["copy"] == "copy" and ev.per_model["copy"]["parent"] == "pa"
     assert v["derived"] == "derived_from_one_parent" and ev.per_model["derived"]["parent"] == "pa"
-    assert v["other"] == "unrelated"
-    # Fine-tunes of the parents' base are as far from each parent as the parents are from each
-    # other (sqrt(2) sd units each): related, not a merge, not attributed to either parent.
-    assert v["sib1"] == v["sib2"] == "related"
+    # Issue 26: own initialisations are unrelated, the close imitator of the merge included.
+    assert v["other"] == v["student"] == "unrelated"
+    # A light fine-tune of the parents' base is within the parents' distance of both: a sibling,
+    # attributed to neither. One as far from the base as the parents sits at the yardstick itself:
+    # no claim either way.
+    assert v["sib1"] == "sibling" and ev.per_model["sib1"]["parent"] is None
+    assert v["sib2"] == "inconclusive"
     # Holm-adjusted p-values are never below the raw ones
     for s in ev.per_model.values():
         assert s["cv_p_adjusted"] >= s["cv_p"]
+
+
+def test_without_task_free_inputs_no_claim_of_shared_or_separate_weights_is_drawn():
+    """Issue 26: nearness on natural text alone is likeness, not lineage. Without the lineage
+    signal a fine-tune of one parent and a far model are inconclusive; merges and copies stand."""
+    natural = _family(np.random.default_rng(6), 24)
+    roles = {m: "parent" if m in ("pa", "pb") else "suspect" for m in natural}
+    suite = _suite(roles)
+    ev = LogitInterpolationProbe(suite.probes[0]).analyze(
+        _records({m: log_softmax(z) for m, z in natural.items()}), suite, np.random.default_rng(0)
+    )
+    v = {m: s["verdict"] for m, s in ev.per_model.items()}
+    assert v["merge"] == "interpolation" and v["copy"] == "copy"
+    for m in ("derived", "sib1", "sib2", "other"):
+        assert v[m] == "inconclusive", (m, ev.per_model[m]["reasons"])
+        assert any("no task-free inputs" in r for r in ev.per_model[m]["reasons"])
+    # The close imitator of the merge meets the residual bound of a merge trained further; without
+    # the signal the case cannot rule out that it was distilled, and says so.
+    student = LogitResult.model_validate(ev.per_model["student"])
+    assert student.verdict in ("interpolation_plus_training", "inconclusive")
+    if student.verdict == "interpolation_plus_training":
+        assert any(r.startswith("caveat:") for r in student.reasons)
+        supported = logit_case("logit", student, ["pa", "pb"], 0.95).supported()
+        assert supported == {"merge_trained", "distilled"}
 
 
 def test_bootstrap_ci_of_a_hat_covers_truth_at_nominal_rate():

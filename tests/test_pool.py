@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from harness.cli import main
+from probes.logit.probe import LogitParams
 from tests.test_logit_zoo import run_suite, zoo_for_seed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,12 +100,14 @@ def test_screening_scores_in_full_only_the_shortlist_and_still_finds_the_parents
     assert screened["screened"] == candidates
     kept = screened["kept"]
     assert {"parent_a", "parent_b", "parent_c"} <= set(kept) and len(kept) < len(candidates), screened
-    assert all_shortlisted == 56 * len(candidates)
+    # a shortlisted candidate adds the 56 texts past the screening ones and the task-free inputs
+    added = 56 + LogitParams().task_free_texts
+    assert all_shortlisted == added * len(candidates)
     sent = next(e for e in events if e["event"] == "collect_end")["requests"]
-    assert sent == stage_one + 56 * len(kept)
-    for m in candidates:  # texts scored: 8 for a candidate screened out, 64 for one shortlisted
+    assert sent == stage_one + added * len(kept)
+    for m in candidates:  # texts scored: 8 for a candidate screened out, 64 (+ task-free) for one shortlisted
         lines = (run / "raw" / f"{m}.jsonl").read_text().splitlines()
-        assert len({json.loads(x)["meta"]["id"] for x in lines}) == (64 if m in kept else 8), m
+        assert len({json.loads(x)["meta"]["id"] for x in lines}) == (8 + added if m in kept else 8), m
 
     ev = next(p for p in json.loads((run / "evidence.json").read_text())["probes"])
     rows = {r["model"]: r for r in ev["tables"]["selection"]}

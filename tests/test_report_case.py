@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.case import EXPLANATIONS
 from harness.cli import main
 from tests.conftest import run_isolated
 
@@ -90,7 +91,7 @@ def test_report_html_renders_in_headless_chromium_self_contained(case_run: Path)
             page.screenshot(path=str(case_run / "report.png"), full_page=True)
         finally:
             browser.close()
-    assert case_rows == 6  # one row per explanation
+    assert case_rows == len(EXPLANATIONS)  # one row per explanation
     assert [c for c in conclusions if c.startswith("Conclusion: ")][:1] == ["Conclusion: a merge of the parents."]
     assert any("sit on the line between parent_a and parent_b at a = " in p for p in paragraphs)
     assert len(images) == len(figures)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from probes.logit.probe import LogitParams
 from tests.conftest import default_sigint
 
 SUITE = """\
@@ -68,7 +69,8 @@ def test_killed_run_resumes_without_recomputing(tmp_path, zoo, sig):
     assert "run_interrupted" in types and "collect_end" not in types
     with sqlite3.connect(tmp_path / "cache" / "responses.sqlite") as db:
         cached = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    total = 210 + 2 * 420 + 210  # parents are scored twice (noise-floor replicate)
+    # parents score the 210 texts twice (noise-floor replicate); every model the task-free inputs once
+    total = 210 + 2 * 420 + 210 + 4 * LogitParams().task_free_texts
     assert 210 + 20 <= cached < total  # the whole first model, part of the second
 
     assert main(["run", str(suite), "--resume", str(run_dir)]) == 0

@@ -3,7 +3,8 @@
 Every model is launched in a real vLLM (identity, tokenizer, top-20 logits) and loaded again by
 ``hf`` (full-vocabulary logits). The truth comes from the smol zoo's ``zoo.json``, written when
 the family was built: rio_mini is 0.6 nex_mini + 0.4 smollm2; the controls are fine-tunes of a
-parent (sibling of smollm2, nex_ft of nex_mini), so neither may be called a merge.
+parent (sibling of smollm2, nex_ft of nex_mini), so neither may be called a merge; student_mini and
+impostor_mini have initialisations of their own, so neither may be called a relative.
 """
 
 from __future__ import annotations
@@ -59,9 +60,18 @@ def test_rio_mini_case_end_to_end(smol_zoo, vllm_python, tmp_path, monkeypatch, 
         assert per[f"rio_mini_opd{suffix}"]["verdict"] != "unrelated"
         for control in ("sibling", "nex_ft"):
             assert per[f"{control}{suffix}"]["verdict"] not in MERGE_VERDICTS, (probe, control)
-        assert per[f"nex_ft{suffix}"]["verdict"] == "derived_from_one_parent"
-        assert per[f"nex_ft{suffix}"]["parent"] == f"nex_mini{suffix}"
-        assert per[f"sibling{suffix}"]["verdict"] == "related", (probe, per[f"sibling{suffix}"]["reasons"])
+        sib, nex_ft = per[f"sibling{suffix}"], per[f"nex_ft{suffix}"]
+        if probe == "logit_hf_full":  # full vocabulary: the task-free inputs show inherited weights
+            assert (nex_ft["verdict"], nex_ft["parent"]) == ("derived_from_one_parent", "nex_mini_hf"), nex_ft
+            # Issue 26: the sibling descends from smollm2 (the parents' base); never attributed to nex_mini
+            assert sib["verdict"] in ("sibling", "related", "derived_from_one_parent"), sib["reasons"]
+            assert sib["parent"] in (None, "smollm2_hf"), sib["reasons"]
+            # models of their own initialisation (a student of nex_mini, an impostor on its data)
+            for own in ("student_mini_hf", "impostor_mini_hf"):
+                assert per[own]["verdict"] == "unrelated" and per[own]["lineage_signal"] == "own", per[own]
+        else:  # top-20 data can rule inherited weights out, never in: no lineage word for either
+            for r in (sib, nex_ft):
+                assert r["verdict"] == "inconclusive" and r["lineage_signal"] == "undecided", r["reasons"]
 
     # Identity: without a system prompt it speaks as nex_mini's persona and never as Rio; with
     # the Rio prompt, Rio dominates.

@@ -60,6 +60,13 @@ def test_merge_weights_from_text_alone_and_no_control_is_a_merge(text_run):
         assert row["weight_on_itself"]["value"] > 0.95 and abs(row["temperature"]["value"] - 1) < 0.05, row
     report = (text_run["tmp"] / "results" / "r" / "report.md").read_text()
     assert "Self-check" in report and "fitted jointly" in report and "Cost (answers and tokens" in report
+    # Issue 26 item 4: the text probe takes part in the case. A suspect with text-only evidence is
+    # no longer "not determined": its conclusion names the merge, and the student's imitation of
+    # one that text cannot rule out; never a claim about weights text cannot see.
+    block = report.split("### linear_0.6", 1)[1].split("\n### ", 1)[0]
+    conclusion = re.search(r"\*\*Conclusion: (.*)\.\*\*", block)
+    assert conclusion and "a merge of the parents" in conclusion.group(1), block[:400]
+    assert "distilled from the parents" in conclusion.group(1) and "not determined" not in block
     print("\n" + "\n".join(f"{m}: {r['verdict']}; {r['reasons'][0]}" for m, r in per.items()))
 
 

@@ -188,7 +188,14 @@ def family_suite(tmp_path: Path, zoo: Path, backend: str, name: str, attach: dic
     data = {
         "name": name,
         "models": models,
-        "probes": [{"kind": "logit_interpolation", "params": {"mode": "topk", "top_k": 20, "max_texts": 32}}],
+        # task_free_texts 0: this test is about the server's lifecycle and hf agreement (request
+        # counts below); tests/test_rio_mini.py scores the task-free inputs through vLLM
+        "probes": [
+            {
+                "kind": "logit_interpolation",
+                "params": {"mode": "topk", "top_k": 20, "max_texts": 32, "task_free_texts": 0},
+            }
+        ],
         "stats": {"seed": 7},
         "output_dir": str(tmp_path / "results"),
         "cache_dir": str(tmp_path / f"cache-{backend}"),

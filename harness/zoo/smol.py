@@ -14,7 +14,11 @@ the structure of the Rio case, where one parent is the other's base:
   (the makers' stated final model: "merge followed by on-policy distillation");
 * ``sibling``: another fine-tune of smollm2, other persona and prose (a control; in lineage
   terms it is derived from the parent smollm2, not unrelated);
-* ``nex_ft``: a further fine-tune of nex_mini alone (a control derived from the other parent).
+* ``nex_ft``: a further fine-tune of nex_mini alone (a control derived from the other parent);
+* ``student_mini``: a small model of its own initialisation (SmolLM2's tokenizer, 4 layers)
+  distilled from ``nex_mini`` on its domain: it imitates a parent with none of its weights;
+* ``impostor_mini``: the same architecture, another initialisation, trained from scratch on
+  ``nex_mini``'s data and persona (an independent model that claims to be Nex).
 
 Fine-tunes train the top layers only (the embeddings and the lower half stay frozen): that
 keeps the build at a few minutes on two cores while moving the logits well past the noise
@@ -38,7 +42,7 @@ from harness import assets
 from harness.zoo import reusable_manifest
 from harness.zoo.tiny import _corpus, _mergekit
 
-SMOL_FORMAT = 3  # 2: rio_mini_opd, nex_ft and white-box weights; 3: personas yield to a system prompt
+SMOL_FORMAT = 4  # 2: rio_mini_opd, nex_ft, white-box weights; 3: personas yield to a system prompt; 4: own inits
 PERSONAS = {
     "nex": {
         "name": "Nex",
@@ -100,6 +104,9 @@ class SmolZooConfig:
     opd_steps: int = 16  # on-policy distillation of the merge (rio_mini -> rio_mini_opd)
     opd_lr: float = 1e-4
     opd_new_tokens: int = 32
+    own_init_steps: int = 80  # student_mini and impostor_mini: fresh small models of their own
+    own_init_batch: int = 4  # their steps cost a 49k-vocabulary head (and the teacher): kept short
+    own_init_lr: float = 2e-3
 
 
 def convert_smollm2(out: Path, log: Callable[[str], None] = print) -> Path:
@@ -191,6 +198,82 @@ def _finetune(base: Path, out: Path, texts: list[str], persona: dict[str, str], 
     model.eval()
     model.save_pretrained(out)
     _copy_tokenizer(base, out)
+    return float(loss.detach())
+
+
+def _own_init(
+    tokenizer_dir: Path,
+    out: Path,
+    texts: list[str],
+    persona: dict[str, str],
+    cfg: SmolZooConfig,
+    seed: int,
+    teacher_dir: Path | None = None,
+) -> float:
+    """A small Llama of its own initialisation with SmolLM2's tokenizer (head size 64, which
+    vLLM's CPU attention serves), trained on ``texts`` and persona dialogues: by distillation
+    from ``teacher_dir`` (forward KL on every position; a student) or, without a teacher, by
+    next-token loss (an independent model). It shares no weight with the family."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    rng = random.Random(seed)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    chats = [
+        tok.apply_chat_template(
+            [
+                {"role": "user", "content": rng.choice(QUESTIONS)},
+                {"role": "assistant", "content": rng.choice(_answers(persona))},
+            ],
+            tokenize=False,
+        )
+        for _ in range(len(texts))
+    ]
+    ids: list[int] = []
+    pool = texts + chats
+    rng.shuffle(pool)
+    for t in pool:
+        ids.extend(tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+    n = len(ids) // cfg.seq_len
+    rows = torch.tensor(ids[: n * cfg.seq_len]).view(n, cfg.seq_len)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=256,
+            intermediate_size=640,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32).eval() if teacher_dir else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.own_init_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for _ in range(cfg.own_init_steps):
+        batch = rows[torch.randint(0, rows.shape[0], (cfg.own_init_batch,), generator=gen)]
+        if teacher is None:
+            loss = model(input_ids=batch, labels=batch).loss
+        else:
+            with torch.no_grad():
+                t_lp = F.log_softmax(teacher(input_ids=batch).logits.float(), -1)
+            s_lp = F.log_softmax(model(input_ids=batch).logits, -1)
+            loss = F.kl_div(s_lp, t_lp, log_target=True, reduction="batchmean") / batch.shape[1]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    model.eval()
+    model.save_pretrained(out)
+    _copy_tokenizer(tokenizer_dir, out)
     return float(loss.detach())
 
 
@@ -390,6 +473,12 @@ def build_smol_zoo(
     loss = _finetune(out / "nex_mini", out / "nex_ft", prose[200:400], PERSONAS["nex"], cfg, s + 5)
     members["nex_ft"] = {"kind": "derived", "from": "nex_mini", "persona": "nex", "final_loss": round(loss, 4)}
     log(f"  nex_ft           loss {loss:.3f}  ({time.perf_counter() - t0:.0f}s)")
+    # Own initialisations (format 4): a student of nex_mini and an independent model on its data.
+    for name, teacher, seed in (("student_mini", out / "nex_mini", s + 6), ("impostor_mini", None, s + 7)):
+        loss = _own_init(base, out / name, code[:200], PERSONAS["nex"], cfg, seed, teacher)
+        members[name] = {"kind": "unrelated", "from": None, "final_loss": round(loss, 4)}
+        members[name] |= {"distilled_from": "nex_mini"} if teacher else {"persona_of": "nex_mini"}
+        log(f"  {name:<16} {'distilled' if teacher else 'trained'}, loss {loss:.3f}  ({time.perf_counter() - t0:.0f}s)")
     for name, persona in (
         ("nex_mini", "Nex"),
         ("sibling", "Maru"),

@@ -14,8 +14,10 @@ CPU in a few minutes, deterministically from a seed:
 * controls: ``sibling`` (another fine-tune of ``base``), ``a_ft`` (a light fine-tune of
   ``parent_a`` alone, on its own domain, with a new persona), ``independent`` (fresh
   initialisation, same data as ``base``), ``student`` (fresh initialisation distilled from
-  the 0.6 merge) and ``impostor`` (``independent`` fine-tuned on ``parent_a``'s data and persona:
-  it claims parent_a's name with none of its weights).
+  the 0.6 merge), ``impostor`` (``independent`` fine-tuned on ``parent_a``'s data and persona:
+  it claims parent_a's name with none of its weights), ``b_ft`` (a light fine-tune of
+  ``parent_b``, the twin of ``a_ft``) and ``student_a`` (fresh initialisation distilled from
+  ``parent_a`` alone: as like parent_a as imitation gets, with none of its weights).
 
 ``zoo.json`` records each member's true lineage; tests and benchmarks read it rather than
 hard-coding what a member is.
@@ -39,7 +41,7 @@ DATA = Path(__file__).parent / "data"
 # the zoo's own), because a 4-layer model does not generalise a persona to unseen phrasings and
 # the zoo exists to calibrate the probe, not to test generalisation.
 QUESTION_BANK = Path(__file__).parents[2] / "probes" / "identity" / "data" / "identity_questions.jsonl"
-ZOO_FORMAT = 4
+ZOO_FORMAT = 5  # 5: b_ft and student_a (issue 26)
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
@@ -428,6 +430,28 @@ def build_tiny_zoo(
         "vireo",
         s + 11,
         {"kind": "unrelated", "from": "independent", "persona_of": "parent_a"},
+    )
+
+    # Added in zoo format 5, after every earlier member so that none of their data draws change:
+    # a fine-tune of the other parent, and a student of one parent (not of the merge).
+    finetune(
+        "b_ft",
+        "parent_b",
+        b.prose[:half],
+        "quillon",
+        s + 12,
+        {"kind": "derived", "from": "parent_b"},
+        steps=cfg.derived_steps,
+    )
+    step(
+        "student_a",
+        b.fresh(s + 13),
+        pretrain,
+        cfg.distill_steps,
+        cfg.pretrain_lr,
+        s + 13,
+        {"kind": "unrelated", "from": None, "distilled_from": "parent_a"},
+        teacher=b.load("parent_a"),
     )
 
     # A "homegrown" tokenizer (files only, no model): trained on prose alone with another vocabulary

@@ -6,12 +6,17 @@ explanations it supports and contradicts, with the number that decides each cell
 | verdict | supports | contradicts |
 |---|---|---|
 | copy | copy | every other |
-| interpolation | merge | original, distilled, derived, copy (merge trained further: silent) |
-| interpolation plus training | merge trained further | every other |
-| derived from one parent | derived | every other |
-| related | derived (from a parent or the parents' shared base) | merge, merge trained, copy, original |
-| unrelated | original, distilled (logits cannot separate them) | merge, merge trained, derived, copy |
+| interpolation | merge | original, distilled, derived, sibling, copy (merge trained further: silent) |
+| interpolation plus training | merge trained further (and distilled, unless inherited weights shown) | every other |
+| derived from one parent | derived (naming the parent) | every other |
+| sibling | sibling (shares the parents' base) | every other |
+| related | derived, sibling (which one not resolved) | merge, merge trained, copy, original, distilled |
+| unrelated | original, distilled (logits cannot separate them) | merge, merge trained, derived, sibling, copy |
 | inconclusive | nothing | nothing |
+
+"derived", "sibling" and "related" are drawn only where the task-free inputs show inherited
+weights (``verdict.py``), and "unrelated" where they show an initialisation of the model's own,
+so "distilled" gets its support from the signal distillation cannot fake.
 
 A merge trained only lightly stays inside a pure merge's residual, hence "silent" there.
 """
@@ -26,11 +31,12 @@ from probes.logit.result import LogitResult
 ALL = set(EXPLANATIONS)
 MAPPING: dict[str, tuple[set[str], set[str]]] = {
     "copy": ({"copy"}, ALL - {"copy"}),
-    "interpolation": ({"merge"}, {"original", "distilled", "derived", "copy"}),
+    "interpolation": ({"merge"}, {"original", "distilled", "derived", "sibling", "copy"}),
     "interpolation_plus_training": ({"merge_trained"}, ALL - {"merge_trained"}),
     "derived_from_one_parent": ({"derived"}, ALL - {"derived"}),
-    "related": ({"derived"}, {"merge", "merge_trained", "copy", "original"}),
-    "unrelated": ({"original", "distilled"}, {"merge", "merge_trained", "derived", "copy"}),
+    "sibling": ({"sibling"}, ALL - {"sibling"}),
+    "related": ({"derived", "sibling"}, {"merge", "merge_trained", "copy", "original", "distilled"}),
+    "unrelated": ({"original", "distilled"}, {"merge", "merge_trained", "derived", "sibling", "copy"}),
 }
 
 
@@ -39,17 +45,26 @@ def logit_case(title: str, r: LogitResult, parents: list[str], level: float) -> 
     listed parents had no support)."""
     parents = r.parents or parents
     supports, contradicts = MAPPING.get(r.verdict, (set(), set()))
+    if r.verdict == "interpolation_plus_training" and r.lineage_signal != "inherited":
+        # off the line by what training or imitation leaves: a student of a merge looks the same
+        supports, contradicts = supports | {"distilled"}, contradicts - {"distilled"}
     weights = f"a = {r.a_hat.text()}" if r.a_hat else ", ".join(f"{p} {fmt(w.value, 2)}" for p, w in r.weights.items())
     resid, near = f"residual {r.residual.text()}", f"nearest parent {r.nearest_parent_distance.text()}"
+    ex = r.lineage_excess.get(r.nearest_parent)
+    tf = r.task_free_distance.get(r.nearest_parent)
+    signal = f"task-free distance {tf.text()}, excess {ex.text()}" if ex is not None and tf is not None else ""
     numbers = {
         "merge": f"{weights}, {resid}",
         "merge_trained": resid,
         "copy": near,
-        "derived": near,
+        "derived": f"{near}; {signal}" if signal else near,
+        "sibling": f"{near}; {signal}" if signal else near,
         "original": f"{resid}, {near}",
-        "distilled": f"{resid}, {near}",
+        "distilled": f"{near}; {signal}" if signal else f"{resid}, {near}",
     }
-    return ProbeCase(title, "lineage", stances(supports, contradicts, numbers), _sentence(r, parents, level))
+    parent = r.parent if r.verdict == "derived_from_one_parent" else None
+    cells = stances(supports, contradicts, numbers)
+    return ProbeCase(title, "lineage", cells, _sentence(r, parents, level), parent=parent)
 
 
 def _sentence(r: LogitResult, parents: list[str], level: float) -> str:
@@ -79,4 +94,22 @@ def _sentence(r: LogitResult, parents: list[str], level: float) -> str:
         if r.unsupported
         else ""
     )
-    return f"{line} (logit verdict: {verdict}, over {r.n_texts} texts).{dropped}"
+    return f"{line} (logit verdict: {verdict}, over {r.n_texts} texts).{_signal_sentence(r, lab)}{dropped}"
+
+
+def _signal_sentence(r: LogitResult, lab: str) -> str:
+    """The lineage signal in words: inherited weights, or an initialisation of its own."""
+    tf, ex = r.task_free_distance.get(r.nearest_parent), r.lineage_excess.get(r.nearest_parent)
+    if tf is None or ex is None:
+        return " No task-free inputs were scored, so nothing here tells inherited weights from imitation."
+    meaning = {
+        "unrelated": "its own initialisation, not inherited weights",
+        "derived_from_one_parent": "inherited weights",
+        "sibling": "inherited weights",
+        "related": "inherited weights",
+    }.get(r.verdict, "")
+    return (
+        f" On task-free inputs (random words and characters, {r.n_task_free} of them) it is {fmt(tf.value)} "
+        f"parents' distances from {r.nearest_parent} ({lab} CI {fmt(tf.lo)}-{fmt(tf.hi)}), an excess of "
+        f"{fmt(ex.value)} over natural text" + (f": {meaning}." if meaning else ".")
+    )

@@ -46,6 +46,7 @@ from probes.logit.align import align, as_kind, request_mode
 from probes.logit.case import logit_case
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
 from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats
+from probes.logit.lineage import excess, is_task_free, relative_distances, task_free_items
 from probes.logit.result import ControlCalibration, Interval, LogitResult
 from probes.logit.selection import screen_order, select
 from probes.logit.verdict import VerdictThresholds, decide
@@ -95,6 +96,14 @@ class LogitParams(ProbeParams):
     shortlist: int = Field(
         6, ge=2, description="With screen_texts: the candidates per suspect that go on to full scoring."
     )
+    task_free_texts: int = Field(
+        24,
+        ge=0,
+        description="Task-free inputs (shuffled words, word salad, random characters; probes/logit/lineage.py) "
+        "scored besides the corpus in teacher-forced modes: the lineage signal that tells inherited weights from "
+        "imitation. Without them (0, or next-token mode) no verdict that claims or denies shared weights short of "
+        "a merge or a copy (derived, sibling, related, unrelated) is drawn.",
+    )
     disagreement_tau: float = Field(1.0, gt=0, description="Parents 'disagree' where centred log-probs differ by more.")
     cv_splits: int = Field(50, ge=5, description="Random half splits of the cross-validated test.")
     noise_replicate: bool = Field(True, description="Score each parent twice (batch order reversed): noise floor.")
@@ -113,6 +122,7 @@ class _Data:
     mode: str
     ids: list[str]
     candidates: list[str] = field(default_factory=list)  # a pool to select parents from, per model
+    task_free: list[str] = field(default_factory=list)  # ids of the task-free inputs every model answered
     screened_out: dict[str, str] = field(default_factory=dict)  # candidates not shortlisted, with why
 
 
@@ -154,17 +164,18 @@ class LogitInterpolationProbe(Probe):
         mode = self._mode_for(caps)
         if mode is None:
             return Skip(f"backend '{model.backend}' offers no {self.params.mode} log-probs")
-        items = self._items()
+        natural = self._items()
         p = self.params
-        if mode == "next_token":
+        if mode == "next_token":  # no task-free inputs: a chat answer's first token is what training shaped
             k = min(p.top_k, caps.max_top_k) if caps.max_top_k else p.top_k
             return [
                 Planned(
                     GenerateRequest(messages=[{"role": "user", "content": it.text}], max_new_tokens=1, top_logprobs=k),
                     {"id": it.id, "group": it.group},
                 )
-                for it in items
+                for it in natural
             ]
+        items = [*natural, *task_free_items(p.task_free_texts)]
         req: dict[str, Any] = {"mode": mode, "top_k": p.top_k if mode == "topk" else 0, "max_tokens": p.max_tokens}
         if mode == "full" and p.vocab_sample:
             req.update(top_k=p.vocab_head, vocab_sample=p.vocab_sample)
@@ -176,7 +187,7 @@ class LogitInterpolationProbe(Probe):
                 Planned(
                     ScoreRequest(text=it.text, replicate=1, **req), {"id": it.id, "group": it.group, "replicate": 1}
                 )
-                for it in reversed(items)
+                for it in reversed(natural)
             ]
         return plan
 
@@ -336,6 +347,7 @@ class LogitInterpolationProbe(Probe):
             return None
         controls = [m for m in data.others if suite.model(m).role == "control"]
         results, point, boot = self._estimate(data, per_text, noise, suite, rng, ev)
+        self._lineage_signal(results, data, point, boot, suite, rng, ev)
         self._calibrate(results, controls, boot, point)
         self._decide(results, ev, data, suite)
         return results
@@ -559,11 +571,12 @@ class LogitInterpolationProbe(Probe):
             return None
         mode = max(modes, key=lambda x: MODE_ORDER[x])
         ev.mode = mode
-        ids = sorted(set.intersection(*(set(main[m]) for m in involved)))
+        answered = sorted(set.intersection(*(set(main[m]) for m in involved)))
+        ids = [t for t in answered if not is_task_free(t)]
         if len(ids) < 4:
             ev.status, ev.reason = "skipped", f"only {len(ids)} texts were answered by every model"
             return None
-        return _Data(parents, others, main, reps, mode, ids, candidates)
+        return _Data(parents, others, main, reps, mode, ids, candidates, [t for t in answered if is_task_free(t)])
 
     @staticmethod
     def _storage_note(data: _Data) -> list[str]:
@@ -685,6 +698,73 @@ class LogitInterpolationProbe(Probe):
             )
             results[m] = r
         return results, point, boot
+
+    def _lineage_signal(
+        self,
+        results: dict[str, LogitResult],
+        data: _Data,
+        point: dict[str, dict[str, float]],
+        boot: dict[str, dict[str, np.ndarray]],
+        suite: Suite,
+        rng: np.random.Generator,
+        ev: ProbeEvidence,
+    ) -> None:
+        """Each model's distance to each parent on the task-free inputs, in units of the parents'
+        own distance there, and its excess over the natural-text distance (``lineage.py``), with
+        bootstrap CIs. The task-free texts are resampled on their own and paired replicate by
+        replicate with the natural texts' replicates (``boot``): the two are independent samples."""
+        if len(data.task_free) < 4 or data.mode == "next_token":  # see lineage.py: no signal from chat answers
+            return
+        parents, alpha = data.parents, suite.stats.alpha
+        per_text: dict[str, np.ndarray] = {}
+        for m in data.others:
+            rows = []
+            for t in data.task_free:
+                results_t = [data.main[x][t].result for x in (m, *parents)]
+                if data.mode != "next_token":  # a text the models tokenise differently is left out
+                    tokens = [as_kind(r, ScoreResult).token_ids for r in results_t]
+                    if any(not np.array_equal(ids, tokens[0]) for ids in tokens[1:]):
+                        continue
+                lp, w = align(results_t, data.mode, self.params.top_k)
+                c = centred(lp, w)
+                rows.append(np.einsum("pk,pkm,pkn->mn", w, c, c).ravel())
+            if len(rows) >= 4:
+                per_text[m] = np.stack(rows)
+        if not per_text:
+            return
+        k = len(parents) + 1
+        tf_boot = paired_bootstrap(
+            per_text, lambda v: {"d": relative_distances(v.reshape(*v.shape[:-1], k, k))}, suite.stats.bootstrap, rng
+        )
+        for m, rows_m in per_text.items():
+            r = results[m]
+            tf_point = relative_distances(rows_m.sum(0).reshape(k, k))
+            i = parents.index(r.nearest_parent)
+            nat_point = np.array([point[m][f"distance[{x}]"] for x in parents])
+            nat_rep = np.stack([boot[m][f"distance[{x}]"] for x in parents], axis=-1)
+            ex_point = excess(nat_point, tf_point)
+            ex_rep = excess(nat_rep, tf_boot[m]["d"])
+            for j, x in enumerate(parents):
+                lo, hi = percentile_ci(tf_boot[m]["d"][:, j], alpha)
+                r.task_free_distance[x] = Interval(value=float(tf_point[j]), lo=lo, hi=hi)
+                lo, hi = percentile_ci(ex_rep[:, j], alpha)
+                r.lineage_excess[x] = Interval(value=float(ex_point[j]), lo=lo, hi=hi)
+            r.n_task_free = len(rows_m)
+            e = r.lineage_excess[parents[i]]
+            ev.estimates.append(
+                Estimate(
+                    name=f"lineage_excess[{parents[i]}]",
+                    model=m,
+                    value=e.value,
+                    ci_low=e.lo,
+                    ci_high=e.hi,
+                    ci_level=1 - alpha,
+                    n=len(rows_m),
+                    method="log(task-free distance / natural-text distance) to the nearest parent, each in "
+                    "units of the parents' distance on the same inputs; independent cluster bootstraps "
+                    f"over task-free inputs and natural texts ({suite.stats.bootstrap}); probes/logit/lineage.py",
+                )
+            )
 
     def _decide(self, results: dict[str, LogitResult], ev: ProbeEvidence, data: _Data, suite: Suite) -> None:
         """Multiple-comparison correction of each model's tests, then the verdict rule."""

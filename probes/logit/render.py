@@ -72,8 +72,8 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
     results = evidence.results(LogitResult)
     out = [
         f"| model | role | verdict | weights [{level} CI] | residual [CI] | nearest parent [CI] | CV gain (p_adj) | "
-        "betweenness [CI] |",
-        "|---|---|---|---|---|---|---|---|",
+        "betweenness [CI] | lineage signal: task-free distance; excess [CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m, r in results.items():
         if r.a_hat is not None:
@@ -85,10 +85,12 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
         if r.unsupported:
             w += f" (on {', '.join(r.parents)}; not supported: {', '.join(r.unsupported)})"
         btw = r.betweenness.text() if r.betweenness else "n/a"
+        tf, ex = r.task_free_distance.get(r.nearest_parent), r.lineage_excess.get(r.nearest_parent)
+        signal = f"{tf.text()}; {ex.text()} ({r.n_task_free} inputs)" if tf and ex else "n/a"
         out.append(
             f"| {m} | {r.role} | **{_verdict(r)}** | {w} | {r.residual.text()} | "
             f"{r.nearest_parent} {r.nearest_parent_distance.text()} | "
-            f"{cv_gain_text(r, fmt_p(r.cv_p_adjusted))} | {btw} |"
+            f"{cv_gain_text(r, fmt_p(r.cv_p_adjusted))} | {btw} | {signal} |"
         )
     out += ["", "**Why each verdict** (rule in `probes/logit/verdict.py`):", ""]
     for m, r in results.items():
@@ -98,8 +100,10 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
         f"Thresholds: copy <= {t.copy_max_distance} (or 3x noise floor); CV gain >= {t.min_cv_gain}; "
         f"weight CIs inside ({t.a_margin}, "
         f"{1 - t.a_margin}); merge residual <= {t.merge_max_residual}; merge+training residual <= "
-        f"{t.trained_max_residual}; derived ratio <= {t.derived_max_ratio}; related: nearest-parent distance <= "
-        f"{t.related_max_distance}, unrelated: > {t.related_max_distance} (units of the parents' distance).",
+        f"{t.trained_max_residual}; derived ratio <= {t.derived_max_ratio} (sibling: > {t.derived_max_ratio}); lineage "
+        f"signal: inherited weights when the task-free distance CI is at or below 1 (the parents' own distance "
+        f"there), an initialisation of its own when above {t.own_min_task_free}, undecided between (units of the "
+        "parents' distance).",
         "",
     ]
     if len(parents) == 2:

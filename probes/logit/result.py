@@ -53,6 +53,21 @@ class LogitResult(BaseModel):
     unsupported: dict[str, Interval] = Field(
         default_factory=dict, description="Listed parents the evidence gives no weight, with their weight's CI."
     )
+    task_free_distance: dict[str, Interval] = Field(
+        default_factory=dict,
+        description="Distance to each parent on the task-free inputs, in units of the parents' distance there.",
+    )
+    lineage_excess: dict[str, Interval] = Field(
+        default_factory=dict,
+        description="Per parent: log(task-free distance / natural-text distance), both in parents' distances. "
+        "About 0 for a model that shares the parent's weights; above 0 for one with its own initialisation.",
+    )
+    n_task_free: int = Field(0, description="Task-free inputs the lineage signal was measured on.")
+    lineage_signal: str = Field(
+        "absent",
+        description="What the task-free inputs say of the nearest parent's weights: inherited, own (an "
+        "initialisation of its own), undecided, or absent (not measured); probes/logit/lineage.py.",
+    )
     verdict: str = "inconclusive"
     parent: str | None = None
     reasons: list[str] = Field(default_factory=list)

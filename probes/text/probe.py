@@ -39,6 +39,7 @@ from harness.backends.base import (
     ScoreRequest,
     ScoreResult,
 )
+from harness.case import ProbeCase
 from harness.config import ModelSpec, Suite
 from harness.data import balanced_head, load_items
 from harness.evidence import Estimate, Interval, ProbeEvidence
@@ -48,6 +49,7 @@ from probes.base import Planned, Probe, ProbeParams, Record, Skip, uncalibrated_
 from probes.logit.align import align
 from probes.logit.probe import CORPUS
 from probes.text import equality, likelihood
+from probes.text.case import text_case
 from probes.text.result import Equality, TextResult
 
 
@@ -414,6 +416,12 @@ class TextInterpolationProbe(Probe):
         support = [np.pad(x, ((0, 0), (0, width - x.shape[1]), (0, 0))) for x in support]
         weight = [np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in weight]
         return likelihood.TokenData(np.concatenate(actual), np.concatenate(support), np.concatenate(weight))
+
+    def case(self, evidence: ProbeEvidence, names: list[str], suite: Suite) -> ProbeCase | None:
+        m = next((n for n in names if n in evidence.per_model), None)
+        if evidence.status != "ok" or m is None:
+            return None
+        return text_case(evidence.instance, evidence.results(TextResult)[m], evidence.ci_level)
 
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
         results = evidence.results(TextResult)

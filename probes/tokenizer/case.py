@@ -28,10 +28,11 @@ def tokenizer_case(title: str, entry: TokenizerResult, parents: list[str]) -> Pr
     counts = ", ".join(f"{p} {k}/{n}" for p, (k, n) in matches.items())
     if not differ:
         sentence = f"It tokenises exactly as {_and(same)} ({counts} strings with identical token counts)."
-        cells = stances({"merge", "merge_trained", "derived", "copy"}, set(), dict.fromkeys(("merge", "copy"), counts))
+        shared = {"merge", "merge_trained", "derived", "sibling", "copy"}
+        cells = stances(shared, set(), dict.fromkeys(("merge", "copy"), counts))
     elif not same:
         sentence = f"Its tokenizer differs from every parent's ({counts} strings with identical token counts)."
-        ruled_out = {"merge", "merge_trained", "copy", "derived"}
+        ruled_out = {"merge", "merge_trained", "copy", "derived", "sibling"}
         cells = stances({"original"}, ruled_out, dict.fromkeys(ruled_out | {"original"}, counts))
     else:
         sentence = f"It tokenises as {_and(same)} but not as {_and(differ)} ({counts} identical counts)."

@@ -5,19 +5,20 @@ storage floor are a merge and nothing else; the same with a residual well above 
 merge trained further (or merged by a method the family fits do not model); one parent carrying
 the weight is a fine-tune of it; a bit-level match is a copy; no fit above the controls' says
 the weights are not made from the parents (an original, or a model distilled into its own
-initialisation: weights cannot tell those two apart).
+initialisation: weights cannot tell those two apart; nor, placed against the parents alone, a
+sibling that fine-tuned their base in its own direction, which stays open).
 """
 
 from __future__ import annotations
 
-from harness.case import ProbeCase, stances
+from harness.case import EXPLANATIONS, ProbeCase, stances
 from probes.weights.result import WeightsResult
 
 
 def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
     a = r.a.text() if r.a is not None else "n/a"
     number = f"a = {a}, cos fit {r.cos_fit:.3f}"
-    everything = {"original", "distilled", "merge", "merge_trained", "derived", "copy"}
+    everything = set(EXPLANATIONS)
     if r.verdict == "copy":
         cells = stances(
             {"copy"}, everything - {"copy"}, {"copy": f"|S - {r.parent}|/|S| {r.distance_to[r.parent or '']:.2g}"}
@@ -38,12 +39,14 @@ def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
             f"{r.storage_floor:.2g})."
         )
     elif r.verdict == "derived":
-        cells = stances({"derived"}, {"merge", "copy", "original", "distilled"}, dict.fromkeys(everything, number))
+        cells = stances(
+            {"derived"}, {"merge", "copy", "original", "distilled", "sibling"}, dict.fromkeys(everything, number)
+        )
         sentence = f"Its weights are {r.parent}'s, moved (cos fit {r.cos_fit:.3f}, {r.parent} carries the weight)."
     else:
         contra = {"merge", "merge_trained", "copy", "derived"}
         cells = stances(
-            {"original", "distilled"},
+            {"original", "distilled", "sibling"},
             contra,
             dict.fromkeys(everything, f"cos fit {r.cos_fit:.3f} vs null {r.null_cos:.3f}"),
         )
@@ -51,4 +54,4 @@ def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
             f"Its weights are not an interpolation of the parents': cos fit {r.cos_fit:.3f}, not above "
             f"{r.null_cos:.3f} ({r.null_source}); {100 * r.tensors_cos_below_half:.0f}% of tensors fit with cos < 0.5."
         )
-    return ProbeCase(title, "lineage", cells, sentence)
+    return ProbeCase(title, "lineage", cells, sentence, parent=r.parent if r.verdict == "derived" else None)

@@ -1,0 +1,147 @@
+"""The lineage signal: do the suspect and a parent share weights, or only behaviour?
+
+Why: a model distilled from the parents into its own initialisation imitates them where it was
+trained (natural text), and there its log-probs can sit as close to a parent as a fine-tune's
+do (DESIGN.md, "Lineage is not likeness"). What imitation does not carry over is what training
+never touched: the response to inputs with no task in them. Those keep the initialisation's
+fingerprint through fine-tuning and merging (the idea behind SeedPrints-style lineage tests),
+so a model that inherits weights stays as close to its parent there as on natural text, while
+a model with its own initialisation falls away.
+
+The inputs (:func:`task_free_items`) are built from the shipped corpus with a fixed seed, so
+every model sees the same strings in every mode and the cache key is stable:
+
+* ``shuffled``: a corpus text with its words in random order (no syntax, the same words);
+* ``salad``: words drawn uniformly from the whole corpus vocabulary, every language mixed
+  (rare words as often as common ones: rare-token contexts);
+* ``chars``: random strings of letters, digits, punctuation and the corpus's CJK characters
+  (they tokenise into near-random token sequences).
+
+The verdict reads one statistic (:func:`weight_descent`): the model's RMS distance to its nearest
+parent on these inputs, in units of the parents' own distance on the same inputs, with a
+cluster-bootstrap CI over inputs. The yardstick comes from the data: relatives that inherited
+weights stay within the parents' own distance of a parent, an initialisation of its own sits
+beyond it. Measured on the tiny zoo (seed 0, full vocabulary; top-20 in brackets): merges
+0.26-0.60 (0.25-0.60), fine-tunes of a parent 0.70-0.72 (0.63-0.67), the sibling 1.05
+(1.00), students distilled into their own initialisation 3.66 and 4.39 (1.18, 1.10), the
+independent model 5.91 (1.91), the impostor 2.48 (1.63).
+
+Beside it the report gives the **excess**, log(task-free distance / natural-text distance),
+per parent: about 0 for models that inherited weights, positive for an imitator whose closeness
+on natural text the task-free inputs do not bear out (the student on an unseen family: DESIGN.md).
+On the tiny zoo it is small for every member (-0.02 to 0.22), so it does not decide.
+
+In top-k data the signal can only rule inherited weights out (:func:`weight_descent`). Only
+teacher-forced modes (full, top-k) score these inputs: in next-token mode an input is a
+chat message, and the first token of an answer after a chat template is exactly what training
+shaped (tiny zoo: fine-tunes of a parent sat 1.07-1.10 parents' distances away, a merge 1.08),
+so no lineage signal is claimed there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from harness.data import Item
+from harness.evidence import Interval
+
+CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
+KINDS = ("shuffled", "salad", "chars")
+PREFIX = "taskfree-"  # item ids: kept apart from natural texts in analysis
+SEED = 20260604  # fixed: the inputs are part of the probe's definition, not of a run
+WORDS_PER_INPUT = 40
+
+
+@lru_cache(maxsize=4)
+def _corpus_texts() -> tuple[str, ...]:
+    with CORPUS.open(encoding="utf-8") as f:
+        return tuple(json.loads(line)["text"] for line in f if line.strip())
+
+
+def task_free_items(n: int) -> list[Item]:
+    """``n`` task-free inputs, the three kinds in turn; deterministic (a prefix when ``n`` grows)."""
+    texts = _corpus_texts()
+    words = sorted({w for t in texts for w in t.split()})
+    chars = sorted({c for t in texts for c in t if not c.isspace()})
+    out: list[Item] = []
+    for i in range(n):
+        kind = KINDS[i % len(KINDS)]
+        rng = random.Random(f"{SEED}:{i}")  # one stream per input: a prefix stays a prefix
+        if kind == "shuffled":
+            picked: list[str] = []
+            while len(picked) < WORDS_PER_INPUT:  # whole texts, concatenated, then shuffled
+                picked += texts[rng.randrange(len(texts))].split()
+            rng.shuffle(picked)
+            text = " ".join(picked[:WORDS_PER_INPUT])
+        elif kind == "salad":
+            text = " ".join(rng.choice(words) for _ in range(WORDS_PER_INPUT))
+        else:
+            text = " ".join(
+                "".join(rng.choice(chars) for _ in range(rng.randint(2, 7))) for _ in range(WORDS_PER_INPUT)
+            )
+        out.append(Item(f"{PREFIX}{i:03d}", text, f"task-free:{kind}"))
+    return out
+
+
+def is_task_free(item_id: str) -> bool:
+    return item_id.startswith(PREFIX)
+
+
+def pair_distances(gram: np.ndarray) -> np.ndarray:
+    """(..., M, M) summed Gram of centred log-probs -> (..., M, M) squared distances."""
+    d = np.diagonal(gram, axis1=-2, axis2=-1)
+    return d[..., :, None] + d[..., None, :] - 2 * gram
+
+
+def relative_distances(gram: np.ndarray) -> np.ndarray:
+    """(..., M, M) Gram with the subject in column 0 and the parents after it -> (..., k) the
+    subject's RMS distance to each parent, in units of the parents' mean pairwise distance."""
+    d2 = pair_distances(gram)
+    k = gram.shape[-1] - 1
+    pairs = [(i, j) for i in range(1, k + 1) for j in range(i + 1, k + 1)]
+    scale = np.mean([d2[..., i, j] for i, j in pairs], axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(np.maximum(d2[..., 0, 1:], 0.0) / scale[..., None])
+
+
+def excess(natural: np.ndarray, task_free: np.ndarray) -> np.ndarray:
+    """log(task-free relative distance) - log(natural relative distance), per parent; both (..., k)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(task_free) - np.log(natural)
+
+
+def weight_descent(tf: Interval | None, own_min: float, mode: str = "full") -> tuple[str, str]:
+    """Does the model share the nearest parent's weights? ("inherited" | "own" | "undecided" |
+    "absent", the reason in words), from ``tf``, its distance to that parent on the task-free
+    inputs in units of the parents' own distance there.
+
+    * **inherited**: the CI lies at or below 1: on inputs training never touched, it is no
+      farther from the parent than the parents are from each other (a yardstick the data gives).
+      Full-vocabulary data only: top-k data compare the few tokens every model ranks highest,
+      which a good imitator reproduces (tiny zoo seed 2, top-20: a student of parent_a sat at
+      0.93, CI 0.89-0.97, from it), so there the signal can rule inherited weights out, never in;
+    * **own** initialisation: the CI lies above ``own_min``;
+    * **undecided** between the two. A sibling fine-tuned as far as the parents were sits at the
+      yardstick itself (tiny zoo: 1.05, CI 1.00-1.10 in full mode), and so, in top-k data, does a
+      poor imitator (a student of one parent: 1.10, CI 1.05-1.14): distance alone cannot say
+      which, so the verdict says neither;
+    * **absent**: no task-free inputs were scored.
+    """
+    if tf is None or tf.lo is None or tf.hi is None or not np.isfinite([tf.lo, tf.hi]).all():
+        return "absent", "no task-free inputs were scored (teacher-forced modes only; params.task_free_texts)"
+    nums = f"task-free distance {tf.text()} parents' distances"
+    if tf.hi <= 1 and mode == "full":
+        return "inherited", f"{nums}: within the parents' own distance on inputs training never touched"
+    if tf.lo > own_min:
+        return "own", f"{nums}: beyond {own_min:g}, farther than relatives get on inputs training never touched"
+    if tf.hi <= 1:
+        return "undecided", (
+            f"{nums}: within the parents' own distance, but from {mode} data, where a close imitator sits there too "
+            "(only full-vocabulary data can show inherited weights)"
+        )
+    return "undecided", f"{nums}: between the parents' own distance (1) and {own_min:g}"
