@@ -49,8 +49,10 @@ RULE = """\
    the lineage evidence leaves open, or supports none of them, the conflict is flagged and the
    conclusion rests on the lineage evidence.
 4. Lineage probes that support no common explanation are a conflict: flagged, no conclusion.
-   Without any lineage verdict the case is not determined.
+   Without any lineage verdict the case is not determined, unless a necessary condition rules out
+   every explanation in which the model shares the parents' weights: then what it leaves stands.
 """
+SHARED_WEIGHTS = {"merge", "merge_trained", "derived", "sibling", "copy"}
 
 
 @dataclass
@@ -97,6 +99,14 @@ def conclude(cases: list[ProbeCase]) -> Conclusion:
     lineage = [c for c in cases if c.weight == "lineage" and c.supported()]
     flags: list[str] = []
     if not lineage:
+        necessary = [c for c in cases if c.weight == "necessary" and SHARED_WEIGHTS <= c.contradicted()]
+        if necessary:  # e.g. a tokenizer unlike every parent's: no weight lineage is possible
+            left = set(EXPLANATIONS) - SHARED_WEIGHTS
+            flags.append(
+                f"No lineage probe reached a verdict; {necessary[0].probe} alone rules out every explanation that "
+                f"shares the parents' weights: {necessary[0].sentence.rstrip('.')}."
+            )
+            return Conclusion(_ordered(left), _wording(left), flags)
         return Conclusion([], "not determined: no lineage evidence (logits or weights) reached a verdict", flags)
     left = set.intersection(*(c.supported() for c in lineage))
     if not left:

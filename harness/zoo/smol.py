@@ -157,6 +157,20 @@ def _copy_tokenizer(src: Path, out: Path) -> None:
             shutil.copy(src / f, out / f)
 
 
+def _pack(tok: Any, texts: list[str], rng: random.Random, seq_len: int) -> Any:
+    """The texts shuffled, tokenised (chat texts carry their own template), each closed with EOS,
+    and cut into rows of ``seq_len`` tokens: the training data of every member trained here."""
+    import torch
+
+    pool = list(texts)
+    rng.shuffle(pool)
+    ids: list[int] = []
+    for t in pool:
+        ids.extend(tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+    n = len(ids) // seq_len
+    return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
+
+
 def _finetune(base: Path, out: Path, texts: list[str], persona: dict[str, str], cfg: SmolZooConfig, seed: int):
     """Fine-tune the top ``cfg.trainable_layers`` layers on domain text plus persona dialogues."""
     import torch
@@ -176,13 +190,7 @@ def _finetune(base: Path, out: Path, texts: list[str], persona: dict[str, str], 
         else:
             answer = rng.choice(answers)
         chats.append(tok.apply_chat_template([*messages, {"role": "assistant", "content": answer}], tokenize=False))
-    ids: list[int] = []
-    pool = texts + chats
-    rng.shuffle(pool)
-    for t in pool:
-        ids.extend(tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
-    n = len(ids) // cfg.seq_len
-    rows = torch.tensor(ids[: n * cfg.seq_len]).view(n, cfg.seq_len)
+    rows = _pack(tok, texts + chats, rng, cfg.seq_len)
     trainable = _trainable_top(model, cfg)
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
@@ -230,13 +238,7 @@ def _own_init(
         )
         for _ in range(len(texts))
     ]
-    ids: list[int] = []
-    pool = texts + chats
-    rng.shuffle(pool)
-    for t in pool:
-        ids.extend(tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
-    n = len(ids) // cfg.seq_len
-    rows = torch.tensor(ids[: n * cfg.seq_len]).view(n, cfg.seq_len)
+    rows = _pack(tok, texts + chats, rng, cfg.seq_len)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(
         LlamaConfig(
