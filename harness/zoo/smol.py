@@ -157,7 +157,7 @@ def _copy_tokenizer(src: Path, out: Path) -> None:
             shutil.copy(src / f, out / f)
 
 
-def _pack(tok: Any, texts: list[str], rng: random.Random, seq_len: int) -> Any:
+def _pack(tok: Any, texts: list[Any], rng: random.Random, seq_len: int) -> Any:
     """The texts shuffled, tokenised (chat texts carry their own template), each closed with EOS,
     and cut into rows of ``seq_len`` tokens: the training data of every member trained here."""
     import torch

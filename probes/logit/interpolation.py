@@ -78,6 +78,12 @@ class Layout:
         return out[..., 0] if out.shape[-1] == 1 and name in ("between", "disagree", "entropy", "positions") else out
 
 
+def weighted_gram(c: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(P, K, M) centred log-probs and (P, K) support weights -> the (M, M) Gram summed over the
+    text: every distance between models is read from it."""
+    return np.einsum("pk,pkm,pkn->mn", weight, c, c)
+
+
 def logsumexp(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
     """Plain max-shifted logsumexp (scipy's handles complex input and is several times slower)."""
     m = np.max(x, axis=axis, keepdims=True)
@@ -125,7 +131,7 @@ def text_stats(lp: np.ndarray, weight: np.ndarray, tau: float = 1.0) -> TextStat
             np.zeros((M, M)), zero, zero, zero, 0.0, 0.0, np.zeros(len(GEO_GRID)), np.zeros(len(MIX_GRID)), 0.0, 0
         )
     c = centred(lp, weight)
-    gram = np.einsum("pk,pkm,pkn->mn", weight, c, c)
+    gram = weighted_gram(c, weight)
 
     logq = _log_renorm(lp, weight)
     q = np.where(mask[..., None], np.exp(logq), 0.0)

@@ -45,7 +45,7 @@ from probes.logit import render
 from probes.logit.align import align, as_kind, request_mode
 from probes.logit.case import logit_case
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
-from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats
+from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats, weighted_gram
 from probes.logit.lineage import excess, is_task_free, relative_distances, task_free_items
 from probes.logit.result import ControlCalibration, Interval, LogitResult
 from probes.logit.selection import screen_order, select
@@ -721,13 +721,11 @@ class LogitInterpolationProbe(Probe):
             rows = []
             for t in data.task_free:
                 results_t = [data.main[x][t].result for x in (m, *parents)]
-                if data.mode != "next_token":  # a text the models tokenise differently is left out
-                    tokens = [as_kind(r, ScoreResult).token_ids for r in results_t]
-                    if any(not np.array_equal(ids, tokens[0]) for ids in tokens[1:]):
-                        continue
+                tokens = [as_kind(r, ScoreResult).token_ids for r in results_t]
+                if any(not np.array_equal(ids, tokens[0]) for ids in tokens[1:]):
+                    continue  # an input the models tokenise differently is left out
                 lp, w = align(results_t, data.mode, self.params.top_k)
-                c = centred(lp, w)
-                rows.append(np.einsum("pk,pkm,pkn->mn", w, c, c).ravel())
+                rows.append(weighted_gram(centred(lp, w), w).ravel())
             if len(rows) >= 4:
                 per_text[m] = np.stack(rows)
         if not per_text:
@@ -750,21 +748,35 @@ class LogitInterpolationProbe(Probe):
                 lo, hi = percentile_ci(ex_rep[:, j], alpha)
                 r.lineage_excess[x] = Interval(value=float(ex_point[j]), lo=lo, hi=hi)
             r.n_task_free = len(rows_m)
-            e = r.lineage_excess[parents[i]]
-            ev.estimates.append(
-                Estimate(
-                    name=f"lineage_excess[{parents[i]}]",
-                    model=m,
-                    value=e.value,
-                    ci_low=e.lo,
-                    ci_high=e.hi,
-                    ci_level=1 - alpha,
-                    n=len(rows_m),
-                    method="log(task-free distance / natural-text distance) to the nearest parent, each in "
-                    "units of the parents' distance on the same inputs; independent cluster bootstraps "
-                    f"over task-free inputs and natural texts ({suite.stats.bootstrap}); probes/logit/lineage.py",
+            near = parents[i]
+            for name, iv, how in (
+                (
+                    f"task_free_distance[{near}]",
+                    r.task_free_distance[near],
+                    "RMS distance of centred log-probs to the nearest parent on the task-free inputs, in units of "
+                    "the parents' distance on the same inputs; cluster bootstrap over those inputs "
+                    f"({suite.stats.bootstrap})",
+                ),
+                (
+                    f"lineage_excess[{near}]",
+                    r.lineage_excess[near],
+                    "log(task-free distance / natural-text distance) to the nearest parent, each in units of the "
+                    "parents' distance on the same inputs; independent cluster bootstraps over task-free inputs and "
+                    f"natural texts ({suite.stats.bootstrap})",
+                ),
+            ):
+                ev.estimates.append(
+                    Estimate(
+                        name=name,
+                        model=m,
+                        value=iv.value,
+                        ci_low=iv.lo,
+                        ci_high=iv.hi,
+                        ci_level=1 - alpha,
+                        n=len(rows_m),
+                        method=how + "; probes/logit/lineage.py",
+                    )
                 )
-            )
 
     def _decide(self, results: dict[str, LogitResult], ev: ProbeEvidence, data: _Data, suite: Suite) -> None:
         """Multiple-comparison correction of each model's tests, then the verdict rule."""
