@@ -82,7 +82,8 @@ class ProbeCase:
 class Conclusion:
     explanations: list[str]  # what the rule leaves, in EXPLANATIONS order; empty: none drawn
     text: str
-    flags: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # conflicts between probes
+    notes: list[str] = field(default_factory=list)  # how the conclusion was reached, where not the usual way
 
 
 def stances(supports: set[str], contradicts: set[str], numbers: dict[str, str]) -> dict[str, Cell]:
@@ -102,11 +103,11 @@ def conclude(cases: list[ProbeCase]) -> Conclusion:
         necessary = [c for c in cases if c.weight == "necessary" and SHARED_WEIGHTS <= c.contradicted()]
         if necessary:  # e.g. a tokenizer unlike every parent's: no weight lineage is possible
             left = set(EXPLANATIONS) - SHARED_WEIGHTS
-            flags.append(
-                f"No lineage probe reached a verdict; {necessary[0].probe} alone rules out every explanation that "
-                f"shares the parents' weights: {necessary[0].sentence.rstrip('.')}."
+            note = (
+                f"No lineage probe reached a verdict; the {necessary[0].probe} probe alone rules out every "
+                f"explanation that shares the parents' weights ({necessary[0].sentence.rstrip('.')})."
             )
-            return Conclusion(_ordered(left), _wording(left), flags)
+            return Conclusion(_ordered(left), _wording(left), flags, [note])
         return Conclusion([], "not determined: no lineage evidence (logits or weights) reached a verdict", flags)
     left = set.intersection(*(c.supported() for c in lineage))
     if not left:
@@ -157,7 +158,8 @@ def render(subject: str, cases: list[ProbeCase], conclusion: Conclusion) -> list
     if sentences:
         out += [" ".join(sentences), ""]
     out += [f"> **Conflict:** {f}" for f in conclusion.flags]
-    if conclusion.flags:
+    out += [f"> **Note:** {n}" for n in conclusion.notes]
+    if conclusion.flags or conclusion.notes:
         out.append("")
     out += [
         "| explanation | " + " | ".join(f"{c.probe} ({c.weight})" for c in cases) + " |",
