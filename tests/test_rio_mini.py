@@ -25,8 +25,8 @@ def reduced_suite(tmp_path: Path) -> Path:
     for p in suite["probes"]:
         if p["kind"] == "identity":
             p["params"] |= {"max_questions": 6, "samples": 2, "max_new_tokens": 24}
-        elif p["kind"] == "logit_interpolation":
-            p["params"] |= {"max_texts": 16 if p["params"]["mode"] == "topk" else 8}
+        elif p["kind"] == "logit_interpolation":  # 12 task-free inputs: enough for the lineage signal's CI here
+            p["params"] |= {"max_texts": 16 if p["params"]["mode"] == "topk" else 8, "task_free_texts": 12}
     suite["output_dir"] = str(tmp_path / "results")
     suite["cache_dir"] = str(tmp_path / "cache")
     path = tmp_path / "rio-mini.yaml"
