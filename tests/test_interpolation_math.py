@@ -262,11 +262,9 @@ def test_without_task_free_inputs_no_claim_of_shared_or_separate_weights_is_draw
     # The close imitator of the merge meets the residual bound of a merge trained further; without
     # the signal the case cannot rule out that it was distilled, and says so.
     student = LogitResult.model_validate(ev.per_model["student"])
-    assert student.verdict in ("interpolation_plus_training", "inconclusive")
-    if student.verdict == "interpolation_plus_training":
-        assert any(r.startswith("caveat:") for r in student.reasons)
-        supported = logit_case("logit", student, ["pa", "pb"], 0.95).supported()
-        assert supported == {"merge_trained", "distilled"}
+    assert student.verdict == "interpolation_plus_training" and student.lineage_signal == "absent"
+    assert any(r.startswith("caveat:") for r in student.reasons)
+    assert logit_case("logit", student, ["pa", "pb"], 0.95).supported() == {"merge_trained", "distilled"}
 
 
 def test_bootstrap_ci_of_a_hat_covers_truth_at_nominal_rate():

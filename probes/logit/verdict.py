@@ -83,7 +83,7 @@ class VerdictThresholds(ProbeParams):
     )
 
 
-TOPK_CAVEAT = (
+NO_SIGNAL_CAVEAT = (
     "without the lineage signal's word for inherited weights, a model distilled from a merge into its own "
     "initialisation looks like a merge trained further on natural text: the case names both"
 )
@@ -138,7 +138,7 @@ def decide(
         if resid_hi <= t.trained_max_residual:
             reasons.append(f"{t.merge_max_residual} < residual <= {t.trained_max_residual}")
             if descent != "inherited":
-                reasons.append("caveat: " + TOPK_CAVEAT)
+                reasons.append("caveat: " + NO_SIGNAL_CAVEAT)
             return "interpolation_plus_training", None, reasons
     if descent != "inherited":
         reasons.append(
