@@ -64,6 +64,9 @@ def load_records(run: RunStore, cache: Cache, suite: Suite, probe: Probe) -> dic
                 f"{run.dir}: {len(missing)} answers of model '{m.name}' (e.g. {missing[0][:12]}) are missing from "
                 f"the cache {cache.path}; re-run `parentage run` on the suite to collect them again"
             )
+        _check_nothing_lost(
+            run, m.name, probe.instance, len([r for r in run.raw_records(m.name) if r["probe"] == probe.instance])
+        )
         recs = [
             Record(m.name, r["key"], r["meta"], _REQUEST.validate_python(r["request"]), partial(cache.get, r["key"]))
             for r in raws
@@ -71,6 +74,19 @@ def load_records(run: RunStore, cache: Cache, suite: Suite, probe: Probe) -> dic
         if recs:
             out[m.name] = recs
     return out
+
+
+def _check_nothing_lost(run: RunStore, model: str, instance: str, found: int) -> None:
+    """Analysis must never replace evidence with evidence from less data: when ``raw/`` holds fewer
+    of a probe's answers for a model than collection logged (``raw/`` deleted, truncated, or
+    copied without it), refuse and say what is missing, before anything is written."""
+    logged = [e["requests"] for e in run.events("probe_collected") if e["model"] == model and e["probe"] == instance]
+    if logged and found < logged[-1]:
+        raise InputError(
+            f"{run.raw_dir / (model + '.jsonl')}: holds {found} of the {logged[-1]} answers collected for model "
+            f"'{model}' by probe '{instance}' (raw/ deleted or cut?): analysing would replace evidence made from "
+            f"more; restore raw/, or resume the run (`parentage run SUITE --resume {run.dir}`) to collect them again"
+        )
 
 
 def run_records(run_dir: Path, instance: int = 0) -> tuple[Probe, dict[str, list[Record]], Cache]:

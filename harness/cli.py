@@ -144,12 +144,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.estimate:
         return _print_estimate(suite, build_probes(suite))
     cache_dir = Path(suite.cache_dir) if suite.cache_dir else default_cache_dir()
-    if args.resume:
-        run = RunStore.open(args.resume)
-        check_same_suite(run.events("run_start")[0]["suite"], suite.model_dump(mode="json"), args.suite, run.dir)
-    else:
-        run = RunStore.create(Path(suite.output_dir), suite.name, args.run_id)
-    cache = Cache(cache_dir)
+    cache = Cache(cache_dir)  # first: a cache that cannot be opened must not leave an empty run directory behind
+    try:
+        if args.resume:
+            run = RunStore.open(args.resume)
+            check_same_suite(run.events("run_start")[0]["suite"], suite.model_dump(mode="json"), args.suite, run.dir)
+        else:
+            run = RunStore.create(Path(suite.output_dir), suite.name, args.run_id)
+    except BaseException:
+        cache.close()
+        raise
     console.print(f"run [bold]{escape(run.run_id)}[/] -> {escape(str(run.dir))}  (cache {escape(str(cache.path))})")
     run.event(
         "run_start",
@@ -183,11 +187,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = render_report(run.dir)
     run.event("run_end", requests=stats.requests, cache_hits=stats.cache_hits, computed=stats.computed)
     print(f"report: {report}\n        {report.with_suffix('.html')} (self-contained, figures embedded)")
-    # A probe that produced no evidence must not pass for a finished case (exit 0 reads as "done").
+    return _exit_for(evidence)
+
+
+def _exit_for(evidence: dict) -> int:
+    """``run`` and ``analyze`` alike: a probe that produced no evidence, or a partial collection,
+    must not pass for a finished case (exit 0 reads as "done")."""
     empty = [p for p in evidence["probes"] if p["status"] != "ok"]
     for p in empty:
         console.print(f"[bold red]NO VERDICT[/] from probe {escape(p['instance'])}: {escape(str(p.get('reason')))}")
-    return EXIT_NO_EVIDENCE if empty else EXIT_OK
+    return EXIT_NO_EVIDENCE if empty or not evidence["collection_complete"] else EXIT_OK
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -199,7 +208,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for p in evidence["probes"]:
         print(f"{p['instance']}: {p['status']}" + (f" - {p['summary']}" if p.get("summary") else ""))
     print(f"evidence: {Path(args.run_dir) / 'evidence.json'}")
-    return EXIT_OK
+    if not evidence["collection_complete"]:
+        console.print("[yellow]collection incomplete[/]: this evidence is from a partial run; resume it to finish")
+    return _exit_for(evidence)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

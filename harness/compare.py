@@ -33,6 +33,10 @@ class _Run:
     probes: dict[str, Probe]
     evs: dict[str, ProbeEvidence]
 
+    def has(self, names: list[str]) -> bool:
+        """Whether this run has the subject that goes by ``names`` at all."""
+        return any(n in {m.name for m in self.suite.models} for n in names)
+
     def cases(self, names: list[str]) -> dict[str, case.ProbeCase]:
         """Each probe's stance on the subject that goes by ``names`` (those this run has)."""
         here = [n for n in names if n in {m.name for m in self.suite.models}]
@@ -66,7 +70,9 @@ def compare_runs(path_a: Path, path_b: Path) -> str:
     subs = {**subjects(b.suite), **subjects(a.suite)}
     for subject, names in subs.items():
         ca, cb = (_conclusion(r, names) for r in (a, b))
-        out.append(f"| {subject} | {ca} | {cb} | {'yes' if ca == cb else '**no**'} |")
+        absent = [label for label, r in (("A", a), ("B", b)) if not r.has(names)]
+        same = f"n/a (not in {' or '.join(absent)})" if absent else "yes" if ca == cb else "**no**"
+        out.append(f"| {subject} | {ca} | {cb} | {same} |")
     shared = [i for i in a.evs if i in b.evs]
     only = sorted(set(a.evs) ^ set(b.evs))
     for inst in shared:
@@ -78,7 +84,9 @@ def compare_runs(path_a: Path, path_b: Path) -> str:
 
 def _conclusion(r: _Run, names: list[str]) -> str:
     cases = list(r.cases(names).values())
-    return case.conclude(cases).text if cases else "n/a (not in this run or no evidence)"
+    if not r.has(names):
+        return "n/a (not in this run)"
+    return case.conclude(cases).text if cases else "n/a (no evidence)"
 
 
 def _probe_rows(

@@ -56,7 +56,9 @@ class ModelSpec(Strict):
     """One model to probe. ``options`` are validated by the chosen backend's own schema."""
 
     name: str = Field(
-        description="Unique name, used in reports and file names (letters, digits, _ - ., not starting with '.').",
+        description="Unique name, used in reports and file names (letters, digits, _ - ., not starting with '.'; "
+        "at most 100 characters, so every file named after it fits a file system's 255-byte limit).",
+        max_length=100,
         json_schema_extra={"pattern": MODEL_NAME.pattern},
     )
     role: Role

@@ -80,6 +80,11 @@ class ProbeEvidence(BaseModel):
     per_model: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = Field(default_factory=dict, description="Probe-specific tables.")
     notes: list[str] = Field(default_factory=list)
+    limitations: list[str] = Field(
+        default_factory=list,
+        description="What this probe's data could not show however the models behaved (a test that cannot reach "
+        "alpha on so few texts): listed under the report's Limitations.",
+    )
 
     def estimate(self, name: str, model: str) -> Estimate:
         return next(e for e in self.estimates if e.name == name and e.model == model)

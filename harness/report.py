@@ -259,6 +259,7 @@ def _limitations(
             items.append(f"`{ev.instance}` produced no evidence ({ev.status}): {ev.reason}")
         elif ev.calibrated is False:
             items.append(f"`{ev.instance}` is uncalibrated: no control answers to compare with.")
+        items += [f"`{ev.instance}`: {x}" for x in ev.limitations]
         if ev.mode in ("topk", "next_token"):
             items.append(
                 f"`{ev.instance}` saw only the top-k log-probs ({ev.mode}): distances are on the tokens the models "

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.errors import EXIT_BACKEND, EXIT_BAD_INPUT, EXIT_OK, EXIT_STORAGE
+from harness.errors import EXIT_BACKEND, EXIT_BAD_INPUT, EXIT_NO_EVIDENCE, EXIT_OK, EXIT_STORAGE
 from tests.conftest import write_suite
 from tests.fault_server import FaultServer
 
@@ -392,9 +392,93 @@ def test_a_model_that_failed_to_load_is_named_with_its_error_in_the_report(tmp_p
     assert main(["run", str(suite), "--run-id", "r"]) == EXIT_BACKEND
     capsys.readouterr()
     run = tmp_path / "results" / "r"
-    assert main(["analyze", str(run)]) in (EXIT_OK, 5) and main(["report", str(run)]) == EXIT_OK
+    # a partial run's evidence is no finished case: analyze exits 5, as run does for no evidence
+    assert main(["analyze", str(run)]) == EXIT_NO_EVIDENCE and main(["report", str(run)]) == EXIT_OK
     report = (run / "report.md").read_text()
     row = next(x for x in report.splitlines() if x.startswith("| ctl | control | openai |"))
     assert "**failed to load**: " in row and "127.0.0.1:9" in row
     assert "the suite's controls (ctl) have no answers in this run yet" in report
     assert "this suite has no control models" not in report
+
+
+def test_analysis_never_replaces_evidence_with_evidence_from_less_data(tmp_path, capsys):
+    """Issue 27: with raw/ deleted, `analyze` overwrote good evidence with "skipped: no records were
+    collected" and exit 0. It now refuses, names the file, and leaves the evidence as it was."""
+    assert main(["run", str(fake_suite(tmp_path)), "--run-id", "r"]) == EXIT_OK
+    run = tmp_path / "results" / "r"
+    before = (run / "evidence.json").read_text()
+    shutil.rmtree(run / "raw")
+    capsys.readouterr()
+    assert main(["analyze", str(run)]) == EXIT_BAD_INPUT
+    line = one_error_line(capsys)
+    assert "raw/merge.jsonl: holds 0 of the" in line and "--resume" in line
+    assert (run / "evidence.json").read_text() == before
+
+
+def test_compare_does_not_call_a_suspect_missing_from_one_run_the_same(tmp_path, capsys):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    assert main(["run", str(fake_suite(tmp_path / "a")), "--run-id", "r"]) == EXIT_OK
+    other = fake_suite(tmp_path / "b").read_text().replace("name: merge, role: suspect", "name: other, role: suspect")
+    (tmp_path / "b" / "fake.yaml").write_text(other)
+    assert main(["run", str(tmp_path / "b" / "fake.yaml"), "--run-id", "r"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a" / "results" / "r"), str(tmp_path / "b" / "results" / "r")]) == 0
+    rows = {x.split("|")[1].strip(): x for x in capsys.readouterr().out.splitlines() if x.startswith("| ")}
+    assert "n/a (not in B)" in rows["merge"] and "n/a (not in this run)" in rows["merge"]
+    assert "n/a (not in A)" in rows["other"]
+
+
+def test_what_fails_mid_run_is_refused_before_it(tmp_path, capsys):
+    """A 300-character model name passed `validate` and failed at its first file ("File name too
+    long"); screen_texts above max_texts was accepted; a cache that cannot be opened left an empty
+    run directory behind."""
+    long_name = fake_suite(tmp_path).read_text().replace("name: merge,", f"name: {'m' * 300},")
+    (tmp_path / "long.yaml").write_text(long_name)
+    assert main(["validate", str(tmp_path / "long.yaml")]) == EXIT_BAD_INPUT
+    assert "models[0].name" in one_error_line(capsys)
+    screen = fake_suite(tmp_path).read_text().replace("cv_splits: 5", "cv_splits: 5, screen_texts: 40")
+    (tmp_path / "screen.yaml").write_text(screen)
+    assert main(["validate", str(tmp_path / "screen.yaml")]) == EXIT_BAD_INPUT
+    assert "screen_texts (40) is more than max_texts (8)" in one_error_line(capsys)
+    (tmp_path / "blocked").write_text("a file where the cache directory should be")
+    blocked = fake_suite(tmp_path).read_text().replace(f"cache_dir: {tmp_path}/cache", f"cache_dir: {tmp_path}/blocked")
+    (tmp_path / "blocked.yaml").write_text(blocked)
+    assert main(["run", str(tmp_path / "blocked.yaml"), "--run-id", "r"]) == EXIT_STORAGE
+    assert not (tmp_path / "results" / "r").exists()
+
+
+def test_parents_that_tokenise_differently_are_refused_by_the_text_probe_at_preflight(tmp_path, zoo, capsys):
+    """It was a ValueError after every request was sent; the tokenizer files say it at once."""
+    other = tmp_path / "other"
+    shutil.copytree(zoo / "parent_b", other)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(zoo / "homegrown_tokenizer" / f, other / f)
+    suite = write_suite(
+        tmp_path,
+        f"""
+name: text-tok
+models:
+  - {{name: suspect, role: suspect, path: {zoo / "linear_0.6"}}}
+  - {{name: parent_a, role: parent, path: {zoo / "parent_a"}}}
+  - {{name: other, role: parent, path: {other}}}
+probes:
+  - kind: text_interpolation
+output_dir: {tmp_path}/results
+cache_dir: {tmp_path}/cache
+""",
+    )
+    assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
+    line = one_error_line(capsys)
+    assert "parents 'parent_a' and 'other' tokenise differently" in line
+
+
+def test_a_pool_selection_that_cannot_reach_alpha_says_so(tmp_path):
+    """On 8 texts the selection half has 4: the signed-rank test's smallest p is 1/16, above alpha,
+    so "one candidate suffices" is no finding; the reasons and the report's Limitations say why."""
+    text = fake_suite(tmp_path).read_text().replace("role: parent", "role: candidate")
+    (tmp_path / "pool.yaml").write_text(text)
+    main(["run", str(tmp_path / "pool.yaml"), "--run-id", "r"])
+    ev = json.loads((tmp_path / "results" / "r" / "evidence.json").read_text())["probes"][0]
+    assert any("smallest possible p is 0.062" in x for x in ev["limitations"])
+    assert "smallest possible p is 0.062" in (tmp_path / "results" / "r" / "report.md").read_text()

@@ -232,3 +232,37 @@ def test_three_parents_get_their_simplex_weights(tmp_path: Path, zoo: Path, mani
     for parent, w in truth.items():
         assert pm["weights"][parent]["value"] == pytest.approx(w, abs=1e-4)
     assert pm["weights"]["a_ft"]["value"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_a_real_fine_tune_of_one_parent_is_no_merge_and_its_fp16_resave_a_copy(tmp_path: Path, smol_zoo: Path):
+    """Issue 27, on real 135M checkpoints (the smol family): nex_ft, nex_mini's top 12 layers trained
+    further, given nex_mini and sibling as parents over their base, was "a merge, trained further"
+    (sibling's weight 0.07, its CI just off the simplex's edge). Its departure from nex_mini points
+    nowhere near sibling (cos about 0.04), so it is derived from nex_mini. nex_mini re-saved in fp16
+    (no training) is a copy, named as a dtype conversion, and the 0.6 merge rio_mini stays what
+    it is against these parents: nex_mini's update and nothing of sibling's."""
+    from tests.bad_checkpoints import load, write
+
+    fp16 = tmp_path / "nex_fp16"
+    write(fp16 / "model.safetensors", load(smol_zoo / "nex_mini"), "F16")
+    (fp16 / "config.json").write_text((smol_zoo / "nex_mini" / "config.json").read_text())
+    suite = {
+        "name": "smol-ft",
+        "models": [
+            {"name": "nex_ft", "role": "suspect", "path": str(smol_zoo / "nex_ft")},
+            {"name": "nex_fp16", "role": "suspect", "path": str(fp16)},
+            {"name": "nex_mini", "role": "parent", "path": str(smol_zoo / "nex_mini")},
+            {"name": "sibling", "role": "parent", "path": str(smol_zoo / "sibling")},
+        ],
+        "probes": [{"kind": "weights", "params": {"base": str(smol_zoo / "smollm2")}}],
+    }
+    cfg = tmp_path / "suite.yaml"
+    cfg.write_text(yaml.safe_dump(suite))
+    run = run_isolated(tmp_path, cfg, "smol-ft")
+    pm = _evidence(run)["per_model"]
+    assert (pm["nex_ft"]["verdict"], pm["nex_ft"]["parent"]) == ("derived", "nex_mini"), pm["nex_ft"]["reasons"]
+    assert pm["nex_ft"]["toward_others_lo"] < pm["nex_ft"]["toward_null"]
+    assert (pm["nex_fp16"]["verdict"], pm["nex_fp16"]["parent"]) == ("copy", "nex_mini")
+    assert "dtype conversion F32 -> F16" in " ".join(pm["nex_fp16"]["reasons"])
+    report = (run / "report.md").read_text()
+    assert "**Conclusion: derived from nex_mini (a fine-tune of it).**" in report.split("### nex_ft")[1]

@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from harness.backends.base import Capabilities, Capability, GenerateRequest, ScoreRequest, ScoreResult
 from harness.case import ProbeCase
@@ -108,6 +109,15 @@ class LogitParams(ProbeParams):
     cv_splits: int = Field(50, ge=5, description="Random half splits of the cross-validated test.")
     noise_replicate: bool = Field(True, description="Score each parent twice (batch order reversed): noise floor.")
     verdict: VerdictThresholds = Field(default_factory=VerdictThresholds)
+
+    @model_validator(mode="after")
+    def _screen_within_texts(self) -> LogitParams:
+        if self.screen_texts is not None and self.max_texts is not None and self.screen_texts > self.max_texts:
+            raise ValueError(
+                f"screen_texts ({self.screen_texts}) is more than max_texts ({self.max_texts}): the screen would "
+                "score every text; set screen_texts below max_texts, or leave it out"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -297,7 +307,10 @@ class LogitInterpolationProbe(Probe):
         short = self.shortlist(suite, records)
         out: dict[str, str] = {}
         if short is not None:  # the pool is what collect scored in full: screened-out candidates leave it
-            out = {m: f"screened out on the first {self.params.screen_texts} texts ({w})" for m, w in short.why.items()}
+            out = {
+                m: f"screened out on the first {len(self._items()[: self.params.screen_texts])} texts ({w})"
+                for m, w in short.why.items()
+            }
             out = {m: w for m, w in out.items() if m not in short.kept}
             records = {m: r for m, r in records.items() if m not in out}
         data = self._select(records, suite, ev)
@@ -421,11 +434,18 @@ class LogitInterpolationProbe(Probe):
                             "verdict is drawn from the nearest pair"
                         )
                         r.verdict = "inconclusive"
-                    r.reasons.insert(
-                        0,
-                        "no merge of the pool (one candidate suffices); placed against its two nearest: "
-                        + ", ".join(parents),
+                    floor = 2.0**-sel.n_select  # the one-sided signed-rank test's smallest p on n texts
+                    why = (
+                        "no merge of the pool (one candidate suffices)"
+                        if floor < suite.stats.alpha
+                        else f"no merge of the pool shown, and none could be: on the {sel.n_select} texts of the "
+                        f"selection half the test's smallest possible p is {floor:.2g}, not below alpha "
+                        f"{suite.stats.alpha:g}; use at least {2 * (math.floor(math.log2(1 / suite.stats.alpha)) + 1)} "
+                        "texts"
                     )
+                    if floor >= suite.stats.alpha:
+                        ev.limitations.append(f"{m}: {why}")
+                    r.reasons.insert(0, f"{why}; placed against its two nearest: " + ", ".join(parents))
                 else:
                     r.reasons.insert(0, f"parents selected from the pool: {', '.join(parents)}")
                 results[m] = r

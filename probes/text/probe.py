@@ -26,6 +26,7 @@ are not given here.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,6 +43,7 @@ from harness.backends.base import (
 from harness.case import ProbeCase
 from harness.config import ModelSpec, Suite
 from harness.data import balanced_head, load_items
+from harness.errors import InputError
 from harness.evidence import Estimate, Interval, ProbeEvidence
 from harness.format import ci_label, fmt, fmt_p
 from harness.stats import adjust, cluster_bootstrap, wilcoxon_greater
@@ -51,6 +53,10 @@ from probes.logit.probe import CORPUS
 from probes.text import equality, likelihood
 from probes.text.case import text_case
 from probes.text.result import Equality, TextResult
+from probes.tokenizer.fingerprint import TokenizerFingerprint, fingerprint
+
+# What decides how a text is split into tokens (the chat template and decoder do not).
+TOKENISATION = ("model_type", "vocab", "merges", "pre_tokenizer", "normalizer")
 
 
 class TextParams(ProbeParams):
@@ -90,6 +96,33 @@ class TextInterpolationProbe(Probe):
     # ------------------------------------------------------------------ collection
     def _parents(self, suite: Suite) -> list[str]:
         return self.params.parents or [m.name for m in suite.by_role("parent")]
+
+    def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
+        """Parents whose tokenizer files differ cannot be merged token by token (their scores of one
+        answer would not align): known from the files now, not after every request was sent."""
+        seen: list[tuple[str, TokenizerFingerprint]] = []
+        problems: list[tuple[tuple, str]] = []
+        for name in self._parents(suite):
+            m = next((x for x in suite.models if x.name == name), None)
+            where = (m.tokenizer or m.path) if m is not None else None
+            if where is None or not Path(where).exists():
+                continue  # an API model without published tokenizer files: checked on the answers
+            try:
+                fp = fingerprint(where)
+            except (InputError, OSError, ValueError):
+                continue
+            for other, ofp in seen:
+                differ = [part for part in TOKENISATION if fp.hashes.get(part) != ofp.hashes.get(part)]
+                if differ:
+                    problems.append(
+                        (
+                            ("parents",) if self.params.parents else (),
+                            f"parents '{other}' and '{name}' tokenise differently ({', '.join(differ)} differ): "
+                            "their per-token scores of an answer cannot be merged (a merge has one tokenizer)",
+                        )
+                    )
+            seen.append((name, fp))
+        return problems
 
     def _prompts(self) -> list[tuple[str, list[dict[str, str]]]]:
         items = balanced_head(load_items(self.spec.data, CORPUS), self.params.prompts)

@@ -61,15 +61,49 @@ def bootstrap(
     """Percentile CI of the pooled NNLS weights (lo, hi) and the lower bound of the pooled cos
     fit, tensors resampled (the units that vary)."""
     grams = np.stack([subject_gram(np.array(s.gram), n_parents, subject) for s in stats])
-    n = sum(s.numel for s in stats)
+    return _resampled(grams, sum(s.numel for s in stats), level, reps, rng)
+
+
+def _resampled(
+    grams: np.ndarray, n: int, level: float, reps: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, float]:
     weights, cos = [], []
     for _ in range(reps):
-        f = fit(grams[rng.integers(0, len(stats), len(stats))].sum(axis=0), n)
+        f = fit(grams[rng.integers(0, len(grams), len(grams))].sum(axis=0), n)
         weights.append(f.weights)
         cos.append(f.cos)
     w = np.array(weights)
     q = (1 - level) / 2
     return np.nanquantile(w, q, axis=0), np.nanquantile(w, 1 - q, axis=0), float(np.nanquantile(cos, q))
+
+
+def toward_others(
+    stats: list[TensorStats],
+    n_parents: int,
+    subject: int,
+    models: list[np.ndarray],
+    top: int,
+    level: float,
+    reps: int,
+    rng: np.random.Generator,
+) -> tuple[float, float]:
+    """How much of S's departure from the parent carrying the weight (``top``) points to the other
+    parents: the cos fit (and its lower bound, tensors resampled) of S - P_top on P_k - P_top, by
+    the same NNLS. A merge moves S toward every parent it took; a fine-tune of P_top moves it where
+    its training went, which the other parents share no more than a non-merge does. So a second
+    parent's weight at the simplex's edge (a fine-tune whose update happens to lean toward it) is
+    told from a merge by this, not by the weight's size. ``models``: each parent as coefficients
+    over the Gram's rows [R, X_1..X_p] (R's own row is the reference parent, when there is one)."""
+    k = n_parents + 2
+    subject_vec = np.zeros(k)
+    subject_vec[[0, k - 1]] = 1.0
+    tops = [np.pad(m, (0, k - len(m))) for m in models]
+    rows = [tops[top]] + [m - tops[top] for i, m in enumerate(tops) if i != top] + [subject_vec - tops[top]]
+    t = np.array(rows)
+    grams = np.stack([t @ subject_gram(np.array(s.gram), n_parents, subject) @ t.T for s in stats])
+    n = sum(s.numel for s in stats)
+    _, _, cos_lo = _resampled(grams, n, level, reps, rng)
+    return fit(grams.sum(axis=0), n).cos, cos_lo
 
 
 def sibling_null(g: np.ndarray, n_parents: int) -> float:
@@ -150,6 +184,12 @@ def floor_of(fits: list[TensorFit], row: int) -> float:
     num = sum((ulp(f.stats.dtypes[row]) * f.fit.norm_s) ** 2 for f in fits)
     ny2 = sum(f.fit.norm_y**2 for f in fits)
     return math.sqrt(num / ny2) if ny2 > 0 else math.nan
+
+
+def dtype_summary(stats: list[TensorStats], row: int) -> str:
+    """One model's stored dtype(s) over the fitted tensors: "F16", or "mixed (BF16, F32)"."""
+    dtypes = sorted({x.dtypes[row] for x in stats})
+    return dtypes[0] if len(dtypes) == 1 else "mixed (" + ", ".join(dtypes) + ")"
 
 
 def ulp(dtype: str) -> float:

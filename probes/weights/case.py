@@ -13,17 +13,29 @@ from __future__ import annotations
 
 from harness.case import EXPLANATIONS, ProbeCase, stances
 from probes.weights.result import WeightsResult
+from probes.weights.verdict import conversion
 
 
 def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
     a = r.a.text() if r.a is not None else "n/a"
     number = f"a = {a}, cos fit {r.cos_fit:.3f}"
     everything = set(EXPLANATIONS)
-    if r.verdict == "copy":
+    if r.verdict == "copy" and r.parent == r.reference and r.reference not in r.weights:
+        d = f"|S - {r.reference}|/|S| {r.distance_to[r.reference]:.2g}"
+        cells = stances({"sibling"}, everything - {"sibling"}, {"sibling": d})
+        sentence = (
+            f"Its weights are a copy of the parents' shared base, {r.reference} ({d}): it is the model both "
+            "parents were made from, not a model made from them."
+        )
+    elif r.verdict == "copy":
         cells = stances(
             {"copy"}, everything - {"copy"}, {"copy": f"|S - {r.parent}|/|S| {r.distance_to[r.parent or '']:.2g}"}
         )
-        sentence = f"Its weights are a copy of {r.parent}'s (relative distance {r.distance_to[r.parent or '']:.2g})."
+        how = conversion(r, r.parent or "")
+        sentence = (
+            f"Its weights are a copy of {r.parent}'s{f' ({how})' if how else ''}: relative distance "
+            f"{r.distance_to[r.parent or '']:.2g}, every element within what a dtype conversion moves."
+        )
     elif r.verdict == "interpolation":
         supports = {
             "linear": {"merge"},

@@ -19,6 +19,7 @@ import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,10 @@ FLOAT_DTYPES: dict[str, tuple[str, int]] = {
     "F16": ("<f2", 10),
     "BF16": ("<u2", 7),
 }
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_ITEMSIZE = {
+    **{"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1},
+    **{"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -109,24 +113,40 @@ class Checkpoint:
         }
 
 
+def _index(root: Path) -> dict[str, str] | None:
+    """The index's ``weight_map`` (tensor name -> shard file name), checked for shape, or None."""
+    index = root / INDEX
+    if not index.exists():
+        return None
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{index}: not a safetensors index (needs a 'weight_map'): {e}") from None
+    if not isinstance(weight_map, dict):
+        raise InputError(f"{index}: weight_map: a {type(weight_map).__name__}, not an object of tensor -> shard file")
+    bad = [f"{k!r}: {v!r}" for k, v in weight_map.items() if not isinstance(v, str) or not v]
+    if bad:
+        raise InputError(f"{index}: weight_map: shard file names must be strings ({', '.join(bad[:3])})")
+    return weight_map
+
+
 def shard_files(root: Path) -> list[Path]:
     """The shards of a checkpoint: from the index when there is one, else every *.safetensors."""
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise InputError(f"{root}: no such checkpoint directory")
-    index = root / INDEX
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise InputError(f"{index}: not a safetensors index (needs a 'weight_map'): {e}") from None
+    weight_map = _index(root)
+    if weight_map is not None:
         files = sorted({root / f for f in weight_map.values()})
         missing = [f.name for f in files if not f.exists()]
         if missing:
-            raise InputError(f"{index}: lists shard(s) that are not there: {', '.join(missing)}")
+            raise InputError(f"{root / INDEX}: lists shard(s) that are not there: {', '.join(missing)}")
+        not_files = [f.name for f in files if not f.is_file()]
+        if not_files:
+            raise InputError(f"{root / INDEX}: weight_map names what is not a file: {', '.join(not_files)}")
         return files
-    files = sorted(root.glob("*.safetensors"))
+    files = sorted(f for f in root.glob("*.safetensors") if f.is_file())
     if not files:
         raise InputError(f"{root}: no *.safetensors file (the weights probe reads local safetensors checkpoints)")
     return files
@@ -146,19 +166,20 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"{path}: safetensors header is not valid JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{path}: safetensors header is not a JSON object (a {type(header).__name__})")
     meta = header.pop("__metadata__", None) or {}
     tensors: dict[str, TensorInfo] = {}
-    end = 0
+    spans: list[tuple[int, int, str]] = []
     for name, h in header.items():
-        try:
-            begin, stop = h["data_offsets"]
-            info = TensorInfo(name, path, 8 + n + begin, h["dtype"], tuple(h["shape"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{path}: tensor '{name}': malformed header entry ({e})") from None
-        if stop - begin != info.nbytes and info.dtype in _ITEMSIZE:
-            raise InputError(f"{path}: tensor '{name}': {stop - begin} bytes for shape {list(info.shape)} {info.dtype}")
+        info, begin, stop = _entry(path, n, name, h)
         tensors[name] = info
-        end = max(end, stop)
+        spans.append((begin, stop, name))
+    spans.sort()
+    for (_, stop, first), (begin, _, second) in pairwise(spans):
+        if begin < stop:
+            raise InputError(f"{path}: tensors '{first}' and '{second}': data_offsets overlap")
+    end = spans[-1][1] if spans else 0
     if 8 + n + end > size:
         raise InputError(
             f"{path}: truncated: the header places tensor data up to byte {8 + n + end}, the file has {size} "
@@ -167,8 +188,41 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     return tensors, meta
 
 
+def _entry(path: Path, n: int, name: str, h: object) -> tuple[TensorInfo, int, int]:
+    """One header entry, every field checked: a JSON value of the wrong kind is an error naming
+    the file, the tensor and the field, never a traceback later."""
+
+    def bad(field: str, why: str) -> InputError:
+        return InputError(f"{path}: tensor '{name}': {field}: {why}")
+
+    if not isinstance(h, dict):
+        raise bad("entry", f"a {type(h).__name__}, not an object with dtype, shape and data_offsets")
+    for key in ("dtype", "shape", "data_offsets"):
+        if key not in h:
+            raise bad(key, "missing")
+    dtype, shape, offsets = h["dtype"], h["shape"], h["data_offsets"]
+    if not isinstance(dtype, str):
+        raise bad("dtype", f"{dtype!r} is not a dtype name")
+    if not isinstance(shape, list) or not all(_count(d) for d in shape):
+        raise bad("shape", f"{shape!r} is not a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_count(o) for o in offsets):
+        raise bad("data_offsets", f"{offsets!r} is not two non-negative integer byte offsets")
+    begin, stop = offsets
+    if stop < begin:
+        raise bad("data_offsets", f"ends ({stop}) before it begins ({begin})")
+    info = TensorInfo(name, path, 8 + n + begin, dtype, tuple(shape))
+    if dtype in _ITEMSIZE and stop - begin != info.nbytes:
+        raise bad("data_offsets", f"{stop - begin} bytes for shape {list(info.shape)} {dtype}")
+    return info, begin, stop
+
+
+def _count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
 def open_checkpoint(root: Path | str) -> Checkpoint:
-    """Every shard's header; a tensor listed twice across shards is an error."""
+    """Every shard's header; a tensor listed twice across shards, or one the index places in a
+    shard that does not hold it, is an error."""
     root = Path(root)
     tensors: dict[str, TensorInfo] = {}
     metadata: dict[str, dict[str, str]] = {}
@@ -179,4 +233,14 @@ def open_checkpoint(root: Path | str) -> Checkpoint:
             if name in tensors:
                 raise InputError(f"{root}: tensor '{name}' is in both {tensors[name].file.name} and {f.name}")
             tensors[name] = t
+    weight_map = _index(root) if root.is_dir() else None
+    if weight_map is not None:
+        astray = [
+            f"'{t}' (listed in {f})" for t, f in weight_map.items() if t not in tensors or tensors[t].file.name != f
+        ]
+        if astray:
+            raise InputError(
+                f"{root / INDEX}: weight_map: {len(astray)} of {len(weight_map)} tensors are not in the shard it "
+                f"names: {', '.join(astray[:3])}{' ...' if len(astray) > 3 else ''}"
+            )
     return Checkpoint(root if root.is_dir() else root.parent, tensors, metadata)

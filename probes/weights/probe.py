@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,7 +42,7 @@ from probes.weights.case import weights_case
 from probes.weights.checkpoint import Checkpoint, TensorInfo, open_checkpoint
 from probes.weights.result import WeightsResult
 from probes.weights.stream import FORMAT, TensorStats, stream
-from probes.weights.verdict import SPARSE_MIN, decide
+from probes.weights.verdict import SIBLING_TOWARD, SPARSE_MIN, decide
 
 
 class WeightsParams(ProbeParams):
@@ -84,6 +85,7 @@ class WeightsProbe(Probe):
             problems.append(((), "the weights probe needs at least one model with role: parent"))
         if self.params.reference and self.params.reference not in {p.name for p in parents}:
             problems.append((("reference",), f"'{self.params.reference}' is not a parent of this suite"))
+        opened: dict[str, Checkpoint] = {}
         for m in suite.models:
             d = self.checkpoint_dir(m)
             if d is None:
@@ -92,14 +94,63 @@ class WeightsProbe(Probe):
                 )
                 continue
             try:
-                open_checkpoint(d)
+                opened[m.name] = open_checkpoint(d)
             except InputError as e:
                 problems.append((("paths", m.name), str(e)))
         if self.params.base:
             try:
-                open_checkpoint(self.params.base)
+                opened["base"] = open_checkpoint(self.params.base)
             except InputError as e:
                 problems.append((("base",), str(e)))
+        problems += self._same_checkpoint(suite)
+        problems += self._nothing_in_common(suite, opened)
+        return problems
+
+    def _same_checkpoint(self, suite: Suite) -> list[tuple[tuple, str]]:
+        """Two parents (or a parent and the base) on one checkpoint, directly or through a link,
+        make the parents' line a point: every fit on it would be meaningless."""
+        where: dict[Path, str] = {}
+        problems: list[tuple[tuple, str]] = []
+        named = [(p.name, self.checkpoint_dir(p)) for p in suite.by_role("parent")]
+        if self.params.base and not any(d and d.resolve() == Path(self.params.base).resolve() for _, d in named):
+            named.append(("base", Path(self.params.base)))
+        for name, d in named:
+            if d is None:
+                continue
+            key = d.resolve()
+            if key in where:
+                problems.append(
+                    (
+                        ("paths", name),
+                        f"'{name}' and '{where[key]}' are the same checkpoint ({key}): give distinct parents",
+                    )
+                )
+            where.setdefault(key, name)
+        return problems
+
+    def _nothing_in_common(self, suite: Suite, opened: dict[str, Checkpoint]) -> list[tuple[tuple, str]]:
+        """Each subject must share float tensors (name and shape) with every parent, or nothing can be
+        fitted: another architecture, renamed tensors, integer tensors. Found here, not after reading."""
+        refs = [p.name for p in suite.by_role("parent")] + (["base"] if self.params.base else [])
+        problems: list[tuple[tuple, str]] = []
+        for m in suite.models:
+            if m.role == "parent" or m.name not in opened:
+                continue
+            mine = {n: t.shape for n, t in opened[m.name].tensors.items() if t.is_float}
+            for r in refs:
+                if r not in opened:
+                    continue
+                theirs = {n: t.shape for n, t in opened[r].tensors.items() if t.is_float}
+                common = sum(1 for n, shape in mine.items() if theirs.get(n) == shape)
+                if not common:
+                    names = sum(1 for n in opened[m.name].tensors if n in opened[r].tensors)
+                    problems.append(
+                        (
+                            ("paths", m.name),
+                            f"no tensor in common: '{m.name}' has {names} of {len(opened[r].tensors)} tensor names of "
+                            f"'{r}' and 0 float tensors of the same name and shape (another architecture, or renamed?)",
+                        )
+                    )
         return problems
 
     def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
@@ -143,12 +194,17 @@ class WeightsProbe(Probe):
         work, unmatched = self._match(order, [ref_name, *fitted, *subjects])
         journal = self._journal(order, suite)
         stats = self._stream(work, len(fitted), journal)
+        stats = self._drop_nonfinite(stats, [ref_name, *fitted, *subjects], unmatched, ev.notes)
         level = 1 - suite.stats.alpha
         results: dict[str, WeightsResult] = {}
         tensor_rows: list[dict[str, Any]] = []
         cos_of: dict[str, float] = {}
         for j, s in enumerate(subjects):
-            results[s], rows = self._subject(s, j, stats, fitted, ref_name, unmatched, suite, level, rng)
+            # A subject equal to R, or all zero, has nothing to fit: its summaries are n/a (NaN),
+            # which the report prints as such; numpy's warnings about it would only be noise.
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                results[s], rows = self._subject(s, j, stats, fitted, ref_name, unmatched, suite, level, rng)
             cos_of[s] = results[s].cos_fit
             tensor_rows += rows
         self._calibrate(results, cos_of, suite, stats, fitted, ref_name)
@@ -182,6 +238,30 @@ class WeightsProbe(Probe):
                 work.append(infos)
         work.sort(key=lambda infos: (str(infos[0].file), infos[0].offset))  # read each shard front to back
         return work, unmatched
+
+    @staticmethod
+    def _drop_nonfinite(
+        stats: list[TensorStats], names: list[str], unmatched: list[str], notes: list[str]
+    ) -> list[TensorStats]:
+        """Tensors holding NaN or inf (or so large their sums leave float64) say nothing about a
+        merge: each is left out of every fit and named, and the rest are analysed."""
+        kept = []
+        for x in stats:
+            bad = [f"{n} has {c} non-finite values" for n, c in zip(names, x.nonfinite) if c]
+            if x.overflow:
+                bad.append("its sums overflow float64")
+            if bad:
+                unmatched.append(f"{x.name}: left out: {'; '.join(bad)}")
+            else:
+                kept.append(x)
+        if len(kept) < len(stats):
+            notes.append(
+                f"{len(stats) - len(kept)} tensor(s) left out for non-finite values or overflow: "
+                + ", ".join(u.split(":")[0] for u in unmatched if ": left out: " in u)
+            )
+        if not kept:
+            raise InputError("weights: every tensor in common holds non-finite values (NaN or inf): nothing to fit")
+        return kept
 
     def _journal(self, order: list[Checkpoint], suite: Suite) -> Path:
         """Where the pass is journaled: the suite's response cache, keyed by every file's path,
@@ -233,14 +313,18 @@ class WeightsProbe(Probe):
             weights[ref_name] = Interval(
                 value=1 - float(pool.weights.sum()), lo=1 - float(hi.sum()), hi=1 - float(lo.sum())
             )
-        dtypes = sorted({x.dtypes[1 + p + j] for x in stats})
-        dtype = dtypes[0] if len(dtypes) == 1 else "mixed (" + ", ".join(dtypes) + ")"
+        names = ([] if ref_name == "base" else [ref_name]) + fitted
+        models = [np.eye(1 + p)[0] + (np.eye(1 + p)[1 + fitted.index(n)] if n in fitted else 0) for n in names]
+        top = int(np.argmax([weights[n].value or 0.0 for n in names]))
+        toward, toward_lo = an.toward_others(moving, p, j, models, top, level, min(suite.stats.bootstrap, 500), rng)
+        dtype = an.dtype_summary(stats, 1 + p + j)
         q, df = an.heterogeneity(fits, float(pool.weights[0]))
         g_all = np.asarray(sum(an.subject_gram(np.array(x.gram), p, j) for x in stats))
         norm_s2 = g_all[0, 0] + 2 * g_all[0, -1] + g_all[-1, -1]
-        distance = {ref_name: math.sqrt(g_all[-1, -1] / norm_s2)}
+        scale = 1 / norm_s2 if norm_s2 > 0 else math.nan  # an all-zero subject has no relative distance
+        distance = {ref_name: math.sqrt(g_all[-1, -1] * scale)}
         for i, f in enumerate(fitted):
-            distance[f] = math.sqrt(max(g_all[-1, -1] - 2 * g_all[1 + i, -1] + g_all[1 + i, 1 + i], 0) / norm_s2)
+            distance[f] = math.sqrt(max(g_all[-1, -1] - 2 * g_all[1 + i, -1] + g_all[1 + i, 1 + i], 0) * scale)
         n_all = sum(x.numel for x in stats)
         beyond = {
             name: sum(x.beyond_rounding[j][i] for x in stats) / n_all for i, name in enumerate([ref_name, *fitted])
@@ -250,6 +334,7 @@ class WeightsProbe(Probe):
         result = WeightsResult(
             role=suite.model(s).role,
             dtype=dtype,
+            dtypes_of={n: an.dtype_summary(stats, i) for i, n in enumerate([ref_name, *fitted])},
             reference=ref_name,
             parents=fitted,
             tensors=len(moving),
@@ -259,6 +344,8 @@ class WeightsProbe(Probe):
             a=weights[fitted[0]] if fitted else None,
             cos_fit=pool.cos,
             cos_fit_lo=cos_lo,
+            toward_others=toward,
+            toward_others_lo=toward_lo,
             rel_residual=pool.rel_residual,
             storage_floor=an.floor_of(fits, 1 + p + j),
             tensors_cos_below_half=float(np.mean(cos < 0.5)) if len(cos) else math.nan,
@@ -269,7 +356,7 @@ class WeightsProbe(Probe):
             layers=an.summarise(fits, an.layer_of),
             family=fam,
             distance_to=distance,
-            beyond_bf16_rounding=beyond,
+            beyond_conversion=beyond,
             null_cos=math.nan,
             null_source="",
         )
@@ -306,7 +393,9 @@ class WeightsProbe(Probe):
             geometric, why = 0.5, "a sibling of the parents (equal-norm siblings give 0.5 against the parents' line)"
         else:
             geometric, why = math.nan, ""
+        toward = {s: r.toward_others for s, r in results.items() if s in controls and math.isfinite(r.toward_others)}
         for s, r in results.items():
+            r.toward_null = max([SIBLING_TOWARD, *(v for c, v in toward.items() if c != s)])
             others = {c: v for c, v in controls.items() if c != s}
             top = max(others, key=others.__getitem__) if others else None
             if top is not None and others[top] > geometric:

@@ -11,11 +11,19 @@ from harness.evidence import ProbeEvidence
 from harness.format import ci_label
 from probes.base import save_figure, subplots
 from probes.weights.result import WeightsResult
-from probes.weights.verdict import RULE
+from probes.weights.verdict import RULE, conversion
 
 
 def _n(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def label(r: WeightsResult) -> str:
+    """The verdict with the parent it names and, for a copy, how it was stored: "copy (parent_a, dtype
+    conversion F32 -> F16)"."""
+    how = conversion(r, r.parent) if r.verdict == "copy" and r.parent else ""
+    named = ", ".join(x for x in (r.parent, how) if x)
+    return f"{r.verdict} ({named})" if named else r.verdict
 
 
 def summary(ev: ProbeEvidence) -> str:
@@ -25,7 +33,7 @@ def summary(ev: ProbeEvidence) -> str:
             continue
         a = r.a.text() if r.a else "n/a"
         out.append(
-            f"{m}: {r.verdict}{f' ({r.parent})' if r.parent else ''}, family {r.family.name}; a = {a} "
+            f"{m}: {label(r)}, family {r.family.name}; a = {a} "
             f"({ci_label(ev.ci_level)} CI, tensors resampled), cos fit {_n(r.cos_fit, 4)} vs null {_n(r.null_cos)}, "
             f"residual {r.rel_residual:.2g} (floor {r.storage_floor:.2g}), {r.tensors} tensors."
         )
@@ -36,22 +44,25 @@ def report_section(evidence: ProbeEvidence) -> str:
     level = ci_label(evidence.ci_level)
     results = evidence.results(WeightsResult)
     out = [
-        f"| model | role | verdict | family | weights ({level} CI) | cos fit | null | residual | floor | tensors "
-        "| spread (SE) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | role | verdict | family | weights ({level} CI) | cos fit | toward the others (lower) | null "
+        "| residual | floor | tensors | spread (SE) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, r in results.items():
         w = "; ".join(f"{p} {iv.text()}" for p, iv in r.weights.items())
         out.append(
-            f"| {m} | {r.role} | {r.verdict}{f' ({r.parent})' if r.parent else ''} | {r.family.name} | {w} | "
-            f"{_n(r.cos_fit, 4)} | {_n(r.null_cos)} | {r.rel_residual:.2g} | {r.storage_floor:.2g} | {r.tensors} "
+            f"| {m} | {r.role} | {label(r)} | {r.family.name} | {w} | "
+            f"{_n(r.cos_fit, 4)} | {_n(r.toward_others)} ({_n(r.toward_others_lo)}) | {_n(r.null_cos)} | "
+            f"{r.rel_residual:.2g} | {r.storage_floor:.2g} | {r.tensors} "
             f"(+{r.tensors_identical} identical) | {_n(r.spread_in_se, 1)} |"
         )
     out += [
         "",
         "Reference R: " + ", ".join(sorted({r.reference for r in results.values()})) + ". Weights are fitted on S - R "
         "for all tensors at once (non-negative least squares); the CI resamples tensors. 'spread (SE)' is "
-        "sqrt(Q/df) of the per-tensor a around it (1: the tensors agree within their own noise).",
+        "sqrt(Q/df) of the per-tensor a around it (1: the tensors agree within their own noise). 'toward the "
+        "others' is the cos fit of S minus the parent carrying the weight on the other parents' differences "
+        "from it: a merge's departure from one parent points to the others, a fine-tune's does not.",
         "",
         "Family evidence:",
         "",
@@ -110,15 +121,15 @@ def figures(evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
     for m, r in results.items():
         if r.role != "suspect":
             continue
-        mine = [x for x in rows if x["subject"] == m]
-        if not mine:
+        mine = [x for x in rows if x["subject"] == m and x["a"] is not None and math.isfinite(x["a"])]
+        if not mine:  # nothing fitted (a copy of R, an all-zero subject): no picture to draw
             continue
         layers = sorted({x["layer"] for x in mine}, key=lambda v: (v == "-", int(v) if v.isdigit() else 0))
         modules = sorted({x["module"] for x in mine})
         grid = np.full((len(layers), len(modules)), np.nan)
         for i, lay in enumerate(layers):
             for k, mod in enumerate(modules):
-                vals = [x["a"] for x in mine if x["layer"] == lay and x["module"] == mod and x["a"] is not None]
+                vals = [x["a"] for x in mine if x["layer"] == lay and x["module"] == mod]
                 if vals:
                     grid[i, k] = float(np.mean(vals))
         a = r.a.value if r.a and r.a.value is not None else float(np.nanmean(grid))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, Field
 
 from harness.evidence import Interval, Number
@@ -40,6 +42,9 @@ class Family(BaseModel):
 class WeightsResult(BaseModel):
     role: str
     dtype: str = Field(description="The subject's stored dtype(s); each tensor's sets its part of the storage floor.")
+    dtypes_of: dict[str, str] = Field(
+        default_factory=dict, description="The reference's and each parent's stored dtype(s), as ``dtype``."
+    )
     reference: str = Field(description="R: the shared base, or the parent every difference is taken from.")
     parents: list[str] = Field(description="The parents whose differences from R are fitted, in order.")
     tensors: int = Field(description="Tensors fitted: present in every model, same shape, differing between parents.")
@@ -53,6 +58,21 @@ class WeightsResult(BaseModel):
     cos_fit_lo: Number = Field(
         description="Lower bound of the cos fit's CI (tensors resampled): what the rule compares."
     )
+    toward_others: Number = Field(
+        math.nan,
+        description=(
+            "Cos fit of S minus the parent carrying the weight on the other parents' differences from it: "
+            "how much of S's departure from that parent points to the others (a merge's does, a fine-tune's not)."
+        ),
+    )
+    toward_others_lo: Number = Field(math.nan, description="Its CI's lower bound (tensors resampled).")
+    toward_null: Number = Field(
+        math.nan,
+        description=(
+            "What a non-merge's departure from its nearest parent reaches toward the others: the controls' "
+            "highest, at least 0.5 (an equal-norm sibling of the parents gives exactly 0.5)."
+        ),
+    )
     rel_residual: Number
     storage_floor: Number = Field(
         description="Relative residual that rounding S to its stored dtypes alone leaves: one ulp (2^-mantissa) of |S|."
@@ -64,12 +84,15 @@ class WeightsResult(BaseModel):
     modules: dict[str, GroupSummary] = Field(default_factory=dict)
     layers: dict[str, GroupSummary] = Field(default_factory=dict)
     family: Family
-    distance_to: dict[str, float] = Field(
+    distance_to: dict[str, Number] = Field(
         default_factory=dict, description="|S - P| / |S| for the reference and each parent."
     )
-    beyond_bf16_rounding: dict[str, float] = Field(
+    beyond_conversion: dict[str, Number] = Field(
         default_factory=dict,
-        description="Share of elements further from the reference's / each parent's than rounding to bf16 moves them.",
+        description=(
+            "Share of elements further from the reference's / each parent's than a dtype conversion moves them "
+            "(one bf16 ulp relative; fp16's smallest normal absolute for an fp16 subject): 0 is a copy."
+        ),
     )
     null_cos: Number = Field(description="The cos fit a non-merge reaches here (controls, or the parents' own).")
     null_source: str

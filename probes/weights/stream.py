@@ -15,6 +15,7 @@ file in the cache, so a killed pass resumes where it stopped.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -26,8 +27,13 @@ import numpy as np
 from probes.weights.checkpoint import TensorInfo
 
 CHUNK = 1 << 20  # elements per chunk and model: 8 MiB of float64
-FORMAT = 3  # of TensorStats: part of the journal's key, so a journal of another layout is not read
-BF16_HALF_ULP = 2.0**-8  # the largest relative change rounding to bfloat16 makes
+FORMAT = 4  # of TensorStats: part of the journal's key, so a journal of another layout is not read
+# A dtype conversion of P moves no element by more than one bfloat16 ulp relative (rounding to
+# nearest moves half of it, truncation, as some converters do, up to a whole one; finer dtypes
+# less), nor, for a float16 copy, by more than float16's smallest normal (a value below it is
+# rounded to a subnormal or flushed to zero): past both, S is not a conversion of P.
+COPY_RELATIVE = 2.0**-7
+COPY_ABSOLUTE = {"F16": 2.0**-14}
 
 
 @dataclass
@@ -45,9 +51,13 @@ class TensorStats:
     sign_n: list[int] = field(default_factory=list)
     moved: int = 0  # coordinates where some parent differs from R
     zero_moved: list[int] = field(default_factory=list)  # per subject: of those, where S equals R exactly
-    # per subject, per [R, P_1..P_p]: chunks where S is further from the model than rounding it to
-    # bfloat16 moves it (half a bf16 ulp, 2^-8 relative, elementwise): 0 means a copy of it
+    # per subject, per [R, P_1..P_p]: elements (or whole chunks) where S is further from the model
+    # than converting it to another dtype moves it (COPY_RELATIVE, COPY_ABSOLUTE): 0 means a copy
     beyond_rounding: list[list[int]] = field(default_factory=list)
+    # per model row: non-finite elements (NaN, inf); with ``overflow`` (sums past float64's range)
+    # the tensor is left out of every fit and named
+    nonfinite: list[int] = field(default_factory=list)
+    overflow: bool = False
 
     @property
     def numel(self) -> int:
@@ -81,6 +91,8 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
     models[:, 0] = 1.0
     for i in range(1, 1 + n_parents):
         models[i, i] = 1.0
+    nonfinite = np.zeros(k, dtype=np.int64)
+    overflow = False
     v = np.empty((k, chunk))
     for parts in zip(*(t.chunks(chunk) for t in infos)):
         c = parts[0].shape[0]
@@ -89,8 +101,13 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
             w[i] = parts[i]  # widen to float64: differences and sums exact enough for the floor
             if i:
                 w[i] -= w[0]
+        with np.errstate(all="ignore"):  # inf - inf, inf * 0: caught just below
+            g = gram_of(w)
+        if not np.isfinite(g.diagonal()).all():  # NaN or inf in some model, or sums past float64
+            nonfinite += [int(np.count_nonzero(~np.isfinite(x))) for x in parts]
+            overflow = overflow or not nonfinite.any()
+            continue
         del parts
-        g = gram_of(w)
         gram += g
         x = w[1 : 1 + n_parents]
         any_moved = x[0] != 0 if n_parents == 1 else (x != 0).any(axis=0)
@@ -114,6 +131,7 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
                 sign_n[j] += int(np.count_nonzero(prod))
                 agree[j] += int(np.count_nonzero(prod > 0))
             before = beyond[j, 0]
+            floor = COPY_ABSOLUTE.get(infos[s].dtype, 0.0)
             for i in range(1 + n_parents):
                 # |S - P|^2 <= u^2 |P|^2 over the chunk is necessary for every element to be within
                 # u |P_e| of P's (S a re-rounded copy): only then are the elements checked
@@ -126,12 +144,14 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
                 if i and g[i, i] == 0:  # P_i equals R on this chunk: R's count holds for it
                     beyond[j, i] += beyond[j, 0] - before
                     continue
-                if dist2 > BF16_HALF_ULP**2 * (models[i] @ g @ models[i]):
+                if math.sqrt(dist2) > COPY_RELATIVE * math.sqrt(max(models[i] @ g @ models[i], 0)) + floor * math.sqrt(
+                    c
+                ):
                     beyond[j, i] += 1
                     continue
                 for part in (slice(0, 4096), slice(None)):  # a non-copy shows in the first few elements
                     ref, xi = w[0, part], (w[i, part] if i else 0.0)
-                    n_beyond = int(np.count_nonzero(np.abs(y[part] - xi) > BF16_HALF_ULP * np.abs(ref + xi)))
+                    n_beyond = int(np.count_nonzero(np.abs(y[part] - xi) > COPY_RELATIVE * np.abs(ref + xi) + floor))
                     if n_beyond:
                         beyond[j, i] += n_beyond
                         break
@@ -146,6 +166,8 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
         moved=moved,
         zero_moved=zero_moved.tolist(),
         beyond_rounding=beyond.tolist(),
+        nonfinite=nonfinite.tolist(),
+        overflow=overflow,
     )
 
 

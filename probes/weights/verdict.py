@@ -14,19 +14,30 @@ import math
 from probes.weights.result import WeightsResult
 
 INSIDE = (0.05, 0.95)  # a parent's share of the weights counts when inside this range
+# S - P_top of an equal-norm sibling of the parents (their base plus an update as alike to each
+# parent's as the parents' are to each other, cosine c) against P_k - P_top: (1 - c) / (2 - 2c)
+SIBLING_TOWARD = 0.5
 SPARSE_MIN = 0.005  # share of moved coordinates left exactly at the reference: trimming/dropping
 
 RULE = f"""\
 Weights verdict (per subject; R is the shared base or the reference parent):
-1. copy of P: no element of S is further from P's than rounding P to bfloat16 would move it.
+1. copy of P: no element of S is further from P's than converting P to another dtype moves it
+   (one bfloat16 ulp, 2^-7 relative, which covers rounding and truncation; for a float16 S also
+   float16's smallest normal, 2^-14, where P's value is a subnormal there). With S's dtypes
+   differing from P's, it is named a dtype conversion.
 2. The pooled fit (one weight per parent for all tensors, non-negative least squares of S - R on
    the parents' P - R) must explain S - R better than a non-merge would: the lower bound of its cos
    fit's CI (tensors resampled) above the null. The null is the highest of: the cos fit of the
    suite's other control checkpoints; with a shared base, that of an independent fine-tune of the
    base as alike to each parent as the parents are to each other (sqrt(p c^2 / (1 + (p-1) c)));
    without one, 0.5 (what equal-norm siblings of the parents give). Otherwise: not an interpolation.
-3. Passing 2, a subject with at least two parents whose weight's share has a CI lower bound above
-   {INSIDE[0]:g} is an interpolation; otherwise it is derived from the parent carrying the weight.
+3. Passing 2, a subject is an interpolation when at least two parents' weight shares have CI lower
+   bounds above {INSIDE[0]:g} and S's departure from the parent carrying the weight points to the
+   others more than a non-merge's does: the cos fit of S - P_top on the P_k - P_top, its CI's lower
+   bound above the controls' highest, and at least {SIBLING_TOWARD:g} (what an equal-norm sibling of
+   the parents gives, whatever their mutual cosine).
+   Otherwise it is derived from the parent carrying the weight (a fine-tune whose update leans
+   toward another parent puts that parent's weight at the simplex's edge, not inside it).
 4. The family that explains the residual: linear when the line leaves no more than 3x the
    storage floor; slerp when the slerp fit leaves a quarter of the line's residual or less;
    sparse (ties/dare) when at least {100 * SPARSE_MIN:g}% of the coordinates the parents moved sit
@@ -35,12 +46,24 @@ Weights verdict (per subject; R is the shared base or the reference parent):
 """
 
 
+def conversion(r: WeightsResult, parent: str) -> str:
+    """How a copy of ``parent`` was stored: "", or "dtype conversion F32 -> F16"."""
+    theirs = r.dtypes_of.get(parent, r.dtype)
+    return "" if theirs == r.dtype else f"dtype conversion {theirs} -> {r.dtype}"
+
+
 def decide(r: WeightsResult) -> tuple[str, str | None, list[str]]:
     """(verdict, parent named by it, reasons) for one subject's result."""
-    copies = [p for p, share in r.beyond_bf16_rounding.items() if share == 0]
+    copies = [p for p, share in r.beyond_conversion.items() if share == 0]
     if copies:
         p = copies[0]
-        return "copy", p, [f"every element within bf16 rounding of {p}'s (|S - {p}|/|S| = {r.distance_to[p]:.2g})"]
+        how = conversion(r, p)
+        return (
+            "copy",
+            p,
+            [f"every element within a dtype conversion of {p}'s (|S - {p}|/|S| = {r.distance_to[p]:.2g})"]
+            + ([f"a {how}"] if how else []),
+        )
     null = f"null {r.null_cos:.3f} ({r.null_source})"
     if not math.isfinite(r.cos_fit_lo) or r.cos_fit_lo <= r.null_cos:
         return (
@@ -56,7 +79,12 @@ def decide(r: WeightsResult) -> tuple[str, str | None, list[str]]:
         f"cos fit {r.cos_fit:.3f} (CI lower bound {r.cos_fit_lo:.3f}) > {null}",
         "weight shares " + ", ".join(f"{p} {share[p]:.3f} (lower {share_lo[p]:.3f})" for p in r.weights),
     ]
-    if len(counted) >= 2:
-        return "interpolation", None, reasons
     top = max(share, key=share.__getitem__)
+    toward = (
+        f"S - {top} toward the other parents: cos fit {r.toward_others:.3f} (CI lower bound {r.toward_others_lo:.3f})"
+    )
+    if len(counted) >= 2 and math.isfinite(r.toward_others_lo) and r.toward_others_lo > r.toward_null:
+        return "interpolation", None, [*reasons, f"{toward} > {r.toward_null:.3f} for a non-merge"]
+    if len(counted) >= 2:
+        reasons.append(f"{toward}, not above {r.toward_null:.3f} for a non-merge: a fine-tune of {top}, not a merge")
     return "derived", top, reasons
