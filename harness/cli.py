@@ -119,6 +119,9 @@ def _print_estimate(suite: Suite, probes: list[Probe]) -> int:
         "Counts assume each backend offers what it is expected to (a server is not probed); answers already "
         "cached are not subtracted. File-reading probes (weights) send nothing."
     )
+    for probe in probes:
+        if (line := probe.file_reads(suite.for_probe(probe.spec))) is not None:
+            console.print(escape(line))
     more = totals(rows, "if shortlisted")
     if more["requests"]:
         console.print(

@@ -123,6 +123,11 @@ class Probe(ABC):
         expensive starts on a suite that can only fail. The default finds none."""
         return []
 
+    def file_reads(self, suite: Suite) -> str | None:
+        """For `run --estimate`, a probe that reads files instead of asking models (weights): what
+        it will read, in one line. The default reads none."""
+        return None
+
     @abstractmethod
     def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
         """What to ask ``model``. Pure: no model access."""

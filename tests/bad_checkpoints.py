@@ -28,7 +28,7 @@ def load(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of a checkpoint as float32 (bfloat16 widened)."""
     out = {}
     for name, t in open_checkpoint(path).tensors.items():
-        out[name] = np.concatenate(list(t.chunks(1 << 30))).astype(np.float32).reshape(t.shape)
+        out[name] = np.concatenate([c.astype(np.float32) for c in t.chunks(1 << 20)]).reshape(t.shape)
     return out
 
 

@@ -266,3 +266,80 @@ def test_a_real_fine_tune_of_one_parent_is_no_merge_and_its_fp16_resave_a_copy(t
     assert "dtype conversion F32 -> F16" in " ".join(pm["nex_fp16"]["reasons"])
     report = (run / "report.md").read_text()
     assert "**Conclusion: derived from nex_mini (a fine-tune of it).**" in report.split("### nex_ft")[1]
+
+
+@pytest.fixture(scope="module")
+def gguf_copies(tmp_path_factory, smol_zoo: Path, smollm2_gguf: Path) -> dict[str, Path]:
+    """nex_mini as llama.cpp would ship it (float32 GGUF, then quantized by llama.cpp itself to Q8_0
+    and Q4_K_M) and rio_mini, the 0.6 merge, quantized to Q8_0 (tests/gguf_copies.py)."""
+    from tests.gguf_copies import quantize, to_gguf
+
+    d = tmp_path_factory.mktemp("gguf")
+    nex = to_gguf(smol_zoo / "nex_mini", smollm2_gguf, d / "nex_f32.gguf")
+    rio = to_gguf(smol_zoo / "rio_mini", smollm2_gguf, d / "rio_f32.gguf")
+    out = {f"nex_{q.lower()}": quantize(nex, d / f"nex_{q}.gguf", q) for q in ("Q8_0", "Q4_K_M")}
+    out["rio_q8_0"] = quantize(rio, d / "rio_Q8_0.gguf", "Q8_0")
+    rio.unlink()
+    return {"nex_f32": nex, **out}
+
+
+def test_gguf_copies_are_copies_with_their_quantization_and_a_quantized_merge_keeps_its_weight(
+    tmp_path: Path, smol_zoo: Path, smollm2_gguf: Path, gguf_copies: dict[str, Path]
+):
+    """Issue 27: GGUF checkpoints read against safetensors parents. Tensors take the parents' names
+    and llama.cpp's q/k permutation is undone (the float32 GGUF is an exact copy); quantized copies
+    are "copy (..., quantized, GGUF Q8_0 / Q4_K_M)" with the quantization's own step as the
+    tolerance; SmolLM2's own Q4_1 release is a copy of smollm2 (which the zoo dequantized from it);
+    and the 0.6 merge quantized to Q8_0 is still a linear merge at a = 0.6."""
+    models = [{"name": n, "role": "suspect", "path": str(p)} for n, p in gguf_copies.items()]
+    models += [
+        {"name": "smol_q4_1", "role": "suspect", "path": str(smollm2_gguf)},
+        {"name": "nex_mini", "role": "parent", "path": str(smol_zoo / "nex_mini")},
+        {"name": "smollm2", "role": "parent", "path": str(smol_zoo / "smollm2")},
+    ]
+    cfg = tmp_path / "suite.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "gguf", "models": models, "probes": [{"kind": "weights"}]}))
+    pm = _evidence(run_isolated(tmp_path, cfg, "gguf"))["per_model"]
+    assert (pm["nex_f32"]["verdict"], pm["nex_f32"]["parent"], pm["nex_f32"]["distance_to"]["nex_mini"]) == (
+        "copy",
+        "nex_mini",
+        0.0,
+    )
+    for name, kind in (("nex_q8_0", "GGUF Q8_0"), ("nex_q4_k_m", "GGUF Q4_K_M"), ("smol_q4_1", "GGUF Q4_1")):
+        parent = "smollm2" if name == "smol_q4_1" else "nex_mini"
+        assert (pm[name]["verdict"], pm[name]["parent"]) == ("copy", parent), (name, pm[name]["reasons"])
+        assert pm[name]["storage"] == kind and f"quantized, {kind}" in " ".join(pm[name]["reasons"])
+    rio = pm["rio_q8_0"]
+    assert (rio["verdict"], rio["family"]["name"]) == ("interpolation", "linear")
+    assert rio["weights"]["nex_mini"]["value"] == pytest.approx(0.6, abs=0.005)
+
+
+def test_the_sampled_mode_reads_two_percent_and_finds_the_same_merge(tmp_path: Path, smol_zoo: Path, capsys):
+    """Issue 27's sampled mode on the Rio-mini family: about 2% of the bytes read (the estimate says
+    so before), the 0.6 merge at a within 0.005 of the full pass's, the same verdicts, and CIs that
+    cover the full pass's a."""
+    models = [
+        {"name": "rio_mini", "role": "suspect", "path": str(smol_zoo / "rio_mini")},
+        {"name": "rio_mini_opd", "role": "suspect", "path": str(smol_zoo / "rio_mini_opd")},
+        {"name": "nex_mini", "role": "parent", "path": str(smol_zoo / "nex_mini")},
+        {"name": "smollm2", "role": "parent", "path": str(smol_zoo / "smollm2")},
+    ]
+    runs = {}
+    for label, params in (("full", {}), ("sampled", {"sample": 0.02})):
+        cfg = tmp_path / f"{label}.yaml"
+        cfg.write_text(
+            yaml.safe_dump({"name": label, "models": models, "probes": [{"kind": "weights", "params": params}]})
+        )
+        runs[label] = _evidence(run_isolated(tmp_path, cfg, label))
+    reading = runs["sampled"]["tables"]["reading"][0]
+    assert 0.01 < reading["bytes_read"] / reading["bytes_total"] <= 0.02
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "sampled.yaml"), "--estimate"]) == 0
+    said = f"reads {reading['bytes_read'] / 1e9:.3g} GB of {reading['bytes_total'] / 1e9:.3g} GB"
+    assert said in capsys.readouterr().err
+    for m in ("rio_mini", "rio_mini_opd"):
+        full, sampled = runs["full"]["per_model"][m], runs["sampled"]["per_model"][m]
+        assert sampled["verdict"] == full["verdict"] == "interpolation"
+        a_full, a = full["a"]["value"], sampled["a"]
+        assert a["lo"] <= a_full <= a["hi"]
+    assert abs(runs["sampled"]["per_model"]["rio_mini"]["a"]["value"] - 0.6) < 0.005

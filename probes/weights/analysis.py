@@ -13,6 +13,7 @@ import numpy as np
 from harness.evidence import Interval
 from probes.weights.checkpoint import FLOAT_DTYPES
 from probes.weights.fit import Fit, fit, slerp_residual, subject_gram
+from probes.weights.gguf_file import QUANT_GROUPS
 from probes.weights.result import Family, GroupSummary
 from probes.weights.stream import TensorStats
 
@@ -59,19 +60,36 @@ def bootstrap(
     stats: list[TensorStats], n_parents: int, subject: int, level: float, reps: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Percentile CI of the pooled NNLS weights (lo, hi) and the lower bound of the pooled cos
-    fit, tensors resampled (the units that vary)."""
-    grams = np.stack([subject_gram(np.array(s.gram), n_parents, subject) for s in stats])
-    return _resampled(grams, sum(s.numel for s in stats), level, reps, rng)
+    fit, tensors resampled (the units that vary), and in the sampled mode each sampled tensor's
+    groups of blocks too (the sample's own variation)."""
+    n = sum(s.numel for s in stats)
+    fits = [fit(g, n) for g in replicates(stats, n_parents, subject, reps, rng)]
+    return _percentiles([f.weights for f in fits], [f.cos for f in fits], level)
 
 
-def _resampled(
-    grams: np.ndarray, n: int, level: float, reps: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, float]:
-    weights, cos = [], []
+def replicates(
+    stats: list[TensorStats], n_parents: int, subject: int, reps: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Bootstrap replicates of the pooled Gram of [R, X_1..X_p, y]: tensors drawn with
+    replacement; a sampled tensor's Gram drawn again from its groups of blocks, scaled up."""
+    full = np.stack([subject_gram(np.array(s.gram), n_parents, subject) for s in stats])
+    groups = {
+        i: np.stack([subject_gram(np.array(g), n_parents, subject) for g in s.group_grams]) * s.scale
+        for i, s in enumerate(stats)
+        if s.group_grams
+    }
+    out = []
     for _ in range(reps):
-        f = fit(grams[rng.integers(0, len(grams), len(grams))].sum(axis=0), n)
-        weights.append(f.weights)
-        cos.append(f.cos)
+        grams = full
+        if groups:
+            grams = full.copy()
+            for i, g in groups.items():
+                grams[i] = g[rng.integers(0, len(g), len(g))].sum(axis=0)
+        out.append(grams[rng.integers(0, len(stats), len(stats))].sum(axis=0))
+    return out
+
+
+def _percentiles(weights: list[np.ndarray], cos: list[float], level: float) -> tuple[np.ndarray, np.ndarray, float]:
     w = np.array(weights)
     q = (1 - level) / 2
     return np.nanquantile(w, q, axis=0), np.nanquantile(w, 1 - q, axis=0), float(np.nanquantile(cos, q))
@@ -100,10 +118,10 @@ def toward_others(
     tops = [np.pad(m, (0, k - len(m))) for m in models]
     rows = [tops[top]] + [m - tops[top] for i, m in enumerate(tops) if i != top] + [subject_vec - tops[top]]
     t = np.array(rows)
-    grams = np.stack([t @ subject_gram(np.array(s.gram), n_parents, subject) @ t.T for s in stats])
     n = sum(s.numel for s in stats)
-    _, _, cos_lo = _resampled(grams, n, level, reps, rng)
-    return fit(grams.sum(axis=0), n).cos, cos_lo
+    pooled_gram = sum(subject_gram(np.array(s.gram), n_parents, subject) for s in stats)
+    cos = [fit(t @ g @ t.T, n).cos for g in replicates(stats, n_parents, subject, reps, rng)]
+    return fit(t @ np.asarray(pooled_gram) @ t.T, n).cos, float(np.nanquantile(cos, (1 - level) / 2))
 
 
 def sibling_null(g: np.ndarray, n_parents: int) -> float:
@@ -193,7 +211,10 @@ def dtype_summary(stats: list[TensorStats], row: int) -> str:
 
 
 def ulp(dtype: str) -> float:
-    """Relative spacing of ``dtype``'s numbers (2^-mantissa bits): rounding moves a value by at most half of it."""
+    """Relative spacing of ``dtype``'s numbers (2^-mantissa bits): rounding moves a value by at most
+    half of it. For a quantized type, its step relative to the group's largest value, 2 / (2^bits - 1)."""
+    if dtype in QUANT_GROUPS:
+        return 2 / (2 ** QUANT_GROUPS[dtype][1] - 1)
     return 2.0 ** -FLOAT_DTYPES.get(dtype, ("", 52))[1]
 
 

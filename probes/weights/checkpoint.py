@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import InputError
+from probes.weights.gguf_file import GGUFTensor, header_hash, read_gguf
 
 INDEX = "model.safetensors.index.json"
 # Stored dtypes the probe reads, with their mantissa bits (the storage rounding they imply).
@@ -62,33 +63,59 @@ class TensorInfo:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
 
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Elements [start, start + count) of the flattened tensor, as ``chunks`` gives them (a
+        sampled pass reads a few such blocks of each tensor)."""
+        np_dtype, _ = FLOAT_DTYPES[self.dtype]
+        piece = np.empty(count, dtype=np_dtype)
+        with open(self.file, "rb", buffering=0) as f:
+            f.seek(self.offset + start * piece.itemsize)
+            got = f.readinto(piece.view(np.uint8).data)
+        if got != piece.nbytes:
+            raise InputError(f"{self.file}: tensor '{self.name}': file ends inside its data (read {got} bytes)")
+        return (piece.astype(np.uint32) << 16).view(np.float32) if self.dtype == "BF16" else piece
+
     def chunks(self, size: int) -> Iterator[np.ndarray]:
         """The tensor flattened, in pieces of at most ``size`` elements in a numpy float dtype
-        (bfloat16 widened to float32), each read through its own memory map, released when the
-        caller drops the piece."""
+        (bfloat16 widened to float32). The file is read into one reused buffer (``readinto``:
+        no page faults of a fresh memory map per piece), so a piece is valid until the next one
+        is asked for: copy it to keep it."""
         np_dtype, _ = FLOAT_DTYPES[self.dtype]
-        item = np.dtype(np_dtype).itemsize
-        for start in range(0, self.numel, size):
-            count = min(size, self.numel - start)
-            mm = np.memmap(self.file, dtype=np_dtype, mode="r", offset=self.offset + start * item, shape=(count,))
-            if self.dtype == "BF16":  # bfloat16 is the top half of a float32
-                yield (mm.astype(np.uint32) << 16).view(np.float32)
-            else:
-                yield mm
-            del mm
+        buf = np.empty(min(size, self.numel), dtype=np_dtype)
+        with open(self.file, "rb", buffering=0) as f:
+            for start in range(0, self.numel, size):
+                piece = buf[: min(size, self.numel - start)]
+                f.seek(self.offset + start * buf.itemsize)
+                got = f.readinto(piece.view(np.uint8).data)
+                if got != piece.nbytes:
+                    raise InputError(f"{self.file}: tensor '{self.name}': file ends inside its data (read {got} bytes)")
+                if self.dtype == "BF16":  # bfloat16 is the top half of a float32
+                    yield (piece.astype(np.uint32) << 16).view(np.float32)
+                else:
+                    yield piece
+
+
+Tensor = TensorInfo | GGUFTensor  # what a checkpoint's tensors are: both read in float chunks
 
 
 @dataclass
 class Checkpoint:
-    """One model's weights: a directory of safetensors shards (or one file), headers parsed."""
+    """One model's weights: a directory of safetensors shards, one safetensors file, or one GGUF
+    file (``gguf_file.py``), headers parsed."""
 
     root: Path
-    tensors: dict[str, TensorInfo]
+    tensors: dict[str, Tensor]
     metadata: dict[str, dict[str, str]]  # per shard file name: the header's __metadata__
 
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def storage(self) -> str:
+        """ "safetensors", or "GGUF" and llama.cpp's file type ("GGUF Q4_K_M")."""
+        gguf = next((m for m in self.metadata.values() if m.get("format") == "GGUF"), None)
+        return f"GGUF {gguf['file_type']}" if gguf else "safetensors"
 
     @property
     def files(self) -> list[Path]:
@@ -100,6 +127,9 @@ class Checkpoint:
         and byte offsets of every tensor)."""
         h = hashlib.sha256()
         for f in self.files:
+            if f.suffix == ".gguf":
+                h.update(header_hash(f).encode())
+                continue
             with open(f, "rb") as fh:
                 (n,) = struct.unpack("<Q", fh.read(8))
                 h.update(fh.read(n))
@@ -109,6 +139,7 @@ class Checkpoint:
             "bytes": sum(f.stat().st_size for f in self.files),
             "tensors": len(self.tensors),
             "dtypes": sorted({t.dtype for t in self.tensors.values()}),
+            "storage": self.storage,
             "headers_sha256": h.hexdigest(),
         }
 
@@ -220,11 +251,15 @@ def _count(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
-def open_checkpoint(root: Path | str) -> Checkpoint:
+def open_checkpoint(root: Path | str, like: set[str] | None = None) -> Checkpoint:
     """Every shard's header; a tensor listed twice across shards, or one the index places in a
-    shard that does not hold it, is an error."""
+    shard that does not hold it, is an error. A ``.gguf`` file's tensors take the names ``like``
+    (the other checkpoints' tensor names) uses for them."""
     root = Path(root)
-    tensors: dict[str, TensorInfo] = {}
+    if root.suffix == ".gguf" and root.is_file():
+        gtensors, gmeta = read_gguf(root, like or set())
+        return Checkpoint(root.parent, dict(gtensors), {root.name: gmeta})
+    tensors: dict[str, Tensor] = {}
     metadata: dict[str, dict[str, str]] = {}
     for f in shard_files(root):
         ts, meta = read_header(f)

@@ -42,6 +42,9 @@ class Family(BaseModel):
 class WeightsResult(BaseModel):
     role: str
     dtype: str = Field(description="The subject's stored dtype(s); each tensor's sets its part of the storage floor.")
+    storage: str = Field(
+        "safetensors", description="How the subject's checkpoint is stored: safetensors, or GGUF and its file type."
+    )
     dtypes_of: dict[str, str] = Field(
         default_factory=dict, description="The reference's and each parent's stored dtype(s), as ``dtype``."
     )

@@ -17,23 +17,53 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from probes.weights.checkpoint import TensorInfo
+from probes.weights.checkpoint import Tensor
+from probes.weights.gguf_file import QUANT_GROUPS
 
 CHUNK = 1 << 20  # elements per chunk and model: 8 MiB of float64
-FORMAT = 4  # of TensorStats: part of the journal's key, so a journal of another layout is not read
+# Of TensorStats and of the sampled blocks: part of the journal's key, so a journal of another layout is not read.
+FORMAT = 6
 # A dtype conversion of P moves no element by more than one bfloat16 ulp relative (rounding to
 # nearest moves half of it, truncation, as some converters do, up to a whole one; finer dtypes
 # less), nor, for a float16 copy, by more than float16's smallest normal (a value below it is
 # rounded to a subnormal or flushed to zero): past both, S is not a conversion of P.
 COPY_RELATIVE = 2.0**-7
 COPY_ABSOLUTE = {"F16": 2.0**-14}
+# A quantized S (GGUF) is a copy of P when every element is within one quantization step of P's:
+# 2 max|P| / (2^bits - 1) over the elements one scale covers (``gguf_file.QUANT_GROUPS``), which
+# bounds what rounding to the type's levels moves a value, scales' own rounding included.
+
+
+SAMPLE_GROUPS = 16  # a sampled tensor's blocks, dealt into at most this many groups: the units its CI resamples
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A seeded share of each tensor's elements, read as blocks at random places (the sampled
+    mode, ``params.sample``): for a 397B checkpoint, minutes of reading instead of hours. Blocks are
+    of 256 to 4096 elements (whole quantization groups; small enough for a tensor of a tiny model
+    to have many), at least one per tensor; a tensor of fewer than two blocks is read whole."""
+
+    fraction: float
+    seed: int
+
+    def blocks(self, info: Tensor) -> tuple[int, list[int]] | None:
+        """(block size, the sorted blocks to read), or None: read the whole tensor."""
+        block = min(4096, 256 * max(1, info.numel // (256 * 256)))
+        n = info.numel // block
+        m = max(2, int(self.fraction * n))
+        if n < 2 or m >= n:
+            return None
+        rng = np.random.default_rng([self.seed, zlib.crc32(info.name.encode())])
+        return block, sorted(rng.choice(n, m, replace=False).tolist())
 
 
 @dataclass
@@ -58,10 +88,19 @@ class TensorStats:
     # the tensor is left out of every fit and named
     nonfinite: list[int] = field(default_factory=list)
     overflow: bool = False
+    # sampled mode: the elements read (0: all of them; ``gram`` and ``gram_nonzero`` are then scaled
+    # up by numel / sampled) and the unscaled Grams of the SAMPLE_GROUPS groups of blocks
+    sampled: int = 0
+    group_grams: list[list[list[float]]] = field(default_factory=list)
 
     @property
     def numel(self) -> int:
         return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def scale(self) -> float:
+        """What the sample's sums are multiplied by to stand for the whole tensor's."""
+        return self.numel / self.sampled if self.sampled else 1.0
 
 
 def gram_of(w: np.ndarray) -> np.ndarray:
@@ -75,8 +114,41 @@ def gram_of(w: np.ndarray) -> np.ndarray:
     return g
 
 
-def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) -> TensorStats:
-    """Stream one tensor of every model (``infos``: R, the parents, the subjects)."""
+def beyond_conversion(diff: np.ndarray, p: np.ndarray, dtype: str) -> int:
+    """Elements of S - P (``diff``) further than storing P (``p``) as S's ``dtype`` moves them."""
+    quantized = QUANT_GROUPS.get(dtype)
+    if quantized is None:
+        tol = COPY_RELATIVE * np.abs(p) + COPY_ABSOLUTE.get(dtype, 0.0)
+    else:
+        group, bits = quantized
+        whole = len(p) // group * group
+        steps = [np.abs(p[:whole]).reshape(-1, group).max(axis=1)] if whole else []
+        if whole < len(p):
+            steps.append(np.abs(p[whole:]).max(keepdims=True))
+        tol = np.repeat(
+            np.concatenate(steps), [group] * (whole // group) + ([len(p) - whole] if whole < len(p) else [])
+        )
+        tol *= 2 / (2**bits - 1)
+    return int(np.count_nonzero(np.abs(diff) > tol))
+
+
+def _pieces(infos: list[Tensor], chunk: int, plan: tuple[int, list[int]] | None) -> Iterator[tuple[list, int]]:
+    """The models' pieces side by side, each with the position of its first sampled block (0 when
+    the tensor is read whole): consecutive chunks, or the sampled blocks ``chunk`` elements at a time."""
+    if plan is None:
+        for parts in zip(*(t.chunks(chunk) for t in infos)):
+            yield list(parts), 0
+        return
+    block, idx = plan
+    per = max(1, chunk // block)
+    for first in range(0, len(idx), per):
+        batch = idx[first : first + per]
+        yield [np.concatenate([t.read(b * block, block) for b in batch]) for t in infos], first
+
+
+def tensor_stats(infos: list[Tensor], n_parents: int, chunk: int = CHUNK, sample: Sample | None = None) -> TensorStats:
+    """Stream one tensor of every model (``infos``: R, the parents, the subjects), whole or, with
+    ``sample``, the sampled blocks only."""
     k = len(infos)
     subjects = range(1 + n_parents, k)
     gram = np.zeros((k, k))
@@ -93,15 +165,16 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
         models[i, i] = 1.0
     nonfinite = np.zeros(k, dtype=np.int64)
     overflow = False
-    v = np.empty((k, chunk))
-    for parts in zip(*(t.chunks(chunk) for t in infos)):
+    plan = sample.blocks(infos[0]) if sample is not None else None
+    groups = np.zeros((min(SAMPLE_GROUPS, len(plan[1])), k, k)) if plan is not None else None
+    v = np.empty((k, max(chunk, plan[0] if plan else 0)))
+    for parts, first in _pieces(infos, chunk, plan):
         c = parts[0].shape[0]
         w = v[:, :c]
-        for i in range(k):
-            w[i] = parts[i]  # widen to float64: differences and sums exact enough for the floor
-            if i:
-                w[i] -= w[0]
         with np.errstate(all="ignore"):  # inf - inf, inf * 0: caught just below
+            w[0] = parts[0]  # widened to float64: differences and sums exact enough for the floor
+            for i in range(1, k):
+                np.subtract(parts[i], parts[0], out=w[i], dtype=np.float64)  # widen and subtract in one pass
             g = gram_of(w)
         if not np.isfinite(g.diagonal()).all():  # NaN or inf in some model, or sums past float64
             nonfinite += [int(np.count_nonzero(~np.isfinite(x))) for x in parts]
@@ -109,6 +182,9 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
             continue
         del parts
         gram += g
+        if plan is not None and groups is not None:  # each block's Gram, into its group
+            wb = w.reshape(k, c // plan[0], plan[0])
+            np.add.at(groups, (first + np.arange(wb.shape[1])) % len(groups), np.einsum("ibn,jbn->bij", wb, wb))
         x = w[1 : 1 + n_parents]
         any_moved = x[0] != 0 if n_parents == 1 else (x != 0).any(axis=0)
         moved += int(np.count_nonzero(any_moved))
@@ -120,7 +196,7 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
                 zero = np.flatnonzero(y == 0)
                 sub = g[np.ix_(rows, rows)]
                 if zero.size:  # the Gram where S differs from R: the chunk's minus that of the (few) zeros
-                    z = w[rows][:, zero]
+                    z = w[np.ix_(rows, zero)]
                     sub = sub - z @ z.T
                 gnz[j] += sub
                 zero_moved[j] += int(np.count_nonzero(any_moved[zero])) if zero.size else 0
@@ -132,6 +208,7 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
                 agree[j] += int(np.count_nonzero(prod > 0))
             before = beyond[j, 0]
             floor = COPY_ABSOLUTE.get(infos[s].dtype, 0.0)
+            quantized = QUANT_GROUPS.get(infos[s].dtype)
             for i in range(1 + n_parents):
                 # |S - P|^2 <= u^2 |P|^2 over the chunk is necessary for every element to be within
                 # u |P_e| of P's (S a re-rounded copy): only then are the elements checked
@@ -144,23 +221,25 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
                 if i and g[i, i] == 0:  # P_i equals R on this chunk: R's count holds for it
                     beyond[j, i] += beyond[j, 0] - before
                     continue
-                if math.sqrt(dist2) > COPY_RELATIVE * math.sqrt(max(models[i] @ g @ models[i], 0)) + floor * math.sqrt(
-                    c
-                ):
+                if quantized is None and math.sqrt(dist2) > COPY_RELATIVE * math.sqrt(
+                    max(models[i] @ g @ models[i], 0)
+                ) + floor * math.sqrt(c):
                     beyond[j, i] += 1
                     continue
                 for part in (slice(0, 4096), slice(None)):  # a non-copy shows in the first few elements
                     ref, xi = w[0, part], (w[i, part] if i else 0.0)
-                    n_beyond = int(np.count_nonzero(np.abs(y[part] - xi) > COPY_RELATIVE * np.abs(ref + xi) + floor))
+                    n_beyond = beyond_conversion(y[part] - xi, ref + xi, infos[s].dtype)
                     if n_beyond:
                         beyond[j, i] += n_beyond
                         break
+    sampled = plan[0] * len(plan[1]) if plan is not None else 0
+    scale = infos[0].numel / sampled if sampled else 1.0
     return TensorStats(
         name=infos[0].name,
         shape=list(infos[0].shape),
         dtypes=[t.dtype for t in infos],
-        gram=gram.tolist(),
-        gram_nonzero=[g.tolist() for g in gnz],
+        gram=(gram * scale).tolist(),
+        gram_nonzero=[(g * scale).tolist() for g in gnz],
         sign_agree=agree.tolist(),
         sign_n=sign_n.tolist(),
         moved=moved,
@@ -168,18 +247,22 @@ def tensor_stats(infos: list[TensorInfo], n_parents: int, chunk: int = CHUNK) ->
         beyond_rounding=beyond.tolist(),
         nonfinite=nonfinite.tolist(),
         overflow=overflow,
+        sampled=sampled,
+        group_grams=groups.tolist() if groups is not None else [],
     )
 
 
 def stream(
-    work: list[list[TensorInfo]],
+    work: list[list[Tensor]],
     n_parents: int,
     journal: Path | None,
     workers: int | None = None,
     advance: Callable[[int], None] = lambda nbytes: None,
+    sample: Sample | None = None,
 ) -> list[TensorStats]:
     """Statistics of every tensor in ``work`` (one list of infos per tensor, models in row order),
-    resuming from ``journal`` and appending to it; in ``work``'s order."""
+    resuming from ``journal`` and appending to it; in ``work``'s order. ``advance`` is told the
+    bytes each tensor took to read (its sampled share, in the sampled mode)."""
     done: dict[str, TensorStats] = {}
     if journal is not None and journal.exists():
         for line in journal.read_text().splitlines():
@@ -191,19 +274,26 @@ def stream(
     todo = [infos for infos in work if infos[0].name not in done]
     for infos in work:
         if infos[0].name in done:
-            advance(sum(t.nbytes for t in infos))
+            advance(bytes_read(infos, sample))
     out = open(journal, "a") if journal is not None else None
     try:
         with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
-            futures = {pool.submit(tensor_stats, infos, n_parents): infos for infos in todo}
+            futures = {pool.submit(tensor_stats, infos, n_parents, CHUNK, sample): infos for infos in todo}
             for fut in as_completed(futures):
                 s = fut.result()
                 done[s.name] = s
                 if out is not None:
                     out.write(json.dumps(asdict(s)) + "\n")
                     out.flush()
-                advance(sum(t.nbytes for t in futures[fut]))
+                advance(bytes_read(futures[fut], sample))
     finally:
         if out is not None:
             out.close()
     return [done[infos[0].name] for infos in work]
+
+
+def bytes_read(infos: list[Tensor], sample: Sample | None) -> int:
+    """The bytes one tensor of every model takes to read: all, or its sampled blocks' share."""
+    plan = sample.blocks(infos[0]) if sample is not None else None
+    share = plan[0] * len(plan[1]) / infos[0].numel if plan is not None else 1.0
+    return int(sum(t.nbytes for t in infos) * share)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from probes.weights.gguf_file import QUANT_GROUPS
 from probes.weights.result import WeightsResult
 
 INSIDE = (0.05, 0.95)  # a parent's share of the weights counts when inside this range
@@ -23,8 +24,10 @@ RULE = f"""\
 Weights verdict (per subject; R is the shared base or the reference parent):
 1. copy of P: no element of S is further from P's than converting P to another dtype moves it
    (one bfloat16 ulp, 2^-7 relative, which covers rounding and truncation; for a float16 S also
-   float16's smallest normal, 2^-14, where P's value is a subnormal there). With S's dtypes
-   differing from P's, it is named a dtype conversion.
+   float16's smallest normal, 2^-14, where P's value is a subnormal there; for a quantized GGUF S,
+   one quantization step, 2 max|P| / (2^bits - 1) over the elements a scale covers). With S's
+   dtypes differing from P's, it is named a dtype conversion (or a quantization). Within reach of
+   several parents, the nearest is named and the others listed.
 2. The pooled fit (one weight per parent for all tensors, non-negative least squares of S - R on
    the parents' P - R) must explain S - R better than a non-merge would: the lower bound of its cos
    fit's CI (tensors resampled) above the null. The null is the highest of: the cos fit of the
@@ -47,22 +50,31 @@ Weights verdict (per subject; R is the shared base or the reference parent):
 
 
 def conversion(r: WeightsResult, parent: str) -> str:
-    """How a copy of ``parent`` was stored: "", or "dtype conversion F32 -> F16"."""
+    """How a copy of ``parent`` was stored: "", "dtype conversion F32 -> F16", or "quantized,
+    GGUF Q4_K_M (mixed (F32, Q4_K, Q6_K))"."""
     theirs = r.dtypes_of.get(parent, r.dtype)
+    if any(q in r.dtype for q in QUANT_GROUPS):
+        return f"quantized, {r.storage} ({r.dtype})"
     return "" if theirs == r.dtype else f"dtype conversion {theirs} -> {r.dtype}"
 
 
 def decide(r: WeightsResult) -> tuple[str, str | None, list[str]]:
     """(verdict, parent named by it, reasons) for one subject's result."""
-    copies = [p for p, share in r.beyond_conversion.items() if share == 0]
+    copies = sorted((p for p, share in r.beyond_conversion.items() if share == 0), key=lambda p: r.distance_to[p])
     if copies:
         p = copies[0]
         how = conversion(r, p)
+        also = [
+            f"also within a conversion of {q}'s (|S - {q}|/|S| = {r.distance_to[q]:.2g}): a coarse storage cannot "
+            f"tell them apart; {p} is the nearer"
+            for q in copies[1:]
+        ]
         return (
             "copy",
             p,
             [f"every element within a dtype conversion of {p}'s (|S - {p}|/|S| = {r.distance_to[p]:.2g})"]
-            + ([f"a {how}"] if how else []),
+            + ([f"a {how}"] if how else [])
+            + also,
         )
     null = f"null {r.null_cos:.3f} ({r.null_source})"
     if not math.isfinite(r.cos_fit_lo) or r.cos_fit_lo <= r.null_cos:
