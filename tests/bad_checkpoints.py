@@ -61,7 +61,9 @@ def write(path: Path, tensors: dict[str, np.ndarray], dtype: str | dict[str, str
     write_raw(path, header, b"".join(chunks))
 
 
-def write_sharded(root: Path, tensors: dict[str, np.ndarray], n_shards: int, dtype="F32") -> dict[str, str]:
+def write_sharded(
+    root: Path, tensors: dict[str, np.ndarray], n_shards: int, dtype: str | dict[str, str] = "F32"
+) -> dict[str, str]:
     names = list(tensors)
     weight_map = {}
     for k in range(n_shards):
@@ -176,6 +178,19 @@ def _scaled(value: float, what: str = "overflow"):
     return fn
 
 
+def _bf16_merge(t, out):
+    write(out / "model.safetensors", t, "BF16")
+
+
+def _tied(t, out):
+    """The output head tied to the embeddings, as many Hub checkpoints store it: no lm_head tensor."""
+    write(out / "model.safetensors", {n: a for n, a in t.items() if not n.startswith("lm_head")})
+
+
+def _three_shards(t, out):
+    write_sharded(out, t, 3, {n: ("BF16" if ".mlp." in n else "F32") for n in t})
+
+
 def _zeros(t, out):
     write(out / "model.safetensors", {n: np.zeros_like(a) for n, a in t.items()})
 
@@ -239,6 +254,10 @@ CASES: list[Case] = [
     Case("bf16_truncated_copy", _rewrite("parent_a", _bf16_truncated), verdict="copy", parent="parent_a"),
     Case("bf16_fp32_mix_copy", _rewrite("parent_a", _mixed), verdict="copy", parent="parent_a"),
     Case("fp16_merge", _rewrite("linear_0.6", _fp16), verdict="interpolation", message="a = 0.60"),
+    Case("bf16_merge", _rewrite("linear_0.6", _bf16_merge), verdict="interpolation", message="a = 0.60"),
+    # how large checkpoints are stored on the Hub
+    Case("tied_embeddings", _rewrite("linear_0.6", _tied), verdict="interpolation", message="lm_head.weight: missing"),
+    Case("three_mixed_shards", _rewrite("linear_0.6", _three_shards), verdict="interpolation", message="a = 0.60"),
     # the same checkpoint twice
     Case("same_parent_twice", _same_parents, exit_code=2, message="same checkpoint"),
     Case("same_parent_symlink", _symlinked_parents, exit_code=2, message="same checkpoint"),

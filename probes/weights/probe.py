@@ -51,7 +51,11 @@ class WeightsParams(ProbeParams):
     paths: dict[str, str] = Field(
         default_factory=dict, description="Checkpoint directory per model, where its `path` is not one (API models)."
     )
-    workers: int | None = Field(None, ge=1, description="Threads reading tensors (default: min(4, cores)).")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="Threads reading tensors (default: half the cores, at most 4: the pass is memory-bound).",
+    )
     sample: float | None = Field(
         None,
         gt=0,
