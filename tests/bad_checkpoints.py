@@ -168,7 +168,7 @@ def _string_shape(h: dict) -> dict:
 def _scaled(value: float, what: str = "overflow"):
     def fn(t, out):
         n = _first(t)
-        t[n] = np.full_like(t[n], value) if what != "nan" else t[n].copy()
+        t[n] = np.full_like(t[n], value) if what not in ("nan", "inf") else t[n].copy()
         if what == "nan":
             t[n].flat[::7] = np.nan
         elif what == "inf":
@@ -189,6 +189,13 @@ def _tied(t, out):
 
 def _three_shards(t, out):
     write_sharded(out, t, 3, {n: ("BF16" if ".mlp." in n else "F32") for n in t})
+
+
+def _overflow64(t, out):
+    """One float64 tensor at 1e200: its squares leave float64's range."""
+    n = _first(t)
+    t[n] = np.full(t[n].shape, 1e200)
+    write(out / "model.safetensors", t, {n: "F64"})
 
 
 def _zeros(t, out):
@@ -276,6 +283,7 @@ CASES: list[Case] = [
     Case("all_int", _rewrite("linear_0.6", _all_int), exit_code=2, message="no tensor in common"),
     # values the arithmetic must survive
     Case("overflow", _rewrite("linear_0.6", _scaled(1e38)), verdict="not an interpolation"),
+    Case("overflow_float64", _rewrite("linear_0.6", _overflow64), verdict="interpolation", message="overflow float64"),
     Case("nan_tensor", _rewrite("linear_0.6", _scaled(0, "nan")), verdict="interpolation", message="non-finite"),
     Case("inf_tensor", _rewrite("linear_0.6", _scaled(0, "inf")), verdict="interpolation", message="non-finite"),
     Case("all_zero", _rewrite("linear_0.6", _zeros), verdict="not an interpolation"),
