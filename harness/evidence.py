@@ -23,10 +23,11 @@ R = TypeVar("R", bound=BaseModel)
 Number = Annotated[float, BeforeValidator(lambda v: math.nan if v is None else v)]
 
 # Version of evidence.json's layout. Bumped when a field is renamed or changes meaning (2: the
-# logit probe's per-model results became typed, intervals nested); reading a file of another
+# logit probe's per-model results became typed, intervals nested; 3: the weights probe's copy
+# check became beyond_conversion, with its departure test and storage); reading a file of another
 # version is refused with the command that regenerates it (the raw answers are in
 # the cache, so analysis is cheap and exact to repeat).
-EVIDENCE_SCHEMA_VERSION = 2
+EVIDENCE_SCHEMA_VERSION = 3
 
 
 class Interval(BaseModel):
@@ -104,7 +105,7 @@ class ModelInfo(BaseModel):
 class EvidenceFile(BaseModel):
     """The whole of evidence.json; ``harness/schema/evidence.schema.json`` is its JSON Schema."""
 
-    schema_version: Literal[2] = Field(description="Layout version of this file (EVIDENCE_SCHEMA_VERSION).")
+    schema_version: Literal[3] = Field(description="Layout version of this file (EVIDENCE_SCHEMA_VERSION).")
     run_id: str
     suite: str
     created: str = Field(description="When the analysis ran (UTC, ISO 8601).")

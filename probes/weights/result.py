@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from pydantic import BaseModel, Field
 
 from harness.evidence import Interval, Number
@@ -62,15 +60,14 @@ class WeightsResult(BaseModel):
         description="Lower bound of the cos fit's CI (tensors resampled): what the rule compares."
     )
     toward_others: Number = Field(
-        math.nan,
         description=(
             "Cos fit of S minus the parent carrying the weight on the other parents' differences from it: "
             "how much of S's departure from that parent points to the others (a merge's does, a fine-tune's not)."
         ),
     )
-    toward_others_lo: Number = Field(math.nan, description="Its CI's lower bound (tensors resampled).")
+    toward_others_lo: Number = Field(description="Its CI's lower bound (tensors resampled).")
     toward_null: Number = Field(
-        math.nan,
+        0.5,
         description=(
             "What a non-merge's departure from its nearest parent reaches toward the others: the controls' "
             "highest, at least 0.5 (an equal-norm sibling of the parents gives exactly 0.5)."
