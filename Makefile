@@ -101,6 +101,7 @@ bench-storage: test-data
 # files (cold and warm page cache), peak memory, extrapolation to 397B; results/bench-<date>/weights.md.
 bench-weights: test-data
 	$(BIN)/python benchmarks/bench_weights.py
+	$(BIN)/python benchmarks/bench_bad_checkpoints.py
 
 # Text-only evidence: prompts x samples per prompt needed for p < 1e-6 on the tiny zoo's 0.6
 # merge, next to the log-prob modes' figure; results/bench-<date>/text-power.md.
