@@ -174,9 +174,9 @@ def main() -> None:
     warm = rows[-1]
     lines += [
         "",
-        f"Linear merges: largest abs(a - a_full) {max(linear):.4f} over {len(linear)}. The share of bytes is above "
-        f"{100 * SAMPLE:g}% on the tiny zoo only because every tensor gets at least two blocks of 256 elements "
-        "(its CI needs two); on real sizes it is the sample's. Sampled, the 397B triple reads "
+        f"Linear merges: largest abs(a - a_full) {max(linear):.4f} over {len(linear)}. Every tensor is cut into "
+        "about 256 blocks and at least two are read (its CI resamples them), so a tiny tensor is read above the "
+        "sample's share. Sampled, the 397B triple reads "
         f"{SAMPLE * 3 * RIO_BYTES / 1e9:.0f} GB: {SAMPLE * 3 * RIO_BYTES / (total / rows[0][1]) / 60:.0f} min at "
         f"this disk's cold rate, {SAMPLE * 3 * RIO_PARAMS / (elements / warm[2]) / 60:.0f} min of this pass's "
         "arithmetic.",

@@ -30,7 +30,7 @@ from probes.weights.gguf_file import QUANT_GROUPS
 
 CHUNK = 1 << 20  # elements per chunk and model: 8 MiB of float64
 # Of TensorStats and of the sampled blocks: part of the journal's key, so a journal of another layout is not read.
-FORMAT = 6
+FORMAT = 7
 # A dtype conversion of P moves no element by more than one bfloat16 ulp relative (rounding to
 # nearest moves half of it, truncation, as some converters do, up to a whole one; finer dtypes
 # less), nor, for a float16 copy, by more than float16's smallest normal (a value below it is
@@ -48,19 +48,22 @@ SAMPLE_GROUPS = 16  # a sampled tensor's blocks, dealt into at most this many gr
 @dataclass(frozen=True)
 class Sample:
     """A seeded share of each tensor's elements, read as blocks at random places (the sampled
-    mode, ``params.sample``): for a 397B checkpoint, minutes of reading instead of hours. Blocks are
-    of 256 to 4096 elements (whole quantization groups; small enough for a tensor of a tiny model
-    to have many), at least one per tensor; a tensor of fewer than two blocks is read whole."""
+    mode, ``params.sample``): for a 397B checkpoint, minutes of reading instead of hours. A tensor
+    is cut into about 256 blocks (of 32 to 4096 elements; whole multiples of 256 when a model
+    stores it quantized, so the copy check sees whole quantization groups), at least two of which
+    are read (its CI resamples them); a tensor of fewer than three blocks is read whole."""
 
     fraction: float
     seed: int
 
-    def blocks(self, info: Tensor) -> tuple[int, list[int]] | None:
-        """(block size, the sorted blocks to read), or None: read the whole tensor."""
-        block = min(4096, 256 * max(1, info.numel // (256 * 256)))
+    def blocks(self, infos: list[Tensor]) -> tuple[int, list[int]] | None:
+        """(block size, the sorted blocks to read) for one tensor of every model, or None: read it whole."""
+        info = infos[0]
+        unit = 256 if any(t.dtype in QUANT_GROUPS for t in infos) else 32
+        block = min(4096, max(unit, info.numel // 256 // unit * unit))
         n = info.numel // block
         m = max(2, int(self.fraction * n))
-        if n < 2 or m >= n:
+        if m >= n:
             return None
         rng = np.random.default_rng([self.seed, zlib.crc32(info.name.encode())])
         return block, sorted(rng.choice(n, m, replace=False).tolist())
@@ -188,7 +191,7 @@ def tensor_stats(infos: list[Tensor], n_parents: int, chunk: int = CHUNK, sample
         models[i, i] = 1.0
     nonfinite = np.zeros(k, dtype=np.int64)
     overflow = False
-    plan = sample.blocks(infos[0]) if sample is not None else None
+    plan = sample.blocks(infos) if sample is not None else None
     groups = np.zeros((min(SAMPLE_GROUPS, len(plan[1])), k, k)) if plan is not None else None
     v = np.empty((k, max(chunk, plan[0] if plan else 0)))
     scratch = np.empty((2, v.shape[1]))  # for the copy check: no fresh 8 MiB arrays per chunk
@@ -326,6 +329,6 @@ def stream(
 
 def bytes_read(infos: list[Tensor], sample: Sample | None) -> int:
     """The bytes one tensor of every model takes to read: all, or its sampled blocks' share."""
-    plan = sample.blocks(infos[0]) if sample is not None else None
+    plan = sample.blocks(infos) if sample is not None else None
     share = plan[0] * len(plan[1]) / infos[0].numel if plan is not None else 1.0
     return int(sum(t.nbytes for t in infos) * share)
