@@ -18,32 +18,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.bad_checkpoints import CASES, Case  # noqa: E402
+from tests.bad_checkpoints import CASES, Case, suite_file  # noqa: E402
 
 ZOO = Path(os.environ.get("PARENTAGE_ZOO", REPO / ".cache" / "zoo" / "tiny"))
 
 
 def run_case(case: Case, where: Path, code: Path) -> str:
     """One case on the code in ``code``: "exit N; verdict; `error line`; k numpy warnings"."""
-    models = case.make(ZOO, where / "ckpt")
-    suite = {
-        "name": case.name,
-        "models": [
-            {"name": n, "role": "suspect" if n == "suspect" else "parent", "path": str(p)} for n, p in models.items()
-        ],
-        "probes": [{"kind": "weights", "params": {"base": str(ZOO / "base")} if case.base else {}}],
-        "output_dir": str(where / "results"),
-        "cache_dir": str(where / "cache"),
-    }
-    (where / "suite.yaml").write_text(yaml.safe_dump(suite))
+    cfg = suite_file(case, ZOO, where)
     main = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run(
-        [sys.executable, "-c", main, "run", str(where / "suite.yaml"), "--run-id", "r"],
+        [sys.executable, "-c", main, "run", str(cfg), "--run-id", "r"],
         capture_output=True,
         text=True,
         cwd=code,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from probes.weights.checkpoint import FLOAT_DTYPES, open_checkpoint
 
@@ -88,6 +89,24 @@ class Case:
     parent: str | None = None
     base: bool = True  # give the zoo's base as params.base
     extra: dict[str, object] = field(default_factory=dict)
+
+
+def suite_file(case: Case, zoo: Path, where: Path) -> Path:
+    """``case``'s checkpoints made under ``where`` and a suite running the weights probe on them
+    (the suspect against parent_a and parent_b), its results and cache there too."""
+    models = case.make(zoo, where / "ckpt")
+    suite = {
+        "name": case.name,
+        "models": [
+            {"name": n, "role": "suspect" if n == "suspect" else "parent", "path": str(p)} for n, p in models.items()
+        ],
+        "probes": [{"kind": "weights", "params": {"base": str(zoo / "base")} if case.base else {}}],
+        "output_dir": str(where / "results"),
+        "cache_dir": str(where / "cache"),
+    }
+    path = where / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
 
 
 def _config(src: Path, out: Path) -> None:
@@ -289,4 +308,4 @@ CASES: list[Case] = [
     Case("all_zero", _rewrite("linear_0.6", _zeros), verdict="not an interpolation"),
 ]
 
-__all__ = ["CASES", "FLOAT_DTYPES", "Case", "load", "write", "write_sharded"]
+__all__ = ["CASES", "FLOAT_DTYPES", "Case", "load", "suite_file", "write", "write_sharded"]

@@ -8,33 +8,16 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.cli import main
-from tests.bad_checkpoints import CASES, Case
+from tests.bad_checkpoints import CASES, Case, suite_file
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _suite(case: Case, zoo: Path, tmp_path: Path) -> Path:
-    models = case.make(zoo, tmp_path / "ckpt")
-    suite = {
-        "name": case.name,
-        "models": [
-            {"name": n, "role": "suspect" if n == "suspect" else "parent", "path": str(p)} for n, p in models.items()
-        ],
-        "probes": [{"kind": "weights", "params": {"base": str(zoo / "base")} if case.base else {}}],
-        "output_dir": str(tmp_path / "results"),
-        "cache_dir": str(tmp_path / "cache"),
-    }
-    cfg = tmp_path / "suite.yaml"
-    cfg.write_text(yaml.safe_dump(suite))
-    return cfg
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_checkpoint(case: Case, zoo: Path, tmp_path: Path, capsys):
-    cfg = _suite(case, zoo, tmp_path)
+    cfg = suite_file(case, zoo, tmp_path)
     code = main(["run", str(cfg), "--run-id", "r"])
     out = capsys.readouterr()
     assert "Traceback" not in out.err and "Warning" not in out.err, out.err
