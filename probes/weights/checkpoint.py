@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -63,36 +64,29 @@ class TensorInfo:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
 
-    def read(self, start: int, count: int) -> np.ndarray:
-        """Elements [start, start + count) of the flattened tensor, as ``chunks`` gives them (a
-        sampled pass reads a few such blocks of each tensor)."""
-        np_dtype, _ = FLOAT_DTYPES[self.dtype]
-        piece = np.empty(count, dtype=np_dtype)
-        with open(self.file, "rb", buffering=0) as f:
-            f.seek(self.offset + start * piece.itemsize)
-            got = f.readinto(piece.view(np.uint8).data)
+    def _fill(self, f: BinaryIO, start: int, piece: np.ndarray) -> np.ndarray:
+        """Read elements from ``start`` into ``piece`` (bfloat16 widened to float32 on return)."""
+        f.seek(self.offset + start * piece.itemsize)
+        got = f.readinto(piece.view(np.uint8).data)  # type: ignore[attr-defined]
         if got != piece.nbytes:
             raise InputError(f"{self.file}: tensor '{self.name}': file ends inside its data (read {got} bytes)")
         return (piece.astype(np.uint32) << 16).view(np.float32) if self.dtype == "BF16" else piece
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Elements [start, start + count) of the flattened tensor, as ``chunks`` gives them (a
+        sampled pass reads a few such blocks of each tensor)."""
+        with open(self.file, "rb", buffering=0) as f:
+            return self._fill(f, start, np.empty(count, dtype=FLOAT_DTYPES[self.dtype][0]))
 
     def chunks(self, size: int) -> Iterator[np.ndarray]:
         """The tensor flattened, in pieces of at most ``size`` elements in a numpy float dtype
         (bfloat16 widened to float32). The file is read into one reused buffer (``readinto``:
         no page faults of a fresh memory map per piece), so a piece is valid until the next one
         is asked for: copy it to keep it."""
-        np_dtype, _ = FLOAT_DTYPES[self.dtype]
-        buf = np.empty(min(size, self.numel), dtype=np_dtype)
+        buf = np.empty(min(size, self.numel), dtype=FLOAT_DTYPES[self.dtype][0])
         with open(self.file, "rb", buffering=0) as f:
             for start in range(0, self.numel, size):
-                piece = buf[: min(size, self.numel - start)]
-                f.seek(self.offset + start * buf.itemsize)
-                got = f.readinto(piece.view(np.uint8).data)
-                if got != piece.nbytes:
-                    raise InputError(f"{self.file}: tensor '{self.name}': file ends inside its data (read {got} bytes)")
-                if self.dtype == "BF16":  # bfloat16 is the top half of a float32
-                    yield (piece.astype(np.uint32) << 16).view(np.float32)
-                else:
-                    yield piece
+                yield self._fill(f, start, buf[: min(size, self.numel - start)])
 
 
 Tensor = TensorInfo | GGUFTensor  # what a checkpoint's tensors are: both read in float chunks

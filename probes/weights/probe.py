@@ -113,12 +113,6 @@ class WeightsProbe(Probe):
                     problems.append((field, str(e)))
         return opened, problems
 
-    def _dir(self, suite: Suite, name: str) -> Path:
-        d = self.checkpoint_dir(suite.model(name))
-        if d is None:  # preflight reports it first
-            raise InputError(f"probe '{self.instance}': model '{name}' has no local checkpoint")
-        return d
-
     def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
         """Every checkpoint's headers parse and every byte range is inside its file: a truncated
         shard is found now, not after hours of reading."""
@@ -211,7 +205,9 @@ class WeightsProbe(Probe):
         base_parent = None
         if self.params.base:
             base = Path(self.params.base).resolve()
-            base_parent = next((p for p in parents if self._dir(suite, p).resolve() == base), None)
+            base_parent = next(
+                (p for p in parents if Path(str(self.checkpoint_dir(suite.model(p)))).resolve() == base), None
+            )
         if self.params.base and base_parent is None:
             ref_name, ref = "base", opened["base"]
             fitted = parents
