@@ -3,7 +3,7 @@
 Full mode used to store every log-prob (4 V bytes per scored token: 196 KB at SmolLM2's 49,152).
 Compact storage (``vocab_sample`` > 0, the default) keeps the top ``vocab_head`` tokens, the
 actual token and a uniform sample of ``vocab_sample`` vocabulary entries drawn once per text
-(weighted by V / n in every sum: ``probes/logit/align.align_compact``). This benchmark scores the
+(weighted by V / n in every sum: ``probes/shared/align.align_compact``). This benchmark scores the
 same texts both ways and prints, per storage:
 
 * every model's verdict, a_hat with its CI and the residual (exact vs compact side by side);

@@ -40,12 +40,11 @@ from harness.cache import Cache
 from harness.case import conclude
 from harness.cli import main as cli
 from harness.config import load_suite
-from harness.data import balanced_head, load_items
 from harness.runstore import RunStore
 from probes.logit.case import logit_case
 from probes.logit.lineage import is_task_free
-from probes.logit.probe import CORPUS
 from probes.logit.result import LogitResult
+from probes.shared.corpus import corpus_items
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("PARENTAGE_CACHE", REPO / ".cache" / "parentage"))
@@ -162,7 +161,7 @@ def analyse(
     out: dict[tuple[str, int | None], Any] = {}
     cache = Cache(CACHE)
     try:
-        order = [it.id for it in balanced_head(load_items(None, CORPUS), None)]
+        order = [it.id for it in corpus_items(None, None)]
         for probe in build_probes(suite):
             if probe.kind != "logit_interpolation":
                 continue

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def corpus(n: int) -> list[str]:
-    lines = (REPO / "probes" / "logit" / "data" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (REPO / "probes" / "shared" / "data" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(x)["text"] for x in lines[:n]]
 
 

@@ -76,7 +76,7 @@ def main() -> None:
     zoo = Path(os.environ.get("PARENTAGE_ZOO_SMOL", REPO / ".cache" / "zoo" / "smol"))
     rows = [
         json.loads(x)
-        for x in (REPO / "probes" / "logit" / "data" / "corpus.jsonl").read_text().splitlines()
+        for x in (REPO / "probes" / "shared" / "data" / "corpus.jsonl").read_text().splitlines()
         if x.strip()
     ]
     texts = [r["text"] for r in rows[: args.texts]]

@@ -15,10 +15,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from harness.backends.base import Request
 from harness.cache import Cache
-from harness.config import StatsSpec, Suite
 from harness.errors import InputError, Problem
 from harness.evidence import EVIDENCE_SCHEMA_VERSION, EvidenceFile, ProbeEvidence
 from harness.runstore import RunStore, now
+from harness.suite import StatsSpec, Suite
 from probes import PROBES, probe_class
 from probes.base import Probe, Record
 

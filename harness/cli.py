@@ -30,7 +30,7 @@ from harness.errors import (
 )
 
 if TYPE_CHECKING:  # the CLI imports its heavy parts lazily, so `validate` and `--help` stay fast
-    from harness.config import Suite
+    from harness.suite import Suite
     from probes.base import Probe
 
 console = Console(stderr=True)
@@ -275,7 +275,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
     for n in names:
         print(f"{n}: {assets.fetch(n)}")
     if all(assets.path(n).exists() for n in ("llama-vocab", "smollm2-gguf")):
-        from probes.tokenizer import library as tokenizer_library
+        from harness import tokenizers as tokenizer_library
 
         print("preparing the tokenizer library (GGUF -> tokenizer.json, once) ...")
         index = tokenizer_library.prepare()
@@ -286,7 +286,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from harness.analyze import evidence_json_schema
-    from harness.config import suite_json_schema
+    from harness.suite import suite_json_schema
 
     schema = evidence_json_schema() if args.which == "evidence" else suite_json_schema()
     text = json.dumps(schema, indent=2) + "\n"

@@ -19,9 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness.backends import make_backend
 from harness.backends.base import Backend, Capabilities, CountResult, GenerateResult, ModelRef, Result, ScoreResult
 from harness.cache import Cache, cache_key
-from harness.config import ModelSpec, Suite
 from harness.errors import BackendError, CapabilityMissing, PartialBatch
 from harness.runstore import RunStore
+from harness.suite import ModelSpec, Suite
 from probes.base import Probe, Skip
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from harness import case
 from harness.analyze import build_probes, suite_of
-from harness.config import Suite
 from harness.evidence import Estimate, ProbeEvidence, load_evidence
 from harness.format import fmt_ci
 from harness.report import subjects
 from harness.runstore import RunStore
+from harness.suite import Suite
 from probes.base import Probe
 
 # The estimates worth a line of their own (any probe that reports them); every other number

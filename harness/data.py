@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from harness.errors import InputError
 
 if TYPE_CHECKING:  # the schema type only: harness.config itself calls into this module
-    from harness.config import DataSource
+    from harness.suite import DataSource
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 

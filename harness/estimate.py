@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.backends import backend_class
 from harness.backends.base import CountRequest, GenerateRequest, ModelRef, ScoreRequest
-from harness.config import Suite
+from harness.suite import Suite
 from probes.base import Planned, Probe, Skip
 
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from harness import case
 from harness.analyze import build_probes, suite_of
-from harness.config import Suite
 from harness.evidence import ProbeEvidence, load_evidence
 from harness.format import ci_label
 from harness.runstore import RunStore
+from harness.suite import Suite
 from probes.base import Probe
 
 TEMPLATES = Path(__file__).parent / "templates"

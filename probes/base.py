@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict
 
 from harness.backends.base import Capabilities, Capability, CountResult, GenerateResult, Request, Result, ScoreResult
 from harness.case import ProbeCase
-from harness.config import ModelSpec, ProbeSpec, Suite
 from harness.evidence import ProbeEvidence
 from harness.format import estimates_table
+from harness.suite import ModelSpec, ProbeSpec, Suite
 
 R = TypeVar("R", ScoreResult, GenerateResult, CountResult)
 

@@ -119,7 +119,7 @@ def test_shipped_configs_validate(zoo, monkeypatch):
 def test_json_schema_is_current():
     import json
 
-    from harness.config import suite_json_schema
+    from harness.suite import suite_json_schema
 
     repo = Path(__file__).resolve().parent.parent
     shipped = json.loads((repo / "harness" / "schema" / "suite.schema.json").read_text())

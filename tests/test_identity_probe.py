@@ -7,8 +7,8 @@ import pytest
 
 from harness.backends.base import Capabilities, Capability, GenerateRequest, GenerateResult
 from harness.cli import main
-from harness.config import ModelSpec, ProbeSpec, Suite
 from harness.errors import InputError
+from harness.suite import ModelSpec, ProbeSpec, Suite
 from probes.base import Record, Skip
 from probes.identity.probe import IdentityProbe
 

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from harness.backends.base import GenerateResult, ScoreRequest, ScoreResult, compact_full
-from harness.config import ModelSpec, ProbeSpec, Suite
 from harness.stats import bootstrap_weights
+from harness.suite import ModelSpec, ProbeSpec, Suite
 from probes.base import Record
-from probes.logit.align import align_full, align_next_token, align_topk
 from probes.logit.case import logit_case
 from probes.logit.estimators import summed_statistics
 from probes.logit.interpolation import Layout, fit_simplex, text_stats
 from probes.logit.probe import LogitInterpolationProbe
 from probes.logit.result import LogitResult
+from probes.shared.align import align_full, align_next_token, align_topk
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.backends.base import ScoreRequest, ScoreResult
-from harness.config import ModelSpec, ProbeSpec, Suite
+from harness.suite import ModelSpec, ProbeSpec, Suite
 from probes.base import Record
 from probes.logit.probe import LogitInterpolationProbe
 

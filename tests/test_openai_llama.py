@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 
+from harness import tokenizers as lib
 from harness.backends.base import Capability, CountRequest, GenerateRequest, ModelRef
 from harness.backends.openai import OpenAIBackend
-from probes.tokenizer import library as lib
 from probes.tokenizer.probe import identify, match_table
 from tests.conftest import write_suite
 
@@ -78,7 +78,7 @@ def test_sampling_extra_reaches_the_sampler(llama_server):
 
 def test_usage_counts_identify_the_smollm2_tokenizer(llama_server, capsys):
     """Black-box: token counts from usage.prompt_tokens alone pick SmolLM2's tokenizer."""
-    from harness.config import ProbeSpec
+    from harness.suite import ProbeSpec
     from probes.tokenizer.probe import TokenizerProbe
 
     strings = [it.text for it in TokenizerProbe(ProbeSpec(kind="tokenizer")).strings()]

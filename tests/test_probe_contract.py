@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.backends.base import Capabilities, Capability
-from harness.config import ModelSpec, ProbeSpec, Suite
+from harness.suite import ModelSpec, ProbeSpec, Suite
 from probes import PROBES, probe_class
 from probes.base import Planned, Probe, Skip
 

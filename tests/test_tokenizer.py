@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import tokenizers as lib
 from harness.backends.base import Capabilities, Capability, CountRequest, ModelRef
-from harness.config import ModelSpec, ProbeSpec
 from harness.errors import InputError
-from probes.tokenizer import library as lib
-from probes.tokenizer.fingerprint import ALL_PARTS, compare, fingerprint
+from harness.suite import ModelSpec, ProbeSpec
+from probes.shared.tokenizer_files import ALL_PARTS, compare, fingerprint
 from probes.tokenizer.probe import TokenizerProbe, identify, match_table
 
 REPO = Path(__file__).resolve().parent.parent

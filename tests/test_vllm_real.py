@@ -68,7 +68,7 @@ def attached(server: dict, **opts) -> VLLMBackend:
 def corpus_texts(n: int) -> list[str]:
     rows = [
         json.loads(x)
-        for x in (REPO / "probes" / "logit" / "data" / "corpus.jsonl").read_text().splitlines()
+        for x in (REPO / "probes" / "shared" / "data" / "corpus.jsonl").read_text().splitlines()
         if x.strip()
     ]
     return [r["text"] for r in rows[:n]]

@@ -156,7 +156,7 @@ def compact_full(result: ScoreResult, request: ScoreRequest) -> ScoreResult:
     Why: the whole vocabulary costs 4 V bytes per scored token (196 KB at SmolLM2's 49,152, 608 KB
     at Qwen's 151,936). The statistics are sums over the vocabulary; the head (top-k, the
     actual token) carries most of the probability mass and a uniform sample stands for the rest
-    (``probes/logit/align.py`` weights it by V / n: Horvitz-Thompson)."""
+    (``probes/shared/align.py`` weights it by V / n: Horvitz-Thompson)."""
     full = result.full
     n = request.vocab_sample
     if full is None or n == 0 or n + request.top_k >= full.shape[1]:

@@ -118,7 +118,7 @@ def convert_smollm2(out: Path, log: Callable[[str], None] = print) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from probes.tokenizer.library import gguf_tokenizer_dir
+    from harness.tokenizers import gguf_tokenizer_dir
 
     if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
         return out

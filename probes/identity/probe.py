@@ -33,11 +33,11 @@ from pydantic import Field, field_validator
 
 from harness.backends.base import Capabilities, Capability, GenerateRequest, GenerateResult
 from harness.case import ProbeCase
-from harness.config import ModelSpec, Suite
 from harness.data import Item, balanced_head, load_file, load_items
 from harness.errors import InputError
 from harness.evidence import ProbeEvidence
 from harness.stats import adjust, clustered_wilson, signflip_pvalue
+from harness.suite import ModelSpec, Suite
 from probes.base import Planned, Probe, ProbeParams, Record, Skip, uncalibrated_note
 from probes.identity import render
 from probes.identity.case import identity_case

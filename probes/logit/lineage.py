@@ -43,14 +43,13 @@ from __future__ import annotations
 import json
 import random
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from harness.data import Item
 from harness.evidence import Interval
+from probes.shared.corpus import CORPUS
 
-CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
 KINDS = ("shuffled", "salad", "chars")
 PREFIX = "taskfree-"  # item ids: kept apart from natural texts in analysis
 SEED = 20260604  # fixed: the inputs are part of the probe's definition, not of a run

@@ -18,7 +18,7 @@ reports, each with a cluster-bootstrap CI over texts (texts are the resampling u
   every number against the suite's control models; Holm-corrected.
 
 The verdict rule is in :mod:`probes.logit.verdict`. The maths is in :mod:`probes.logit.interpolation`,
-the alignment of records by token id in :mod:`probes.logit.align`.
+the alignment of records by token id in :mod:`probes.shared.align`.
 """
 
 from __future__ import annotations
@@ -36,14 +36,12 @@ from pydantic import Field, model_validator
 
 from harness.backends.base import Capabilities, Capability, GenerateRequest, ScoreRequest, ScoreResult
 from harness.case import ProbeCase
-from harness.config import ModelSpec, Suite
-from harness.data import balanced_head, load_items
 from harness.evidence import Estimate, ProbeEvidence
 from harness.provenance import same_weight_files
 from harness.stats import adjust, paired_bootstrap, percentile_ci, z_pvalue
+from harness.suite import ModelSpec, Suite
 from probes.base import Planned, Probe, ProbeParams, Record, Shortlist, Skip, uncalibrated_note
 from probes.logit import render
-from probes.logit.align import align, as_kind, request_mode
 from probes.logit.case import logit_case
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
 from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats, weighted_gram
@@ -51,8 +49,9 @@ from probes.logit.lineage import excess, is_task_free, relative_distances, task_
 from probes.logit.result import ControlCalibration, Interval, LogitResult
 from probes.logit.selection import screen_order, select
 from probes.logit.verdict import VerdictThresholds, decide
+from probes.shared.align import align, as_kind, request_mode
+from probes.shared.corpus import corpus_items
 
-CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
 MODE_ORDER = {"full": 0, "topk": 1, "next_token": 2}
 MERGE_VERDICTS = ("interpolation", "interpolation_plus_training")
 POWER_NOTE = {
@@ -151,7 +150,7 @@ class LogitInterpolationProbe(Probe):
 
     # ------------------------------------------------------------------ collection
     def _items(self):
-        return balanced_head(load_items(self.spec.data, CORPUS), self.params.max_texts)
+        return corpus_items(self.spec.data, self.params.max_texts)
 
     def _mode_for(self, caps: Capabilities) -> str | None:
         wanted = self.params.mode

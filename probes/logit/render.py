@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.config import Suite
 from harness.evidence import ProbeEvidence
 from harness.format import ci_label, fmt, fmt_ci, fmt_p
+from harness.suite import Suite
 from probes.base import save_figure, subplots
 from probes.logit.result import LogitResult
 from probes.logit.verdict import VerdictThresholds

@@ -14,7 +14,7 @@ suspect sampled at T = 1 should come out near 1 relative to its parents' scale).
 Input per prompt (the cluster: samples of one prompt share it): ``TokenData`` with, per scored
 token, each parent's log-prob of the sampled token (exact) and the parents' log-probs on a
 support with weights (the whole vocabulary, or the compact head + V/n-weighted sample, see
-``probes.logit.align``: the normaliser is then an unbiased estimate of the vocabulary sum).
+``probes.shared.align``: the normaliser is then an unbiased estimate of the vocabulary sum).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ suspect's own samples are scored locally by each parent:
    two-sample test against each parent's own samples (:mod:`probes.text.equality`) for "a copy
    of parent X".
 
-Verdicts, in the logit probe's vocabulary where it applies (:func:`decide`): ``copy``,
+Verdicts, in the logit probe's vocabulary where it applies (:func:`probes.text.verdict.decide`): ``copy``,
 ``interpolation``, ``derived_from_one_parent``, ``inconclusive``. Text alone cannot tell a
 merge trained further from a merge, nor measure how far an unrelated model is: those verdicts
 are not given here.
@@ -41,19 +41,18 @@ from harness.backends.base import (
     ScoreResult,
 )
 from harness.case import ProbeCase
-from harness.config import ModelSpec, Suite
-from harness.data import balanced_head, load_items
 from harness.errors import InputError
 from harness.evidence import Estimate, Interval, ProbeEvidence
-from harness.format import ci_label, fmt, fmt_p
 from harness.stats import adjust, cluster_bootstrap, wilcoxon_greater
+from harness.suite import ModelSpec, Suite
 from probes.base import Planned, Probe, ProbeParams, Record, Skip, uncalibrated_note
-from probes.logit.align import align
-from probes.logit.probe import CORPUS
-from probes.text import equality, likelihood
+from probes.shared.align import align
+from probes.shared.corpus import corpus_items
+from probes.shared.tokenizer_files import TokenizerFingerprint, fingerprint
+from probes.text import equality, likelihood, render
 from probes.text.case import text_case
 from probes.text.result import Equality, TextResult
-from probes.tokenizer.fingerprint import TokenizerFingerprint, fingerprint
+from probes.text.verdict import decide
 
 # What decides how a text is split into tokens (the chat template and decoder do not).
 TOKENISATION = ("model_type", "vocab", "merges", "pre_tokenizer", "normalizer")
@@ -125,7 +124,7 @@ class TextInterpolationProbe(Probe):
         return problems
 
     def _prompts(self) -> list[tuple[str, list[dict[str, str]]]]:
-        items = balanced_head(load_items(self.spec.data, CORPUS), self.params.prompts)
+        items = corpus_items(self.spec.data, self.params.prompts)
         return [(it.id, [{"role": "user", "content": it.text[: self.params.prompt_chars]}]) for it in items]
 
     def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
@@ -325,7 +324,7 @@ class TextInterpolationProbe(Probe):
         ev.tables["self_check"] = self._self_check(scored, parents, rng, alpha)
         ev.tables["cost"] = self._cost(records, scored, scores, parents)
         ev.per_model = {m: r.model_dump(mode="json") for m, r in results.items()}
-        ev.summary = _summary(results, ev.ci_level, suite)
+        ev.summary = render.summary(results, ev.ci_level, suite)
         ev.notes.append(
             f"Temperature: fitted jointly with the weights (T = 1 / sum of the log-linear coefficients); the samples "
             f"were drawn at temperature {p.temperature}, top_p {p.top_p}"
@@ -457,60 +456,7 @@ class TextInterpolationProbe(Probe):
         return text_case(evidence.instance, evidence.results(TextResult)[m], evidence.ci_level)
 
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
-        results = evidence.results(TextResult)
-        level = ci_label(evidence.ci_level)
-        parents = self._parents(suite)
-        head = " | ".join(f"weight {x} [{level}]" for x in parents)
-        rows = [
-            f"| model | role | prompts / samples / tokens | {head} | T [{level}] | held-out gain per token (p) | "
-            "fit test: T² / components (p) | "
-            + " | ".join(f"equal to {x}: p stratified (unstratified)" for x in parents)
-            + " | verdict |",
-            "|" + "---|" * (7 + 2 * len(parents)),
-        ]
-        for m, r in results.items():
-            rows.append(
-                f"| {m} | {r.role} | {r.prompts} / {r.samples} / {r.tokens} | "
-                + " | ".join(r.weights[x].text() for x in parents)
-                + f" | {r.temperature.text(2)} | {fmt(r.cv_gain, 4)} ({fmt_p(r.cv_p)}) | "
-                f"{fmt(r.fit_statistic, 1)} / {r.fit_df} ({fmt_p(r.fit_p)}) | "
-                + " | ".join(
-                    f"{fmt_p(r.equality[x].p_adjusted)} ({fmt_p(r.equality[x].p_unstratified)})" for x in parents
-                )
-                + f" | {r.verdict.replace('_', ' ')} |"
-            )
-        rows += ["", "Reasons:", ""] + [f"- {m}: {'; '.join(r.reasons)}" for m, r in results.items()]
-        checks = evidence.tables.get("self_check", [])
-        if checks:
-            rows += [
-                "",
-                "Self-check (each parent's own answers fitted like a suspect's; an exact pipeline gives weight 1 on "
-                "itself and the sampling temperature; the gap is the pipeline's distortion): "
-                + "; ".join(
-                    f"{c['parent']}: weight on itself {Interval(**c['weight_on_itself']).text()}, temperature "
-                    f"{Interval(**c['temperature']).text(2)}"
-                    for c in checks
-                )
-                + ".",
-            ]
-        cost = evidence.tables.get("cost", [])
-        if cost:
-            rows += [
-                "",
-                "Cost (answers and tokens bought from each model's server; local scoring by the parents; answers "
-                "scored as sampled had their token ids back, the others were re-tokenised):",
-                "",
-                "| model | answers | prompt tokens sent | answer tokens received | scored as sampled | "
-                "teacher-forced by it | tokens it scored |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for c in cost:
-                rows.append(
-                    f"| {c['model']} | {c['answers']} | {c['prompt_tokens_sent']} | {c['answer_tokens_received']} | "
-                    f"{c.get('scored_as_sampled', '')} / {c.get('scored_answers', '')} | "
-                    f"{c.get('teacher_forced', '')} | {c.get('tokens_scored', '')} |"
-                )
-        return "\n".join(rows) + "\n"
+        return render.report_section(evidence, self._parents(suite))
 
 
 def _sampled_ids(result: GenerateResult) -> list[list[int] | None]:
@@ -527,66 +473,3 @@ def _per_token(rows: list[tuple[str, list[ScoreResult]]], i: int) -> float:
     """Negative log-likelihood per token of these answers under parent i (NaN: no tokens)."""
     n = sum(len(results[i].token_logprobs) for _, results in rows)
     return -sum(float(results[i].token_logprobs.sum()) for _, results in rows) / n if n else float("nan")
-
-
-def decide(r: TextResult, alpha: float, margin: float) -> tuple[str, str | None, list[str]]:
-    """The text-only verdict, in order:
-
-    1. **copy** of X: the stratified equality test does not reject "same model as X" and the
-       likelihood's weight on X reaches the vertex (its CI's upper end >= 1 - margin);
-    2. **interpolation**: the held-out gain over the better single parent is significant, every
-       weight's CI lies inside (margin, 1 - margin), and the information-matrix test does not
-       reject the fitted interpolation. The last is what text alone needs most: a sibling
-       fine-tune of the parents' shared base fits an interpolation with a larger gain than a
-       merge's (tiny zoo: weights 0.40 / 0.60), but the fit leaves its samples' second moments
-       unexplained. The caller withdraws the verdict from every model when a control meets
-       this rule (the calibration);
-    3. **derived from one parent** X: the weight on X reaches the vertex, but the samples differ;
-    4. **inconclusive** otherwise, with the reasons. Text alone measures no distance to the
-       parents, so "related" and "unrelated" are not given; ``excess`` says how much less likely
-       the parents find the model's answers than their own."""
-    nearest = max(r.weights, key=lambda x: r.weights[x].value or 0.0)
-    w = r.weights[nearest]
-    at_vertex = (w.hi or 0.0) >= 1 - margin
-    eq = r.equality.get(nearest)
-    p_same = None if eq is None else (eq.p_adjusted if eq.p_adjusted is not None else eq.p)
-    inside = all((x.lo or 0.0) > margin and (x.hi or 1.0) < 1 - margin for x in r.weights.values())
-    significant = r.cv_p < alpha and r.cv_gain > 0
-    fits = bool(np.isfinite(r.fit_p)) and r.fit_p >= alpha
-    reasons = [
-        f"weights {', '.join(f'{x} {v.text()}' for x, v in r.weights.items())}; fitted temperature "
-        f"{r.temperature.text(2)} (sampled at {r.sampling_temperature:g})",
-        f"held-out gain {fmt(r.cv_gain, 4)} nats/token over the better single parent, p {fmt_p(r.cv_p)}",
-        f"the interpolation {'fits' if fits else 'does not fit'} its samples: information-matrix test T² "
-        f"{fmt(r.fit_statistic, 1)} on {r.fit_df} components, p {fmt_p(r.fit_p)}",
-        "gain above every control's: "
-        + (
-            "no control to compare with"
-            if r.p_gain_above_controls is None
-            else f"p {fmt_p(r.p_gain_above_controls)} (worst: {r.closest_control})"
-        ),
-        f"samples equal to {nearest}'s: p {fmt_p(p_same)} (stratified permutation test, Holm)",
-        f"the parents find its answers {r.excess.text(3)} nats/token less likely than their own",
-    ]
-    if p_same is not None and p_same >= alpha and at_vertex:
-        return "copy", nearest, [*reasons, f"indistinguishable from {nearest}'s samples at this sample size"]
-    if significant and inside and fits:
-        return "interpolation", None, reasons
-    if at_vertex and p_same is not None and p_same < alpha:
-        return "derived_from_one_parent", nearest, reasons
-    return "inconclusive", None, reasons
-
-
-def _summary(results: dict[str, TextResult], ci_level: float, suite: Suite) -> str:
-    lines = []
-    for m in (x.name for x in suite.by_role("suspect")):
-        r = results.get(m)
-        if r is None:
-            continue
-        weights = ", ".join(f"{x} {v.text()}" for x, v in r.weights.items())
-        lines.append(
-            f"**{m}**: {r.verdict.replace('_', ' ')} from {r.samples} sampled answers to {r.prompts} prompts "
-            f"({r.tokens} tokens): weights {weights} ({ci_label(ci_level)}), fitted temperature "
-            f"{r.temperature.text(2)}, held-out gain {fmt(r.cv_gain, 4)} nats/token (p {fmt_p(r.cv_p)})."
-        )
-    return "\n\n".join(lines)

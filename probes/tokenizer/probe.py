@@ -24,18 +24,18 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
+from harness import tokenizers as lib
 from harness.backends.base import Capabilities, Capability, CountRequest, CountResult
 from harness.case import ProbeCase
-from harness.config import ModelSpec, Suite
 from harness.data import Item, balanced_head, load_file, load_items
 from harness.errors import InputError
 from harness.evidence import ProbeEvidence
 from harness.stats import wilson
+from harness.suite import ModelSpec, Suite
 from probes.base import Planned, Probe, ProbeParams, Record, Skip
-from probes.tokenizer import library as lib
+from probes.shared.tokenizer_files import compare, fingerprint
 from probes.tokenizer import render
 from probes.tokenizer.case import tokenizer_case
-from probes.tokenizer.fingerprint import compare, fingerprint
 from probes.tokenizer.result import TokenizerResult
 
 STRINGS = Path(__file__).parent / "data" / "tokenizer_strings.jsonl"

@@ -31,9 +31,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from harness.backends.base import Capabilities
 from harness.cache import default_cache_dir
 from harness.case import ProbeCase
-from harness.config import ModelSpec, Suite
 from harness.errors import InputError
 from harness.evidence import Interval, ProbeEvidence
+from harness.suite import ModelSpec, Suite
 from probes.base import Planned, Probe, ProbeParams, Record, Skip
 from probes.weights import analysis as an
 from probes.weights import render

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from harness.errors import InputError
-from probes.tokenizer.library import tokenizer_dir
+from harness.tokenizers import tokenizer_dir
 
 PARTS = ("model_type", "vocab", "merges", "added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder")
 ALL_PARTS = (*PARTS, "chat_template")
