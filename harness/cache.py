@@ -18,33 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends.base import CountResult, GenerateResult, Request, Result, ScoreResult
+from harness.backends.base import RESULT_TYPES, Request, Result
 from harness.errors import InputError, StorageError
 
 # ------------------------------------------------ results <-> stored rows (JSON meta + npz arrays)
 
 
 def result_to_payload(result: Result) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Split a result into JSON metadata and numpy arrays for the cache."""
-    if isinstance(result, ScoreResult):
-        arrays = {k: v for k, v in result.__dict__.items() if isinstance(v, np.ndarray)}
-        meta: dict[str, Any] = {"type": "score"}
-        if result.vocab_size:
-            meta["vocab_size"] = result.vocab_size
-        return meta, arrays
-    if isinstance(result, CountResult):
-        return {"type": "count", **result.__dict__}, {}
-    return {"type": "generate", **result.__dict__}, {}
+    """Split a result into JSON metadata (with its kind) and numpy arrays for the cache."""
+    meta, arrays = result.to_payload()
+    return {"type": result.kind, **meta}, arrays
 
 
 def payload_to_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Result:
-    if meta["type"] == "score":
-        return ScoreResult(**arrays, vocab_size=meta.get("vocab_size", 0))
-    if meta["type"] == "count":
-        return CountResult(n_tokens=meta["n_tokens"], method=meta["method"])
     fields = {k: v for k, v in meta.items() if k != "type"}
-    fields["first_token_topk"] = [[tuple(p) for p in pos] for pos in fields.get("first_token_topk", [])]
-    return GenerateResult(**fields)
+    return RESULT_TYPES[meta["type"]].from_payload(fields, arrays)
 
 
 def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:

@@ -10,14 +10,13 @@ repeating a request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.backends import make_backend
-from harness.backends.base import Backend, Capabilities, CountResult, GenerateResult, ModelRef, Result, ScoreResult
+from harness.backends.base import Backend, Capabilities, ModelRef, Result
 from harness.cache import Cache, cache_key
 from harness.errors import BackendError, CapabilityMissing, PartialBatch
 from harness.runstore import RunStore
@@ -31,17 +30,6 @@ class CollectStats:
     cache_hits: int = 0
     computed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
-
-
-def summarize(result: Result) -> dict[str, Any]:
-    """Small, human-readable part of a result for the raw record (bulk arrays stay in the cache)."""
-    if isinstance(result, ScoreResult):
-        return {"n_tokens": int(result.token_ids.shape[0]), "sum_logprob": float(result.token_logprobs.sum())}
-    if isinstance(result, GenerateResult):
-        return {"texts": result.texts, "completion_tokens": result.completion_tokens}
-    if isinstance(result, CountResult):
-        return {"n_tokens": result.n_tokens, "method": result.method}
-    return {}
 
 
 def _progress(console: Console) -> Progress:
@@ -190,7 +178,7 @@ class Collector:
                     "meta": planned[i].meta,
                     "request": planned[i].request.model_dump(mode="json"),
                     "cached": from_cache,
-                    "summary": summarize(result),
+                    "summary": result.summary(),
                 },
             )
 

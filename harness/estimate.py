@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.backends import backend_class
-from harness.backends.base import CountRequest, GenerateRequest, ModelRef, ScoreRequest
+from harness.backends.base import ModelRef
 from harness.suite import Suite
 from probes.base import Planned, Probe, Skip
 
@@ -72,16 +72,11 @@ def estimate(suite: Suite, probes: list[Probe]) -> list[Row]:
 
 def _count(row: Row, planned: list[Planned]) -> Row:
     for p in planned:
-        r = p.request
+        cost = p.request.cost()
         row.requests += 1
-        if isinstance(r, ScoreRequest):
-            row.score_tokens += r.max_tokens or len(r.text)  # unbounded: about a token per character at most
-            row.prompt_chars += len(r.text)
-        elif isinstance(r, GenerateRequest):
-            row.new_tokens += r.max_new_tokens * r.n
-            row.prompt_chars += sum(len(m["content"]) for m in r.messages)
-        elif isinstance(r, CountRequest):
-            row.prompt_chars += len(r.text)
+        row.score_tokens += cost.score_tokens
+        row.new_tokens += cost.new_tokens
+        row.prompt_chars += cost.prompt_chars
     return row
 
 

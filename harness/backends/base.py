@@ -43,11 +43,29 @@ class Capabilities(BaseModel):
 Message = dict[str, str]
 
 
+@dataclass
+class RequestCost:
+    """Upper bounds for one request: tokens scored, tokens generated, characters of prompt sent."""
+
+    score_tokens: int = 0
+    new_tokens: int = 0
+    prompt_chars: int = 0
+
+
 class _Request(BaseModel):
+    """A request of one kind. The kind's name is also the name of the ``Backend`` method that
+    serves a batch of them (``Backend.execute`` dispatches on it), so each kind owns its
+    cost here and its result type owns its summary and cache payload: adding a kind touches
+    this file and the backends that serve it."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     # Fields added after answers were first cached: left out of the key while at their default,
     # so every answer cached before they existed keeps its key.
     _late_fields: ClassVar[tuple[str, ...]] = ()
+
+    def cost(self) -> RequestCost:
+        """At most what this request costs to serve: ``run --estimate`` sums these."""
+        raise NotImplementedError
 
     def canonical(self) -> str:
         """Canonical JSON of the whole request; part of the cache key."""
@@ -90,6 +108,10 @@ class ScoreRequest(_Request):
         "the actual token. 0 keeps the whole vocabulary.",
     )
 
+    def cost(self) -> RequestCost:
+        # Unbounded: about a token per character at most.
+        return RequestCost(score_tokens=self.max_tokens or len(self.text), prompt_chars=len(self.text))
+
 
 class GenerateRequest(_Request):
     """A chat generation. ``seed`` and ``n`` make sampled requests cacheable and reproducible."""
@@ -103,12 +125,20 @@ class GenerateRequest(_Request):
     seed: int = 0
     top_logprobs: int = Field(0, ge=0, description="Return top-k log-probs of the first generated token.")
 
+    def cost(self) -> RequestCost:
+        return RequestCost(
+            new_tokens=self.max_new_tokens * self.n, prompt_chars=sum(len(m["content"]) for m in self.messages)
+        )
+
 
 class CountRequest(_Request):
     """How many tokens ``text`` adds to a prompt, special tokens and chat template excluded."""
 
     kind: Literal["count"] = "count"
     text: str
+
+    def cost(self) -> RequestCost:
+        return RequestCost(prompt_chars=len(self.text))
 
 
 Request = ScoreRequest | GenerateRequest | CountRequest
@@ -136,6 +166,20 @@ class ScoreResult:
     sample_ids: np.ndarray | None = None
     sample_logprobs: np.ndarray | None = None
     vocab_size: int = 0
+    kind: ClassVar[str] = "score"
+
+    def summary(self) -> dict[str, Any]:
+        """The small, human-readable part kept in the run's raw record (arrays stay in the cache)."""
+        return {"n_tokens": int(self.token_ids.shape[0]), "sum_logprob": float(self.token_logprobs.sum())}
+
+    def to_payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON metadata and numpy arrays, as the cache stores them."""
+        arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+        return ({"vocab_size": self.vocab_size} if self.vocab_size else {}), arrays
+
+    @classmethod
+    def from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ScoreResult:
+        return cls(**arrays, vocab_size=meta.get("vocab_size", 0))
 
 
 def vocab_sample_ids(text: str, vocab_size: int, n: int) -> np.ndarray:
@@ -189,6 +233,19 @@ class GenerateResult:
     rendered_prompt: str | None = None
     first_token_topk: list[list[tuple[str, float]]] = field(default_factory=list)
     token_ids: list[list[int]] | None = None
+    kind: ClassVar[str] = "generate"
+
+    def summary(self) -> dict[str, Any]:
+        return {"texts": self.texts, "completion_tokens": self.completion_tokens}
+
+    def to_payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return dict(self.__dict__), {}
+
+    @classmethod
+    def from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> GenerateResult:
+        fields = dict(meta)
+        fields["first_token_topk"] = [[tuple(p) for p in pos] for pos in fields.get("first_token_topk", [])]
+        return cls(**fields)
 
 
 @dataclass
@@ -198,9 +255,24 @@ class CountResult:
 
     n_tokens: int
     method: str
+    kind: ClassVar[str] = "count"
+
+    def summary(self) -> dict[str, Any]:
+        return {"n_tokens": self.n_tokens, "method": self.method}
+
+    def to_payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return dict(self.__dict__), {}
+
+    @classmethod
+    def from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> CountResult:
+        return cls(n_tokens=meta["n_tokens"], method=meta["method"])
 
 
 Result = ScoreResult | GenerateResult | CountResult
+# Result types by kind: how the cache finds the type of a stored answer.
+RESULT_TYPES: dict[str, type[ScoreResult] | type[GenerateResult] | type[CountResult]] = {
+    t.kind: t for t in (ScoreResult, GenerateResult, CountResult)
+}
 
 
 def sha256_text(text: str | None) -> str | None:
@@ -288,17 +360,11 @@ class Backend(ABC):
         return 8
 
     def execute(self, requests: list[Request]) -> list[Result]:
-        """Dispatch a homogeneous batch to the method for its kind."""
-        scores = [r for r in requests if isinstance(r, ScoreRequest)]
-        generations = [r for r in requests if isinstance(r, GenerateRequest)]
-        counts = [r for r in requests if isinstance(r, CountRequest)]
-        if len(scores) == len(requests):
-            return list(self.score(scores))
-        if len(generations) == len(requests):
-            return list(self.generate(generations))
-        if len(counts) == len(requests):
-            return list(self.count(counts))
-        raise ValueError(f"mixed or unknown request kinds in one batch: {sorted({r.kind for r in requests})}")
+        """Dispatch a batch of one kind to the method of that name (``score``, ``generate``, ...)."""
+        kinds = sorted({r.kind for r in requests})
+        if len(kinds) != 1 or kinds[0] not in RESULT_TYPES:
+            raise ValueError(f"mixed or unknown request kinds in one batch: {kinds}")
+        return list(getattr(self, kinds[0])(requests))
 
     def __enter__(self) -> Backend:
         self.load()
