@@ -16,8 +16,9 @@ from pydantic import TypeAdapter, ValidationError
 from harness.backends.base import Request
 from harness.cache import Cache
 from harness.errors import InputError, Problem
+from harness.events import Analysis, CollectEnd, ModelFailed, ProbeCollected, ProbeSkipped, now
 from harness.evidence import EVIDENCE_SCHEMA_VERSION, EvidenceFile, ProbeEvidence
-from harness.runstore import RunStore, now
+from harness.runstore import RunStore
 from harness.suite import StatsSpec, Suite
 from probes import PROBES, probe_class
 from probes.base import Probe, Record
@@ -41,7 +42,7 @@ def evidence_json_schema() -> dict[str, Any]:
 
 
 def suite_of(run: RunStore) -> Suite:
-    return Suite.model_validate(run.start_event()["suite"])
+    return Suite.model_validate(run.start_event().suite)
 
 
 def build_probes(suite: Suite) -> list[Probe]:
@@ -80,7 +81,7 @@ def _check_nothing_lost(run: RunStore, model: str, instance: str, found: int) ->
     """Analysis must never replace evidence with evidence from less data: when ``raw/`` holds fewer
     of a probe's answers for a model than collection logged (``raw/`` deleted, truncated, or
     copied without it), refuse and say what is missing, before anything is written."""
-    logged = [e["requests"] for e in run.events("probe_collected") if e["model"] == model and e["probe"] == instance]
+    logged = [e.requests for e in run.events(ProbeCollected) if e.model == model and e.probe == instance]
     if logged and found < logged[-1]:
         raise InputError(
             f"{run.raw_dir / (model + '.jsonl')}: holds {found} of the {logged[-1]} answers collected for model "
@@ -95,7 +96,7 @@ def run_records(run_dir: Path, instance: int = 0) -> tuple[Probe, dict[str, list
     run = RunStore.open(run_dir)
     suite = suite_of(run)
     probe = build_probes(suite)[instance]
-    cache = Cache(Path(run.start_event()["cache_dir"]), create=False)
+    cache = Cache(Path(run.start_event().cache_dir), create=False)
     return probe, load_records(run, cache, suite.for_probe(probe.spec), probe), cache
 
 
@@ -118,7 +119,7 @@ def analyze_run(
         except ValidationError as e:
             raise InputError([Problem("", None, f"--{err['loc'][0]}", err["msg"]) for err in e.errors()]) from None
         suite = suite.model_copy(update={"stats": stats})
-    cache = Cache(Path(cache_dir or start["cache_dir"]), create=False)
+    cache = Cache(Path(cache_dir or start.cache_dir), create=False)
     seeds = np.random.SeedSequence(suite.stats.seed).spawn(len(suite.probes))
     probes_ev: list[ProbeEvidence] = []
     try:
@@ -133,14 +134,14 @@ def analyze_run(
                         reason="; ".join(
                             [
                                 *(
-                                    f"{e['model']}: {e['reason']}"
-                                    for e in run.events("probe_skipped")
-                                    if e["probe"] == probe.instance
+                                    f"{e.model}: {e.reason}"
+                                    for e in run.events(ProbeSkipped)
+                                    if e.probe == probe.instance
                                 ),
                                 *(
-                                    f"{e['model']} failed to load: {e['error']}"
-                                    for e in run.events("model_failed")
-                                    if e.get("model") in {m.name for m in view.models}
+                                    f"{e.model} failed to load: {e.error}"
+                                    for e in run.events(ModelFailed)
+                                    if e.model in {m.name for m in view.models}
                                 ),
                             ]
                         )
@@ -151,7 +152,7 @@ def analyze_run(
             probes_ev.append(probe.analyze(records, view, np.random.default_rng(ss)))
     finally:
         cache.close()
-    complete = bool(run.events("collect_end"))
+    complete = bool(run.events(CollectEnd))
     evidence = EvidenceFile(
         schema_version=EVIDENCE_SCHEMA_VERSION,
         run_id=run.run_id,
@@ -163,5 +164,5 @@ def analyze_run(
         probes=probes_ev,
     ).model_dump(mode="json")
     run.write_json("evidence.json", evidence)
-    run.event("analysis", stats=suite.stats.model_dump(), probes=[p.instance for p in probes_ev], complete=complete)
+    run.event(Analysis(stats=suite.stats.model_dump(), probes=[p.instance for p in probes_ev], complete=complete))
     return evidence

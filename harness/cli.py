@@ -139,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.cache import Cache, default_cache_dir
     from harness.collect import collect
     from harness.config import load_suite
+    from harness.events import ModelFailed, RunEnd, RunInterrupted, RunStart
     from harness.provenance import environment
     from harness.report import render_report
     from harness.runstore import RunStore
@@ -151,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.resume:
             run = RunStore.open(args.resume)
-            check_same_suite(run.events("run_start")[0]["suite"], suite.model_dump(mode="json"), args.suite, run.dir)
+            check_same_suite(run.events(RunStart)[0].suite, suite.model_dump(mode="json"), args.suite, run.dir)
         else:
             run = RunStore.create(Path(suite.output_dir), suite.name, args.run_id)
     except BaseException:
@@ -159,25 +160,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     console.print(f"run [bold]{escape(run.run_id)}[/] -> {escape(str(run.dir))}  (cache {escape(str(cache.path))})")
     run.event(
-        "run_start",
-        suite=suite.model_dump(mode="json"),
-        suite_file=str(Path(args.suite).resolve()),
-        cache_dir=str(cache_dir),
-        environment=environment(),
-        seeds={"analysis": suite.stats.seed},
-        resumed=bool(args.resume),
+        RunStart(
+            suite=suite.model_dump(mode="json"),
+            suite_file=str(Path(args.suite).resolve()),
+            cache_dir=str(cache_dir),
+            environment=environment(),
+            seeds={"analysis": suite.stats.seed},
+            resumed=bool(args.resume),
+        )
     )
     try:
         stats = collect(suite, run, cache, build_probes(suite), console)
     except KeyboardInterrupt:
-        run.event("run_interrupted", cache_writes=cache.writes)
+        run.event(RunInterrupted(cache_writes=cache.writes))
         console.print(
             f"[yellow]interrupted[/]: {cache.writes} new answers are cached. Resume with:\n"
             f"  parentage run {escape(args.suite)} --resume {escape(str(run.dir))}"
         )
         return EXIT_INTERRUPTED
     except BackendError as e:  # a server died or refused: what was answered is cached
-        run.event("model_failed", error=str(e), cache_writes=cache.writes)
+        run.event(ModelFailed(error=str(e), cache_writes=cache.writes))
         console.print(
             f"[red]backend failed[/]: {escape(str(e))}\n{cache.writes} new answers are cached. "
             f"Fix the cause, then resume with:\n  parentage run {escape(args.suite)} --resume {escape(str(run.dir))}"
@@ -188,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"collected {stats.requests} requests: {stats.cache_hits} from cache, {stats.computed} computed")
     evidence = analyze_run(run.dir)
     report = render_report(run.dir)
-    run.event("run_end", requests=stats.requests, cache_hits=stats.cache_hits, computed=stats.computed)
+    run.event(RunEnd(requests=stats.requests, cache_hits=stats.cache_hits, computed=stats.computed))
     print(f"report: {report}\n        {report.with_suffix('.html')} (self-contained, figures embedded)")
     return _exit_for(evidence)
 
@@ -286,9 +288,11 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from harness.analyze import evidence_json_schema
+    from harness.events import run_log_json_schema
     from harness.suite import suite_json_schema
 
-    schema = evidence_json_schema() if args.which == "evidence" else suite_json_schema()
+    schemas = {"suite": suite_json_schema, "evidence": evidence_json_schema, "run-log": run_log_json_schema}
+    schema = schemas[args.which]()
     text = json.dumps(schema, indent=2) + "\n"
     if args.out:
         Path(args.out).write_text(text)
@@ -360,8 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("names", nargs="*")
     a.set_defaults(func=cmd_assets)
 
-    s = sub.add_parser("schema", help="print the JSON Schema of suite files (editor completion) or of evidence.json")
-    s.add_argument("which", nargs="?", choices=["suite", "evidence"], default="suite")
+    s = sub.add_parser(
+        "schema", help="print the JSON Schema of suite files (editor completion), of evidence.json or of run.jsonl"
+    )
+    s.add_argument("which", nargs="?", choices=["suite", "evidence", "run-log"], default="suite")
     s.add_argument("--out")
     s.set_defaults(func=cmd_schema)
     return p

@@ -19,6 +19,15 @@ from harness.backends import make_backend
 from harness.backends.base import Backend, Capabilities, ModelRef, Result
 from harness.cache import Cache, cache_key
 from harness.errors import BackendError, CapabilityMissing, PartialBatch
+from harness.events import (
+    CollectEnd,
+    ModelDone,
+    ModelFailed,
+    ModelLoaded,
+    ProbeCollected,
+    ProbeSkipped,
+    Screened,
+)
 from harness.runstore import RunStore
 from harness.suite import ModelSpec, Suite
 from probes.base import Probe, Skip
@@ -74,7 +83,7 @@ class Collector:
         for spec, wanted in self._shortlisted(probes, staged):
             self._model(spec, wanted, None)
         s = self.stats
-        self.run.event("collect_end", requests=s.requests, cache_hits=s.cache_hits, computed=s.computed)
+        self.run.event(CollectEnd(requests=s.requests, cache_hits=s.cache_hits, computed=s.computed))
         return s
 
     def _shortlisted(self, probes: list[Probe], staged: dict[str, list[str]]) -> list[tuple[ModelSpec, list[Probe]]]:
@@ -90,7 +99,7 @@ class Collector:
             self.stage_one[probe.instance] = records = load_records(self.run, self.cache, view, probe)
             short = probe.shortlist(view, records)
             kept = [m for m in (short.kept if short else names) if m in names]
-            self.run.event("screened", probe=probe.instance, screened=names, kept=kept, why=short.why if short else {})
+            self.run.event(Screened(probe=probe.instance, screened=names, kept=kept, why=short.why if short else {}))
             if short is not None:
                 self.console.print(
                     f"[bold]{escape(probe.instance)}[/]: screening kept {len(kept)} of {len(names)} candidates for "
@@ -111,26 +120,26 @@ class Collector:
             with self.console.status(f"  loading {escape(spec.name)} (a launched server can take minutes) ..."):
                 backend.load()
         except BackendError as e:
-            self.run.event("model_failed", model=spec.name, error=str(e))
+            self.run.event(ModelFailed(model=spec.name, error=str(e)))
             raise
         try:
             fp = backend.fingerprint()
             caps = backend.capabilities()
             self.run.event(
-                "model_loaded", model=spec.name, role=spec.role, fingerprint=fp, capabilities=caps.model_dump()
+                ModelLoaded(model=spec.name, role=spec.role, fingerprint=fp, capabilities=caps.model_dump(mode="json"))
             )
             for probe in probes:
                 try:
                     self._probe(probe, backend, spec, fp["key"], caps, staged)
                 except CapabilityMissing as e:  # found out mid-probe: keep what was answered, record why
                     self._skip(spec.name, probe, f"capability missing: {e}")
-            self.run.event("model_done", model=spec.name, usage=backend.usage())
+            self.run.event(ModelDone(model=spec.name, usage=backend.usage()))
         finally:
             backend.close()
 
     def _skip(self, model: str, probe: Probe, reason: str) -> None:
         """The one place a skipped (model, probe) is recorded: run log, totals and console."""
-        self.run.event("probe_skipped", model=model, probe=probe.instance, reason=reason)
+        self.run.event(ProbeSkipped(model=model, probe=probe.instance, reason=reason))
         self.stats.skipped.append({"model": model, "probe": probe.instance, "reason": reason})
         self.console.print(f"  [yellow]skipped[/] {escape(probe.instance)}: {escape(reason)}")
 
@@ -220,11 +229,12 @@ class Collector:
         self.stats.cache_hits += hits
         self.stats.computed += len(todo)
         self.run.event(
-            "probe_collected",
-            model=model,
-            probe=probe.instance,
-            requests=len(planned),  # this model's whole plan at this stage (stage two's holds stage one's)
-            cache_hits=len(planned) - len(todo),
-            computed=len(todo),
-            stage=1 if staged is not None else 2,
+            ProbeCollected(
+                model=model,
+                probe=probe.instance,
+                requests=len(planned),  # this model's whole plan at this stage (stage two's holds stage one's)
+                cache_hits=len(planned) - len(todo),
+                computed=len(todo),
+                stage=1 if staged is not None else 2,
+            )
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 from harness import case
 from harness.analyze import build_probes, suite_of
+from harness.events import ModelFailed, ModelLoaded, ProbeCollected, ProbeSkipped, RunStart
 from harness.evidence import ProbeEvidence, load_evidence
 from harness.format import ci_label
 from harness.runstore import RunStore
@@ -97,17 +98,17 @@ def sections(run: RunStore, suite: Suite, evidence: dict[str, Any], fig_dir: Pat
 def _header(run: RunStore, suite: Suite, evidence: dict[str, Any]) -> list[str]:
     """Title, description, and what the run was: when, how complete, which code, which statistics."""
     start = run.start_event()
-    starts = run.events("run_start")  # one per session: the first started the run, the others resumed it
-    resumed = f"; resumed {', '.join(s['time'] for s in starts[1:])}" if len(starts) > 1 else ""
+    starts = run.events(RunStart)  # one per session: the first started the run, the others resumed it
+    resumed = f"; resumed {', '.join(s.time for s in starts[1:])}" if len(starts) > 1 else ""
     out = [f"# parentage evidence report: {suite.name}", ""]
     if suite.description:
         out += [suite.description.strip(), ""]
-    env = start.get("environment", {})
+    env = start.environment
     git = env.get("git", {})
     stats = evidence["stats"]
     return [
         *out,
-        f"- run: `{run.run_id}`, started {starts[0]['time']}{resumed}, analysed {evidence['created']}",
+        f"- run: `{run.run_id}`, started {starts[0].time}{resumed}, analysed {evidence['created']}",
         f"- collection complete: {'yes' if evidence['collection_complete'] else '**no (partial run)**'}",
         f"- parentage {env.get('packages', {}).get('parentage')} at git {git.get('commit') or 'unknown'}"
         + (" (uncommitted changes)" if git.get("dirty") else ""),
@@ -146,8 +147,8 @@ def _models(run: RunStore, suite: Suite, probes: list[Probe]) -> list[str]:
     """One row per model: role, backend and the fingerprint it was loaded with (a model only
     file-reading probes use, like the weights probe, is never loaded, and says so)."""
     served = {m.name for m in suite.models for p in probes if p.needs_backend and m.name in _names(suite, p)}
-    loaded = {e["model"]: e for e in run.events("model_loaded")}
-    failed = {e["model"]: e["error"] for e in run.events("model_failed") if "model" in e}
+    loaded = {e.model: e for e in run.events(ModelLoaded)}
+    failed = {e.model: e.error for e in run.events(ModelFailed) if e.model is not None}
     out = [
         "## Models",
         "",
@@ -155,7 +156,7 @@ def _models(run: RunStore, suite: Suite, probes: list[Probe]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in suite.models:
-        fp = loaded.get(m.name, {}).get("fingerprint", {})
+        fp = loaded[m.name].fingerprint if m.name in loaded else {}
         status = (
             "loaded"
             if m.name in loaded
@@ -197,17 +198,17 @@ def _probe_section(run: RunStore, probe: Probe, ev: ProbeEvidence, suite: Suite,
     for note in ev.notes:
         if note not in uncalibrated:
             out += [f"> {note}", ""]
-    counts = [c for c in run.events("probe_collected") if c["probe"] == ev.instance]
+    counts = [c for c in run.events(ProbeCollected) if c.probe == ev.instance]
     if counts:
         # A resumed run logs each model again: its plan is the last session's, and what was computed
         # is the sum over sessions (the rest came from the cache, e.g. from an earlier run).
-        planned = {c["model"]: c["requests"] for c in counts}
-        total, computed = sum(planned.values()), sum(c["computed"] for c in counts)
-        sessions = len(run.events("run_start"))
+        planned = {c.model: c.requests for c in counts}
+        total, computed = sum(planned.values()), sum(c.computed for c in counts)
+        sessions = len(run.events(RunStart))
         over = f" over {sessions} sessions" if sessions > 1 else ""
         out += [f"Requests: {total} ({computed} computed{over}, {max(total - computed, 0)} from the cache).", ""]
-    for s in (s for s in run.events("probe_skipped") if s["probe"] == ev.instance):
-        out += [f"- skipped on `{s['model']}`: {s['reason']}", ""]
+    for s in (s for s in run.events(ProbeSkipped) if s.probe == ev.instance):
+        out += [f"- skipped on `{s.model}`: {s.reason}", ""]
     return out
 
 
@@ -227,7 +228,7 @@ def _methods(
     for ev in evs:
         probe = probes[ev.instance]
         models = ", ".join(probe.spec.models or [m.name for m in suite.models])
-        asked = sorted({c["requests"] for c in run.events("probe_collected") if c["probe"] == ev.instance})
+        asked = sorted({c.requests for c in run.events(ProbeCollected) if c.probe == ev.instance})
         units = sorted({e.n for e in ev.estimates if e.n})
         sizes = f"Requests per model: {_span(asked)}."
         if units:
@@ -265,10 +266,12 @@ def _limitations(
                 f"`{ev.instance}` saw only the top-k log-probs ({ev.mode}): distances are on the tokens the models "
                 "share in their top-k, weaker and (next-token) biased against the full vocabulary."
             )
-    for e in run.events("model_failed"):
-        items.append(f"Model `{e.get('model')}` failed to load: {e.get('error')}")
-    for e in run.events("probe_skipped"):
-        items.append(f"`{e['probe']}` skipped on `{e['model']}`: {e['reason']}")
+    for e in run.events(ModelFailed):
+        items.append(
+            f"Model `{e.model}` failed to load: {e.error}" if e.model else f"A backend failed mid-run: {e.error}"
+        )
+    for s in run.events(ProbeSkipped):
+        items.append(f"`{s.probe}` skipped on `{s.model}`: {s.reason}")
     for subject, c in conclusions.items():
         items += [f"Conflict on {subject}: {f}" for f in c.flags]
     if not items:

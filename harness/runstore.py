@@ -1,8 +1,8 @@
 """The run directory: ``results/<run-id>/``.
 
-* ``run.jsonl``: append-only typed events (run_start with the resolved config and provenance,
-  model fingerprints, per-probe collection counts, analysis results, run_end). Every line is
-  flushed and fsynced, so a killed run leaves a readable log.
+* ``run.jsonl``: append-only typed events (``harness/events.py``: run_start with the resolved
+  config and provenance, model fingerprints, per-probe collection counts, analysis results,
+  run_end). Every line is flushed and fsynced, so a killed run leaves a readable log.
 * ``raw/<model>.jsonl``: one line per answered request (probe, cache key, bookkeeping, summary).
   Bulk arrays (log-prob matrices) live in the response cache named in run_start.
 * ``evidence.json``, ``report.md``, ``figures/``: written by ``analyze`` and ``report``.
@@ -14,34 +14,19 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from harness.errors import InputError, StorageError
+from harness.events import EVENT_ADAPTER, RUN_LOG_VERSION, Event, EventBase, Repaired, RunStart
 
-EVENT_TYPES = (
-    "run_start",
-    "model_loaded",
-    "probe_skipped",
-    "probe_collected",
-    "screened",
-    "model_done",
-    "model_failed",
-    "run_interrupted",
-    "collect_end",
-    "analysis",
-    "run_end",
-    "repaired",
-)
+E = TypeVar("E", bound=EventBase)
 # Where a line cut by a kill is kept, next to the file it was cut from.
 TORN_SUFFIX = ".torn"
 # A run id is a plain folder name, so a run directory is never outside output_dir.
 RUN_ID = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _is_json(data: bytes) -> bool:
@@ -139,32 +124,46 @@ class RunStore:
         except OSError as e:
             raise StorageError(f"cannot append to {path}: {e}") from e
         if torn:
-            self.event("repaired", file=str(path), torn_bytes=torn, kept_in=str(path) + TORN_SUFFIX)
+            self.event(Repaired(file=str(path), torn_bytes=torn, kept_in=str(path) + TORN_SUFFIX))
 
-    def event(self, type_: str, **fields: Any) -> None:
-        assert type_ in EVENT_TYPES, type_
-        self._append(self.log_path, {"event": type_, "time": now(), **fields})
+    def event(self, event: Event) -> None:
+        self._append(self.log_path, event.model_dump(mode="json"))
 
     def append_raw(self, model: str, record: dict[str, Any]) -> None:
         self._append(self.raw_dir / f"{model}.jsonl", record)
 
-    def events(self, type_: str | None = None) -> list[dict[str, Any]]:
-        """Parsed events; a truncated last line (killed mid-write) is ignored, not fatal."""
-        out = []
+    def all_events(self) -> list[Event]:
+        """Every event, typed; a truncated last line (killed mid-write) is ignored, not fatal. A line
+        that is not an event of this log version is an error naming the file, line and field."""
+        out: list[Event] = []
         lines = self.log_path.read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines, 1):
             try:
-                ev = json.loads(line)
+                raw = json.loads(line)
             except json.JSONDecodeError:
                 if i == len(lines):
                     continue
                 raise InputError(f"{self.log_path}:{i}: corrupt event line") from None
-            if type_ is None or ev.get("event") == type_:
-                out.append(ev)
+            try:
+                ev = EVENT_ADAPTER.validate_python(raw)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err["loc"])
+                raise InputError(f"{self.log_path}:{i}: {where}: {err['msg']}") from None
+            if isinstance(ev, RunStart) and ev.log_version != RUN_LOG_VERSION:
+                raise InputError(
+                    f"{self.log_path}:{i}: log_version {ev.log_version}: this parentage reads run logs of version "
+                    f"{RUN_LOG_VERSION}; use the parentage version that wrote this run"
+                )
+            out.append(ev)
         return out
 
-    def start_event(self) -> dict[str, Any]:
-        starts = self.events("run_start")
+    def events(self, kind: type[E]) -> list[E]:
+        """The events of one type, in order."""
+        return [e for e in self.all_events() if isinstance(e, kind)]
+
+    def start_event(self) -> RunStart:
+        starts = self.events(RunStart)
         if not starts:
             raise InputError(f"{self.log_path}: no run_start event")
         return starts[-1]
