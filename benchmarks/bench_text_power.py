@@ -26,7 +26,7 @@ import yaml
 
 from harness.analyze import run_records
 from harness.cli import main as cli
-from probes.text import likelihood
+from probes.text import analysis, likelihood
 from probes.text.probe import TextInterpolationProbe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,14 +56,14 @@ def grid(run_dir: Path) -> tuple[dict[tuple[int, int], float], dict[tuple[int, i
     probe, records, cache = run_records(run_dir)
     assert isinstance(probe, TextInterpolationProbe)
     parents = ["parent_a", "parent_b"]
-    answers, scores = probe.answers(records, parents)
+    answers, scores = analysis.answers(records, parents)
     samples = answers["linear_0.6"]
     order = [pid for pid, _ in probe._prompts()]
     p_of: dict[tuple[int, int], float] = {}
     weight: dict[tuple[int, int], float] = {}
     for m in SAMPLES:
-        scored = probe._scored({pid: samples[pid][:m] for pid in order}, scores, parents)
-        data = [probe._prompt_data(scored[pid], 2, pid, probe.params.vocab_head) for pid in order]
+        scored = analysis.scored_answers({pid: samples[pid][:m] for pid in order}, scores, parents)
+        data = [analysis.prompt_data(scored[pid], 2, pid, probe.params.vocab_head) for pid in order]
         for n in PROMPTS:
             rng = np.random.default_rng(0)
             _, p, _ = likelihood.cv_gain(data[:n], rng, 20)

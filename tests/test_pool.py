@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from probes.logit.probe import LogitParams
+from probes.logit.params import LogitParams
 from tests.test_logit_zoo import run_suite, zoo_for_seed
 
 REPO = Path(__file__).resolve().parent.parent

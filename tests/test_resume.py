@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from probes.logit.probe import LogitParams
+from probes.logit.params import LogitParams
 from tests.conftest import default_sigint
 
 SUITE = """\

@@ -19,8 +19,8 @@ import yaml
 
 from harness.analyze import run_records
 from harness.cli import main
-from probes.text import equality, likelihood
-from probes.text.probe import TextInterpolationProbe, _features
+from probes.text import analysis, equality, likelihood
+from probes.text.probe import TextInterpolationProbe
 from tests.test_logit_zoo import run_suite, zoo_for_seed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,11 +90,11 @@ def _scored_features(run_dir: Path, models: list[str]) -> dict[str, list[np.ndar
     probe, records, cache = run_records(run_dir)
     assert isinstance(probe, TextInterpolationProbe)
     parents = ["parent_a", "parent_b"]
-    samples, scores = probe.answers(records, parents)
+    samples, scores = analysis.answers(records, parents)
     out = {}
     for m in models:
-        scored = probe._scored(samples[m], scores, parents)
-        out[m] = [_features(scored[pid]) for pid in sorted(scored)]
+        scored = analysis.scored_answers(samples[m], scores, parents)
+        out[m] = [analysis.features(scored[pid]) for pid in sorted(scored)]
     cache.close()
     return out
 

@@ -23,11 +23,14 @@ sufficient statistics every logit fit uses). The texts are split once, at random
    the data told them apart.
 
 The verdict on the chosen set is the logit probe's own rule, computed again with the set as the
-parents (``probe._select_from_pool``).
+parents (``analysis.LogitAnalysis.select_from_pool``). Each subject's pool, the candidates that
+tokenise the texts as it does with their Gram matrices, is built by :func:`suspect_pools`, for
+the screening (``probe.shortlist``) and the selection alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -35,8 +38,84 @@ from typing import Any
 
 import numpy as np
 
+from harness.backends.base import ScoreResult
 from harness.stats import adjust, wilcoxon_greater
-from probes.logit.interpolation import fit_simplex, sq_distance
+from probes.base import Record
+from probes.logit.interpolation import centred, fit_simplex, sq_distance
+from probes.shared.align import align, as_kind
+
+
+@dataclass
+class SuspectPool:
+    """One subject's pool: the candidates that tokenise every text as it does (``pool``, in pool
+    order), those that do not (``other_tokenisation``: no element-wise merge parent), the
+    tokenisation group it belongs to (``members``) and the per-text Gram matrices over
+    [subject, *pool] (``gram``, (texts, 1 + len(pool), 1 + len(pool)); None for an empty pool)."""
+
+    subject: str
+    pool: list[str]
+    other_tokenisation: list[str]
+    members: list[str]
+    gram: np.ndarray | None
+
+
+def suspect_pools(
+    main: dict[str, dict[str, Record]],
+    ids: list[str],
+    mode: str,
+    top_k: int,
+    pool_all: list[str],
+    subjects: list[str],
+) -> dict[str, SuspectPool]:
+    """Each subject's pool out of ``pool_all`` (less itself). The Gram of a tokenisation group is
+    computed once, over the group's members (pool and subjects), as both callers always did: in
+    top-k modes the shared support, hence the Gram, depends on who is in the group."""
+    groups = tokenisation_groups(main, ids, mode, list(dict.fromkeys([*pool_all, *subjects])))
+    group_of = {m: key for key, members in groups.items() for m in members}
+    grams: dict[str, np.ndarray] = {}
+    out: dict[str, SuspectPool] = {}
+    for s in subjects:
+        key = group_of[s]
+        members = groups[key]
+        pool = [c for c in pool_all if c != s and c in members]
+        gram = None
+        if pool:
+            if key not in grams:
+                grams[key] = pool_gram(main, ids, mode, top_k, members)
+            idx = [members.index(x) for x in (s, *pool)]
+            gram = grams[key][:, idx][:, :, idx]
+        other = [c for c in pool_all if c != s and c not in members]
+        out[s] = SuspectPool(s, pool, other, members, gram)
+    return out
+
+
+def tokenisation_groups(
+    main: dict[str, dict[str, Record]], ids: list[str], mode: str, models: list[str]
+) -> dict[str, list[str]]:
+    """Models with identical token ids on every text (teacher-forced modes), in order; in
+    next-token mode answers are aligned by token string, so everyone is one group."""
+    if mode == "next_token":
+        return {"all": models}
+    groups: dict[str, list[str]] = {}
+    for m in models:
+        h = hashlib.sha256()
+        for t in ids:
+            h.update(as_kind(main[m][t].result, ScoreResult).token_ids.astype(np.int64).tobytes())
+        groups.setdefault(h.hexdigest(), []).append(m)
+    return groups
+
+
+def pool_gram(
+    main: dict[str, dict[str, Record]], ids: list[str], mode: str, top_k: int, members: list[str]
+) -> np.ndarray:
+    """(texts, M, M) inner products of centred log-probs of ``members`` on their shared support."""
+    out = []
+    for t in ids:  # one text at a time: answers are read from the cache and released
+        lp, w = align([main[m][t].result for m in members], mode, top_k)
+        c = centred(lp, w)
+        out.append(np.einsum("pk,pkm,pkn->mn", w, c, c))
+    return np.stack(out)
+
 
 MAX_SIZE = 4  # a merge of more than four parents is beyond what the corpus sizes here can resolve
 EXHAUSTIVE = 2000  # subsets of one size fitted exhaustively up to this count
@@ -232,3 +311,34 @@ def screen_order(gram: np.ndarray, names: list[str]) -> list[tuple[str, str]]:
             ratio = math.sqrt(dist[i] / r1) if r1 > 0 else math.inf
             order[names[i - 1]] = f"in no best set; {ratio:.2f}x the nearest candidate's distance"
     return list(order.items())
+
+
+def selection_row(
+    s: str, sel: Any, pool: list[str], excluded: dict[str, str], min_gain: float, alpha: float
+) -> dict[str, Any]:
+    why = dict(excluded)
+    why |= sel.removed
+    step_of = {c: st for st in sel.steps for c in st.members}
+    for c in pool:
+        if c not in sel.selected and c not in why:
+            st = step_of.get(c)
+            why[c] = (
+                f"in the best set of size {st.size}, which was not taken: CV gain {100 * st.cv_gain:.0f}% "
+                f"(needs >= {100 * min_gain:.0f}%), p {st.p:.2g} (needs < {alpha:g}) on the selection half"
+                if st is not None and st.size > len(sel.selected)
+                else "in no best set: adds no out-of-sample gain"
+            )
+    return {
+        "model": s,
+        "selected": sel.selected,
+        "pool": pool,
+        "texts": {"selection": sel.n_select, "test": sel.n_test},
+        "steps": [
+            {"size": st.size, "members": st.members, "residual": st.residual, "cv_gain": st.cv_gain, "p": st.p}
+            for st in sel.steps
+        ],
+        "confirmed_p": sel.confirmed,
+        "dropped": why,
+        "near_equivalent": sel.equivalent,
+        "swaps": sel.swaps,
+    }
