@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probes.weights import analysis
+from probes.weights import estimates
 from probes.weights.checkpoint import open_checkpoint
 from probes.weights.stream import Sample, bytes_read, default_workers, stream
 
@@ -102,9 +102,9 @@ def sampled_vs_full(zoo: Path, reference: str, parents: list[str], workers: int 
     rows = []
     for j, (m, e) in enumerate(members):
         moving = [[x for x in st if np.trace(np.array(x.gram)[1 : p + 1, 1 : p + 1]) > 0] for st in (full, sampled)]
-        a_full = float(analysis.pooled(moving[0], p, j).weights[0])
-        a_s = float(analysis.pooled(moving[1], p, j).weights[0])
-        lo, hi, _ = analysis.bootstrap(moving[1], p, j, 0.95, 300, np.random.default_rng(0))
+        a_full = float(estimates.pooled(moving[0], p, j).weights[0])
+        a_s = float(estimates.pooled(moving[1], p, j).weights[0])
+        lo, hi, _ = estimates.bootstrap(moving[1], p, j, 0.95, 300, np.random.default_rng(0))
         rows.append((zoo.name, m, e["method"], e["parents"][parents[0]], a_full, a_s, (lo[0], hi[0]), share))
     return rows
 

@@ -12,7 +12,7 @@ import numpy as np
 from harness import tokenizers as lib
 from harness.backends.base import Capability, CountRequest, GenerateRequest, ModelRef
 from harness.backends.openai import OpenAIBackend
-from probes.tokenizer.probe import identify, match_table
+from probes.tokenizer.verdict import identify, match_table
 from tests.conftest import write_suite
 
 

@@ -15,7 +15,8 @@ from harness.backends.base import Capabilities, Capability, CountRequest, ModelR
 from harness.errors import InputError
 from harness.suite import ModelSpec, ProbeSpec
 from probes.shared.tokenizer_files import ALL_PARTS, compare, fingerprint
-from probes.tokenizer.probe import TokenizerProbe, identify, match_table
+from probes.tokenizer.probe import TokenizerProbe
+from probes.tokenizer.verdict import identify, match_table
 
 REPO = Path(__file__).resolve().parent.parent
 MERGES = ("linear_0.6", "linear_0.25", "slerp_0.6", "ties", "dare_ties", "task_arithmetic", "linear3", "merge_ft")

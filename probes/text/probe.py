@@ -187,3 +187,6 @@ class TextInterpolationProbe(Probe):
 
     def report_section(self, evidence: ProbeEvidence, suite: Suite) -> str:
         return render.report_section(evidence, self._parents(suite))
+
+    def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
+        return render.figures(evidence, out_dir)

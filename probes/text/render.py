@@ -4,9 +4,14 @@ what the samples cost; and the summary line per suspect."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
 from harness.evidence import Interval, ProbeEvidence
 from harness.format import ci_label, fmt, fmt_p
 from harness.suite import Suite
+from probes.base import save_figure, subplots
 from probes.text.result import TextResult
 
 
@@ -77,3 +82,31 @@ def summary(results: dict[str, TextResult], ci_level: float, suite: Suite) -> st
             f"{r.temperature.text(2)}, held-out gain {fmt(r.cv_gain, 4)} nats/token (p {fmt_p(r.cv_p)})."
         )
     return "\n\n".join(lines)
+
+
+def figures(evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
+    """A forest plot: each model's fitted weight on the first parent with its CI, coloured by verdict;
+    a merge sits strictly between 0 and 1, a copy or a fine-tune of one parent at an end."""
+    results = evidence.results(TextResult)
+    if not results:
+        return []
+    parents = list(next(iter(results.values())).weights)
+    names = list(results)
+    fig, ax = subplots(figsize=(6.5, 0.45 * len(names) + 1.6))
+    colours = {"interpolation": "tab:red", "copy": "tab:purple", "derived_from_one_parent": "tab:orange"}
+    for i, m in enumerate(names):
+        w = results[m].weights[parents[0]]
+        value = w.value if w.value is not None else float("nan")
+        lo = value - (w.lo if w.lo is not None else value)
+        hi = (w.hi if w.hi is not None else value) - value
+        colour = colours.get(results[m].verdict, "tab:gray")
+        ax.errorbar([value], [i], xerr=[[lo], [hi]], fmt="o", color=colour, capsize=3)
+    ax.set_yticks(np.arange(len(names)), [f"{m} ({results[m].verdict.replace('_', ' ')})" for m in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.05, 1.05)
+    ax.axvline(0, color="k", lw=0.5)
+    ax.axvline(1, color="k", lw=0.5)
+    ax.set_xlabel(f"weight on {parents[0]} (log-linear interpolation of its samples)")
+    ax.set_title(f"Text only: fitted weights, {ci_label(evidence.ci_level)} CIs over prompts")
+    path = save_figure(fig, out_dir / f"{evidence.instance}_weights.png")
+    return [(f"fitted weight on {parents[0]} per model, from sampled text alone", path)]

@@ -7,6 +7,7 @@ from pathlib import Path
 from harness.evidence import ProbeEvidence
 from harness.format import ci_label
 from probes.base import save_figure, subplots
+from probes.tokenizer.case import tokenizer_case
 from probes.tokenizer.result import TokenizerResult
 
 
@@ -80,3 +81,16 @@ def figures(evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
     ax.set_title(f"{suspects[0]}: tokenizer match ({ci_label(evidence.ci_level)} Wilson CIs)")
     path = save_figure(fig, out_dir / f"{evidence.instance}_matches.png")
     return [("tokenizer match rate of the suspect against each candidate", path)]
+
+
+def summary(ev: ProbeEvidence, parents: list[str]) -> str:
+    """Per suspect: how it tokenises against the suite's parents first (what a merge needs), then
+    the closest reference tokenizer, labelled as such (it read as the headline before)."""
+    lines = []
+    for m, e in ev.results(TokenizerResult).items():
+        if e.role != "suspect":
+            continue
+        case = tokenizer_case(ev.instance, e, parents)
+        library = f" Among the reference tokenizers: {e.verdict}." if e.verdict != "no candidates" else ""
+        lines.append(f"{m}: {case.sentence if case else ''}{library}")
+    return " ".join(lines)

@@ -1,222 +1,307 @@
-"""From per-tensor statistics to one subject's result: per-tensor fits, the pooled single a with
-its tensor-bootstrap CI, module and layer summaries, the heterogeneity test, the family."""
+"""The weights probe's analysis: one object holding the suite, the parameters, the random
+generator and the evidence it fills.
+
+The chain (:meth:`WeightsAnalysis.run`): the subjects (suspects and controls) and the reference
+(the base, or a parent), the tensors every checkpoint holds alike (:func:`match_tensors`), one
+journaled pass over them (``stream.py``), tensors with non-finite values left out
+(:func:`drop_nonfinite`), per subject the fits, pooled weights and their CIs, summaries and
+family evidence (:meth:`~WeightsAnalysis.subject`, ``estimates.py``), then the null each cos fit
+must beat, the verdict and the family's name (:meth:`~WeightsAnalysis.calibrate`, ``verdict.py``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-import re
-from dataclasses import dataclass
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from harness.evidence import Interval
-from probes.weights.checkpoint import FLOAT_DTYPES
-from probes.weights.fit import Fit, fit, slerp_residual, subject_gram
-from probes.weights.gguf_file import QUANT_GROUPS
-from probes.weights.result import Family, GroupSummary
-from probes.weights.stream import TensorStats
-
-MODULES = (  # first pattern found in a tensor's name decides its class
-    ("experts", r"experts?\b|\.experts\."),
-    ("embeddings", r"embed|wte\b|wpe\b|word_embeddings"),
-    ("lm_head", r"lm_head|output\.weight$"),
-    ("norms", r"norm|\bln_|layernorm"),
-    ("attention", r"attn|attention|q_proj|k_proj|v_proj|o_proj"),
-    ("mlp", r"mlp|ffn|gate_proj|up_proj|down_proj|fc\d"),
-)
-
-
-def module_of(name: str) -> str:
-    return next((m for m, pat in MODULES if re.search(pat, name)), "other")
+from harness.cache import default_cache_dir
+from harness.errors import InputError
+from harness.evidence import Interval, ProbeEvidence
+from harness.suite import Suite
+from probes.weights import estimates as an
+from probes.weights import render
+from probes.weights.artifacts import artifacts
+from probes.weights.checkpoint import Checkpoint, Tensor
+from probes.weights.params import WeightsParams
+from probes.weights.result import WeightsResult
+from probes.weights.stream import FORMAT, Sample, TensorStats, bytes_read, stream
+from probes.weights.verdict import SIBLING_TOWARD, decide, family_name
 
 
-def layer_of(name: str) -> str:
-    hit = re.search(r"(?:layers|h|blocks|layer)\.(\d+)\.", name)
-    return hit.group(1) if hit else "-"
+def sample_of(params: WeightsParams, seed: int) -> Sample | None:
+    """The sampled mode's draw (``params.sample`` of each tensor, seeded), or None: read everything."""
+    return Sample(params.sample, seed) if params.sample is not None else None
 
 
-@dataclass
-class TensorFit:
-    stats: TensorStats
-    fit: Fit
-    slerp: tuple[float, float, float] | None
+class WeightsAnalysis:
+    """One analysis of the checkpoints into ``ev``."""
 
+    def __init__(self, params: WeightsParams, suite: Suite, rng: np.random.Generator, ev: ProbeEvidence):
+        self.params = params
+        self.suite = suite
+        self.rng = rng
+        self.ev = ev
 
-def fits_of(stats: list[TensorStats], n_parents: int, subject: int, two_parent_slerp: bool) -> list[TensorFit]:
-    out = []
-    for s in stats:
-        g = subject_gram(np.array(s.gram), n_parents, subject)
-        out.append(TensorFit(s, fit(g, s.numel), slerp_residual(g) if two_parent_slerp else None))
-    return out
+    def run(self, opened: dict[str, Checkpoint], dirs: dict[str, Path]) -> ProbeEvidence:
+        """``opened``: every model's checkpoint (and the base's, as "base"), validated at pre-flight;
+        ``dirs``: each model's checkpoint directory."""
+        ev, suite = self.ev, self.suite
+        parents = [m.name for m in suite.by_role("parent")]
+        seen: dict[Path, str] = {}
+        subjects: list[str] = []
+        for m in suite.models:
+            d = dirs[m.name]
+            if m.role == "parent":
+                continue
+            if m.role == "candidate":  # the logit probe selects from candidates; here parents are given
+                ev.notes.append(f"{m.name}: a candidate, not a known parent: the weights probe does not fit it")
+                continue
+            if d.resolve() in seen:
+                ev.notes.append(f"{m.name}: same checkpoint as {seen[d.resolve()]}, analysed once")
+                continue
+            seen[d.resolve()] = m.name
+            subjects.append(m.name)
+        ckpt = {m.name: opened[m.name] for m in suite.models}
+        base_parent = None
+        if self.params.base:
+            base = Path(self.params.base).resolve()
+            base_parent = next((p for p in parents if dirs[p].resolve() == base), None)
+        if self.params.base and base_parent is None:
+            ref_name, ref = "base", opened["base"]
+            fitted = parents
+        else:
+            ref_name = self.params.reference or base_parent or parents[-1]
+            ref = ckpt[ref_name]
+            fitted = [p for p in parents if p != ref_name]
+        order = [ref] + [ckpt[p] for p in fitted] + [ckpt[s] for s in subjects]
+        work, unmatched = match_tensors(order, [ref_name, *fitted, *subjects])
+        journal = self.journal(order)
+        sample = sample_of(self.params, suite.stats.seed)
+        stats = self.read(work, len(fitted), journal, sample)
+        read, total = sum(bytes_read(infos, sample) for infos in work), sum(bytes_read(infos, None) for infos in work)
+        ev.tables["reading"] = [{"sample": self.params.sample, "bytes_read": read, "bytes_total": total}]
+        if sample is not None:
+            ev.notes.append(
+                f"sampled mode: read {read / 1e9:.3g} GB of {total / 1e9:.3g} GB ({100 * read / max(total, 1):.2g}%), "
+                f"blocks seeded by {suite.stats.seed}; the CIs resample the blocks as well as the tensors, and a copy "
+                "is checked on the sampled elements only"
+            )
+        stats = drop_nonfinite(stats, [ref_name, *fitted, *subjects], unmatched, ev.notes)
+        results: dict[str, WeightsResult] = {}
+        tensor_rows: list[dict[str, Any]] = []
+        cos_of: dict[str, float] = {}
+        for j, s in enumerate(subjects):
+            # A subject equal to R, or all zero, has nothing to fit: its summaries are n/a (NaN),
+            # which the report prints as such; numpy's warnings about it would only be noise.
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                results[s], rows = self.subject(s, j, stats, fitted, ref_name, unmatched)
+            results[s].storage = ckpt[s].storage
+            cos_of[s] = results[s].cos_fit
+            tensor_rows += rows
+        self.calibrate(results, cos_of, stats, fitted, ref_name)
+        ev.per_model = {s: r.model_dump(mode="json") for s, r in results.items()}
+        ev.calibrated = any(suite.model(s).role == "control" for s in results)
+        ev.tables["tensors"] = tensor_rows
+        ev.tables["checkpoints"] = [{"model": n, **c.fingerprint()} for n, c in [(ref_name, ref), *ckpt.items()]]
+        ev.tables["artifacts"] = [
+            a for s in subjects for a in artifacts(s, ckpt[s], {p: ckpt[p] for p in parents} | {ref_name: ref})
+        ]
+        ev.summary = render.summary(ev)
+        return ev
 
+    def journal(self, order: list[Checkpoint]) -> Path:
+        """Where the pass is journaled: the suite's response cache, keyed by every file's path,
+        size and modification time (a changed checkpoint is read again) and the sample drawn."""
+        suite = self.suite
+        ident = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for c in order for f in c.files]
+        sample = [self.params.sample, suite.stats.seed] if self.params.sample is not None else None
+        key = hashlib.sha256(json.dumps([self.ev.version, FORMAT, ident, sample]).encode()).hexdigest()[:24]
+        folder = Path(suite.cache_dir or default_cache_dir()) / "weights"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{key}.jsonl"
 
-def pooled(stats: list[TensorStats], n_parents: int, subject: int) -> Fit:
-    g = sum(subject_gram(np.array(s.gram), n_parents, subject) for s in stats)
-    return fit(np.asarray(g), sum(s.numel for s in stats))
+    def read(self, work: list[list[Tensor]], n_parents: int, journal: Path, sample: Sample | None) -> list[TensorStats]:
+        total = sum(bytes_read(infos, sample) for infos in work)
+        console = Console(stderr=True)
+        with Progress(
+            TextColumn(f"  {self.ev.instance}: reading checkpoints"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("read", total=total)
+            return stream(work, n_parents, journal, self.params.workers, lambda b: progress.advance(task, b), sample)
 
-
-def bootstrap(
-    stats: list[TensorStats], n_parents: int, subject: int, level: float, reps: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Percentile CI of the pooled NNLS weights (lo, hi) and the lower bound of the pooled cos
-    fit, tensors resampled (the units that vary), and in the sampled mode each sampled tensor's
-    groups of blocks too (the sample's own variation)."""
-    n = sum(s.numel for s in stats)
-    fits = [fit(g, n) for g in replicates(stats, n_parents, subject, reps, rng)]
-    return _percentiles([f.weights for f in fits], [f.cos for f in fits], level)
-
-
-def replicates(
-    stats: list[TensorStats], n_parents: int, subject: int, reps: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """Bootstrap replicates of the pooled Gram of [R, X_1..X_p, y]: tensors drawn with
-    replacement; a sampled tensor's Gram drawn again from its groups of blocks, scaled up."""
-    full = np.stack([subject_gram(np.array(s.gram), n_parents, subject) for s in stats])
-    groups = {
-        i: np.stack([subject_gram(np.array(g), n_parents, subject) for g in s.group_grams]) * s.scale
-        for i, s in enumerate(stats)
-        if s.group_grams
-    }
-    out = []
-    for _ in range(reps):
-        grams = full
-        if groups:
-            grams = full.copy()
-            for i, g in groups.items():
-                grams[i] = g[rng.integers(0, len(g), len(g))].sum(axis=0)
-        out.append(grams[rng.integers(0, len(stats), len(stats))].sum(axis=0))
-    return out
-
-
-def _percentiles(weights: list[np.ndarray], cos: list[float], level: float) -> tuple[np.ndarray, np.ndarray, float]:
-    w = np.array(weights)
-    q = (1 - level) / 2
-    return np.nanquantile(w, q, axis=0), np.nanquantile(w, 1 - q, axis=0), float(np.nanquantile(cos, q))
-
-
-def toward_others(
-    stats: list[TensorStats],
-    n_parents: int,
-    subject: int,
-    models: list[np.ndarray],
-    top: int,
-    level: float,
-    reps: int,
-    rng: np.random.Generator,
-) -> tuple[float, float]:
-    """How much of S's departure from the parent carrying the weight (``top``) points to the other
-    parents: the cos fit (and its lower bound, tensors resampled) of S - P_top on P_k - P_top, by
-    the same NNLS. A merge moves S toward every parent it took; a fine-tune of P_top moves it where
-    its training went, which the other parents share no more than a non-merge does. So a second
-    parent's weight at the simplex's edge (a fine-tune whose update happens to lean toward it) is
-    told from a merge by this, not by the weight's size. ``models``: each parent as coefficients
-    over the Gram's rows [R, X_1..X_p] (R's own row is the reference parent, when there is one)."""
-    k = n_parents + 2
-    subject_vec = np.zeros(k)
-    subject_vec[[0, k - 1]] = 1.0
-    tops = [np.pad(m, (0, k - len(m))) for m in models]
-    rows = [tops[top]] + [m - tops[top] for i, m in enumerate(tops) if i != top] + [subject_vec - tops[top]]
-    t = np.array(rows)
-    n = sum(s.numel for s in stats)
-    pooled_gram = sum(subject_gram(np.array(s.gram), n_parents, subject) for s in stats)
-    cos = [fit(t @ g @ t.T, n).cos for g in replicates(stats, n_parents, subject, reps, rng)]
-    return fit(t @ np.asarray(pooled_gram) @ t.T, n).cos, float(np.nanquantile(cos, (1 - level) / 2))
-
-
-def sibling_null(g: np.ndarray, n_parents: int) -> float:
-    """The cos fit an independent fine-tune of the base would reach if it resembled each parent as
-    much as the most similar two parents resemble each other (cosine c of their differences from
-    the base): projecting a vector with cosine c to each of p such vectors gives
-    cos^2 = p c^2 / (1 + (p - 1) c)."""
-    x = g[1 : n_parents + 1, 1 : n_parents + 1]
-    d = np.sqrt(np.diag(x))
-    corr = x / np.outer(d, d)
-    c = max(float(corr[i, k]) for i in range(n_parents) for k in range(n_parents) if i != k)
-    c = max(c, 0.0)
-    return math.sqrt(n_parents * c * c / (1 + (n_parents - 1) * c))
-
-
-def summarise(fits: list[TensorFit], key: Any) -> dict[str, GroupSummary]:
-    groups: dict[str, list[TensorFit]] = {}
-    for f in fits:
-        groups.setdefault(key(f.stats.name), []).append(f)
-    out = {}
-    for g, fs in groups.items():
-        a = np.array([f.fit.weights[0] for f in fs])
-        res2 = sum((f.fit.rel_residual * f.fit.norm_y) ** 2 for f in fs)
-        yy = sum(f.fit.norm_y**2 for f in fs)
-        out[g] = GroupSummary(
-            tensors=len(fs),
-            a_mean=float(np.nanmean(a)),
-            a_sd=float(np.nanstd(a, ddof=1)) if len(a) > 1 else math.nan,
-            a_min=float(np.nanmin(a)),
-            a_max=float(np.nanmax(a)),
-            cos_median=float(np.nanmedian([f.fit.cos for f in fs])),
-            residual_rms=math.sqrt(res2 / yy) if yy > 0 else math.nan,
+    def subject(
+        self,
+        s: str,
+        j: int,
+        stats: list[TensorStats],
+        fitted: list[str],
+        ref_name: str,
+        unmatched: list[str],
+    ) -> tuple[WeightsResult, list[dict[str, Any]]]:
+        """One subject (row ``j`` among the subjects): its fits, pooled weights with their CIs,
+        summaries and family evidence; and its per-tensor rows for the evidence's table."""
+        suite, rng, level = self.suite, self.rng, 1 - self.suite.stats.alpha
+        p = len(fitted)
+        moving = [x for x in stats if np.trace(np.array(x.gram)[1 : p + 1, 1 : p + 1]) > 0]
+        fits = an.fits_of(moving, p, j, two_parent_slerp=len(fitted) + (ref_name != "base") == 2)
+        pool = an.pooled(moving, p, j)
+        lo, hi, cos_lo = an.bootstrap(moving, p, j, level, min(suite.stats.bootstrap, 500), rng)
+        weights = {
+            f: Interval(value=float(pool.weights[i]), lo=float(lo[i]), hi=float(hi[i])) for i, f in enumerate(fitted)
+        }
+        if ref_name != "base":  # the reference parent carries what the others leave
+            weights[ref_name] = Interval(
+                value=1 - float(pool.weights.sum()), lo=1 - float(hi.sum()), hi=1 - float(lo.sum())
+            )
+        names = ([] if ref_name == "base" else [ref_name]) + fitted
+        models = [np.eye(1 + p)[0] + (np.eye(1 + p)[1 + fitted.index(n)] if n in fitted else 0) for n in names]
+        top = int(np.argmax([weights[n].value or 0.0 for n in names]))
+        toward, toward_lo = an.toward_others(moving, p, j, models, top, level, min(suite.stats.bootstrap, 500), rng)
+        dtype = an.dtype_summary(stats, 1 + p + j)
+        q, df = an.heterogeneity(fits, float(pool.weights[0]))
+        g_all = np.asarray(sum(an.subject_gram(np.array(x.gram), p, j) for x in stats))
+        norm_s2 = g_all[0, 0] + 2 * g_all[0, -1] + g_all[-1, -1]
+        scale = 1 / norm_s2 if norm_s2 > 0 else math.nan  # an all-zero subject has no relative distance
+        distance = {ref_name: math.sqrt(g_all[-1, -1] * scale)}
+        for i, f in enumerate(fitted):
+            distance[f] = math.sqrt(max(g_all[-1, -1] - 2 * g_all[1 + i, -1] + g_all[1 + i, 1 + i], 0) * scale)
+        n_all = sum(x.numel for x in stats)
+        beyond = {
+            name: sum(x.beyond_rounding[j][i] for x in stats) / n_all for i, name in enumerate([ref_name, *fitted])
+        }
+        fam = an.family(fits, moving, p, j, pool.weights)
+        cos = np.array([f.fit.cos for f in fits])
+        result = WeightsResult(
+            role=suite.model(s).role,
+            dtype=dtype,
+            dtypes_of={n: an.dtype_summary(stats, i) for i, n in enumerate([ref_name, *fitted])},
+            reference=ref_name,
+            parents=fitted,
+            tensors=len(moving),
+            tensors_identical=len(stats) - len(moving),
+            unmatched=unmatched,
+            weights=weights,
+            a=weights[fitted[0]] if fitted else None,
+            cos_fit=pool.cos,
+            cos_fit_lo=cos_lo,
+            toward_others=toward,
+            toward_others_lo=toward_lo,
+            rel_residual=pool.rel_residual,
+            storage_floor=an.floor_of(fits, 1 + p + j),
+            tensors_cos_below_half=float(np.mean(cos < 0.5)) if len(cos) else math.nan,
+            heterogeneity_q=q,
+            heterogeneity_df=df,
+            spread_in_se=math.sqrt(q / df) if df else math.nan,
+            modules=an.summarise(fits, an.module_of),
+            layers=an.summarise(fits, an.layer_of),
+            family=fam,
+            distance_to=distance,
+            beyond_conversion=beyond,
+            null_cos=math.nan,
+            null_source="",
         )
-    return out
+        rows = [
+            {
+                "subject": s,
+                "tensor": f.stats.name,
+                "module": an.module_of(f.stats.name),
+                "layer": an.layer_of(f.stats.name),
+                "a": float(f.fit.weights[0]),
+                "cos": f.fit.cos,
+                "rel_residual": f.fit.rel_residual,
+            }
+            for f in fits
+        ]
+        return result, rows
+
+    def calibrate(
+        self,
+        results: dict[str, WeightsResult],
+        cos_of: dict[str, float],
+        stats: list[TensorStats],
+        fitted: list[str],
+        ref_name: str,
+    ) -> None:
+        """The null each subject's cos fit must beat, then the verdict and the family."""
+        suite = self.suite
+        controls = {s: c for s, c in cos_of.items() if suite.model(s).role == "control" and math.isfinite(c)}
+        p = len(fitted)
+        g = np.asarray(sum(np.array(x.gram) for x in stats)) if stats else None
+        if g is not None and ref_name == "base" and p >= 2:
+            geometric, why = an.sibling_null(g, p), "an independent fine-tune of the base as alike as the parents"
+        elif g is not None:
+            geometric, why = 0.5, "a sibling of the parents (equal-norm siblings give 0.5 against the parents' line)"
+        else:
+            geometric, why = math.nan, ""
+        toward = {s: r.toward_others for s, r in results.items() if s in controls and math.isfinite(r.toward_others)}
+        for s, r in results.items():
+            r.toward_null = max([SIBLING_TOWARD, *(v for c, v in toward.items() if c != s)])
+            others = {c: v for c, v in controls.items() if c != s}
+            top = max(others, key=others.__getitem__) if others else None
+            if top is not None and others[top] > geometric:
+                r.null_cos, r.null_source = others[top], f"controls: highest is {top}"
+            else:
+                r.null_cos = geometric
+                r.null_source = why + ("" if others else "; no control checkpoints: uncalibrated")
+            r.verdict, r.parent, r.reasons = decide(r)
+            r.family.name = family_name(r) if r.verdict == "interpolation" else "none"
 
 
-def heterogeneity(fits: list[TensorFit], a_pooled: float) -> tuple[float, int]:
-    """Cochran's Q of the per-tensor least-squares a around the pooled a (first parent)."""
-    a = np.array([f.fit.lsq[0] for f in fits])
-    se = np.array([f.fit.se[0] for f in fits])
-    ok = np.isfinite(a) & np.isfinite(se) & (se > 0)
-    q = float((((a[ok] - a_pooled) / se[ok]) ** 2).sum())
-    return q, max(int(ok.sum()) - 1, 0)
+def match_tensors(order: list[Checkpoint], names: list[str]) -> tuple[list[list[Tensor]], list[str]]:
+    """Tensors present in every model with one shape and a float dtype; the rest, with why."""
+    work, unmatched = [], []
+    all_names = sorted(set().union(*(c.tensors for c in order)))
+    for t in all_names:
+        missing = [n for n, c in zip(names, order) if t not in c.tensors]
+        if missing:
+            unmatched.append(f"{t}: missing in {', '.join(missing)}")
+            continue
+        infos = [c.tensors[t] for c in order]
+        if len({i.shape for i in infos}) > 1:
+            shapes = ", ".join(f"{n} {list(i.shape)}" for n, i in zip(names, infos))
+            unmatched.append(f"{t}: shapes differ ({shapes})")
+        elif not all(i.is_float for i in infos):
+            unmatched.append(f"{t}: not a float tensor ({', '.join(sorted({i.dtype for i in infos}))})")
+        else:
+            work.append(infos)
+    work.sort(key=lambda infos: (str(infos[0].file), infos[0].offset))  # read each shard front to back
+    return work, unmatched
 
 
-def family(fits: list[TensorFit], stats: list[TensorStats], n_parents: int, subject: int, w: np.ndarray) -> Family:
-    yy = sum(f.fit.norm_y**2 for f in fits)
-    lin = math.sqrt(sum((f.fit.rel_residual * f.fit.norm_y) ** 2 for f in fits) / yy) if yy > 0 else math.nan
-    slerps = [(f.slerp, f.fit.norm_y) for f in fits if f.slerp is not None and math.isfinite(f.slerp[1])]
-    if slerps:
-        sl = math.sqrt(sum((s[1] * ny) ** 2 for s, ny in slerps) / sum(ny**2 for _, ny in slerps))
-        t = float(np.median([s[0] for s, _ in slerps]))
-    else:
-        sl, t = math.nan, math.nan
-    moved = sum(s.moved for s in stats)
-    zero = sum(s.zero_moved[subject] for s in stats) / moved if moved else math.nan
-    gnz = sum(np.array(s.gram_nonzero[subject]) for s in stats)
-    xtx, xty = np.asarray(gnz)[:n_parents, :n_parents], np.asarray(gnz)[:n_parents, n_parents]
-    denom = float(w @ xtx @ w)
-    rescale = float(w @ xty) / denom if denom > 0 else math.nan
-    sign_n = sum(s.sign_n[subject] for s in stats)
-    agree = sum(s.sign_agree[subject] for s in stats) / sign_n if sign_n else math.nan
-    return Family(
-        name="",
-        linear_residual=lin,
-        slerp_residual=sl,
-        slerp_t=t,
-        zero_where_parents_moved=zero,
-        rescale=rescale,
-        sign_agreement=agree,
-    )
-
-
-def floor_of(fits: list[TensorFit], row: int) -> float:
-    """Pooled storage floor: each tensor of S rounded to its own stored dtype (``row``: S's row in
-    the statistics, so a checkpoint mixing bf16 and fp32 tensors gets each its own), relative to
-    |S - R| over all tensors."""
-    num = sum((ulp(f.stats.dtypes[row]) * f.fit.norm_s) ** 2 for f in fits)
-    ny2 = sum(f.fit.norm_y**2 for f in fits)
-    return math.sqrt(num / ny2) if ny2 > 0 else math.nan
-
-
-def dtype_summary(stats: list[TensorStats], row: int) -> str:
-    """One model's stored dtype(s) over the fitted tensors: "F16", or "mixed (BF16, F32)"."""
-    dtypes = sorted({x.dtypes[row] for x in stats})
-    return dtypes[0] if len(dtypes) == 1 else "mixed (" + ", ".join(dtypes) + ")"
-
-
-def ulp(dtype: str) -> float:
-    """Relative spacing of ``dtype``'s numbers (2^-mantissa bits): rounding moves a value by at most
-    half of it. For a quantized type, its step relative to the group's largest value, 2 / (2^bits - 1)."""
-    if dtype in QUANT_GROUPS:
-        return 2 / (2 ** QUANT_GROUPS[dtype][1] - 1)
-    return 2.0 ** -FLOAT_DTYPES.get(dtype, ("", 52))[1]
-
-
-def interval(value: float, lo: float, hi: float) -> Interval:
-    return Interval(value=value, lo=lo, hi=hi)
+def drop_nonfinite(
+    stats: list[TensorStats], names: list[str], unmatched: list[str], notes: list[str]
+) -> list[TensorStats]:
+    """Tensors holding NaN or inf (or so large their sums leave float64) say nothing about a
+    merge: each is left out of every fit and named, and the rest are analysed."""
+    kept = []
+    for x in stats:
+        bad = [f"{n} has {c} non-finite values" for n, c in zip(names, x.nonfinite) if c]
+        if x.overflow:
+            bad.append("its sums overflow float64")
+        if bad:
+            unmatched.append(f"{x.name}: left out: {'; '.join(bad)}")
+        else:
+            kept.append(x)
+    if len(kept) < len(stats):
+        notes.append(
+            f"{len(stats) - len(kept)} tensor(s) left out for non-finite values or overflow: "
+            + ", ".join(u.split(":")[0] for u in unmatched if ": left out: " in u)
+        )
+    if not kept:
+        raise InputError("weights: every tensor in common holds non-finite values (NaN or inf): nothing to fit")
+    return kept

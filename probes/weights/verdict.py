@@ -100,3 +100,15 @@ def decide(r: WeightsResult) -> tuple[str, str | None, list[str]]:
     if len(counted) >= 2:
         reasons.append(f"{toward}, not above {r.toward_null:.3f} for a non-merge: a fine-tune of {top}, not a merge")
     return "derived", top, reasons
+
+
+def family_name(r: WeightsResult) -> str:
+    f = r.family
+    floor3 = 3 * r.storage_floor
+    if f.linear_residual <= floor3:
+        return "linear"
+    if math.isfinite(f.slerp_residual) and (f.slerp_residual <= floor3 or f.slerp_residual <= f.linear_residual / 4):
+        return "slerp"
+    if f.zero_where_parents_moved >= SPARSE_MIN:
+        return "sparse (ties/dare)"
+    return "linear, trained further (or another method)"
