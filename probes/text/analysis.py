@@ -43,7 +43,7 @@ class TextAnalysis:
     def run(self, records: dict[str, list[Record]]) -> ProbeEvidence:
         """Per subject the fit, the held-out gain, the equality tests and the yardstick; then the
         calibration against the controls, the verdicts, the self-check and the cost."""
-        ev, suite, rng, parents = self.ev, self.suite, self.rng, self.parents
+        ev, suite, parents = self.ev, self.suite, self.parents
         missing = [x for x in parents if not any(r.meta.get("scores") for r in records.get(x, []))]
         if len(parents) < 2 or missing:
             ev.status = "skipped"
@@ -55,90 +55,131 @@ class TextAnalysis:
         ev.calibrated = bool(controls)
         if not controls:
             ev.notes.append(uncalibrated_note(suite, "the interpolation rule is not checked on a known non-merge"))
-        alpha, p = suite.stats.alpha, self.params
+        p = self.params
         scored = {m: scored_answers(samples[m], scores, parents) for m in samples}
         results: dict[str, TextResult] = {}
         gain_of: dict[str, dict[str, float]] = {}  # per model, per prompt: the held-out gain
         for s in subjects:
-            pids = [pid for pid in samples[s] if all(pid in samples[x] for x in parents)]
-            data = [prompt_data(scored[s][pid], len(parents), pid, p.vocab_head) for pid in pids]
-            if sum(d.tokens for d in data) == 0 or len(data) < 4:
-                ev.notes.append(f"{s}: fewer than four prompts with scored answers; not analysed.")
-                continue
-            f = likelihood.fit_with_ci(data, rng, p.bootstrap, alpha)
-            gains, cv_p, nll = likelihood.cv_gain(data, rng, p.cv_splits)
-            fit = likelihood.fit_test(f.beta, data)
-            gain_of[s] = {pid: float(g) for pid, g in zip(pids, gains) if np.isfinite(g)}
-            # The yardstick: how likely each parent finds its own answers to the same prompt,
-            # weighted by the fitted weights (a copy of X is measured against X alone).
-            own = np.array(
-                [
-                    sum(wi * per_token(scored[x][pid], i) for i, (x, wi) in enumerate(zip(parents, f.weights)))
-                    for pid in pids
-                ]
-            )
-            excess = nll - own
-            ok = np.isfinite(excess)
-            per_prompt = np.column_stack([excess[ok], np.ones(int(ok.sum()))])  # the mean over prompts
-            lo = hi = float("nan")
-            if ok.sum() > 1:
-                mean = cluster_bootstrap(per_prompt, lambda v: v[..., 0] / v[..., 1], rng, p.bootstrap, alpha)
-                lo, hi = mean.low, mean.high
-            eq: dict[str, Equality] = {}
-            a = [features(scored[s][pid]) for pid in pids]
-            for x in parents:
-                b = [features(scored[x][pid]) for pid in pids]
-                stat, pv = equality.stratified_test(a, b, rng, p.permutations)
-                _, pu = equality.unstratified_test(a, b, rng, p.permutations)
-                eq[x] = Equality(statistic=stat, p=pv, p_unstratified=pu)
-            for x, pa in zip(eq, adjust([e.p for e in eq.values()], "holm")):
-                eq[x].p_adjusted = pa
-            results[s] = TextResult(
-                role=suite.model(s).role,
-                prompts=len(data),
-                samples=sum(len(scored[s][pid]) for pid in pids),
-                tokens=sum(d.tokens for d in data),
-                weights={
-                    x: Interval(value=float(f.weights[i]), lo=f.weight_ci[i][0], hi=f.weight_ci[i][1])
-                    for i, x in enumerate(parents)
-                },
-                temperature=Interval(value=f.temperature, lo=f.temperature_ci[0], hi=f.temperature_ci[1]),
-                sampling_temperature=p.temperature,
-                nll=float(np.nanmean(nll)),
-                excess=Interval(value=float(np.mean(excess[ok])), lo=lo, hi=hi),
-                excess_p=wilcoxon_greater(excess[ok]),
-                cv_gain=float(np.nanmean(gains)),
-                cv_p=cv_p,
-                fit_statistic=fit.statistic,
-                fit_df=fit.df,
-                fit_p=fit.p,
-                equality=eq,
-            )
-            for i, x in enumerate(parents):
-                ev.estimates.append(
-                    Estimate(
-                        name=f"weight[{x}]",
-                        model=s,
-                        value=float(f.weights[i]),
-                        ci_low=f.weight_ci[i][0],
-                        ci_high=f.weight_ci[i][1],
-                        ci_level=1 - alpha,
-                        n=len(data),
-                        method=f"maximum likelihood of the samples, one-step cluster bootstrap over prompts "
-                        f"({p.bootstrap})",
-                    )
-                )
+            fitted = self.subject(s, samples, scored)
+            if fitted is not None:
+                results[s], gain_of[s] = fitted
+        self.calibrate(results, controls, gain_of)
+        ev.tables["self_check"] = self.self_check(scored)
+        ev.tables["cost"] = cost_table(records, scored, scores, parents)
+        ev.per_model = {m: r.model_dump(mode="json") for m, r in results.items()}
+        ev.summary = render.summary(results, ev.ci_level, suite)
+        ev.notes.append(
+            f"Temperature: fitted jointly with the weights (T = 1 / sum of the log-linear coefficients); the samples "
+            f"were drawn at temperature {p.temperature}, top_p {p.top_p}"
+            + ("" if p.top_p == 1 else " (top_p < 1 truncates the tail: the likelihood is then approximate)")
+            + ". Answers whose sampled token ids came back (hf) are scored as sampled; the others (an API's text) "
+            "are re-tokenised by the parents, which may give other tokens than were sampled (see the cost table)."
+        )
+        return ev
+
+    def subject(
+        self,
+        s: str,
+        samples: dict[str, dict[str, list[str]]],
+        scored: dict[str, dict[str, list[tuple[str, list[ScoreResult]]]]],
+    ) -> tuple[TextResult, dict[str, float]] | None:
+        """One subject: the fit with its CIs, the held-out gain (per prompt, returned for the
+        calibration), the fit test, the excess over the parents' own answers and the equality tests;
+        its estimates go to the evidence. None (with a note) when too few prompts were scored."""
+        ev, suite, rng, parents, p, alpha = (
+            self.ev,
+            self.suite,
+            self.rng,
+            self.parents,
+            self.params,
+            self.suite.stats.alpha,
+        )
+        pids = [pid for pid in samples[s] if all(pid in samples[x] for x in parents)]
+        data = [prompt_data(scored[s][pid], len(parents), pid, p.vocab_head) for pid in pids]
+        if sum(d.tokens for d in data) == 0 or len(data) < 4:
+            ev.notes.append(f"{s}: fewer than four prompts with scored answers; not analysed.")
+            return None
+        f = likelihood.fit_with_ci(data, rng, p.bootstrap, alpha)
+        gains, cv_p, nll = likelihood.cv_gain(data, rng, p.cv_splits)
+        fit = likelihood.fit_test(f.beta, data)
+        # The yardstick: how likely each parent finds its own answers to the same prompt,
+        # weighted by the fitted weights (a copy of X is measured against X alone).
+        own = np.array(
+            [
+                sum(wi * per_token(scored[x][pid], i) for i, (x, wi) in enumerate(zip(parents, f.weights)))
+                for pid in pids
+            ]
+        )
+        excess = nll - own
+        ok = np.isfinite(excess)
+        per_prompt = np.column_stack([excess[ok], np.ones(int(ok.sum()))])  # the mean over prompts
+        lo = hi = float("nan")
+        if ok.sum() > 1:
+            mean = cluster_bootstrap(per_prompt, lambda v: v[..., 0] / v[..., 1], rng, p.bootstrap, alpha)
+            lo, hi = mean.low, mean.high
+        eq: dict[str, Equality] = {}
+        a = [features(scored[s][pid]) for pid in pids]
+        for x in parents:
+            b = [features(scored[x][pid]) for pid in pids]
+            stat, pv = equality.stratified_test(a, b, rng, p.permutations)
+            _, pu = equality.unstratified_test(a, b, rng, p.permutations)
+            eq[x] = Equality(statistic=stat, p=pv, p_unstratified=pu)
+        for x, pa in zip(eq, adjust([e.p for e in eq.values()], "holm")):
+            eq[x].p_adjusted = pa
+        result = TextResult(
+            role=suite.model(s).role,
+            prompts=len(data),
+            samples=sum(len(scored[s][pid]) for pid in pids),
+            tokens=sum(d.tokens for d in data),
+            weights={
+                x: Interval(value=float(f.weights[i]), lo=f.weight_ci[i][0], hi=f.weight_ci[i][1])
+                for i, x in enumerate(parents)
+            },
+            temperature=Interval(value=f.temperature, lo=f.temperature_ci[0], hi=f.temperature_ci[1]),
+            sampling_temperature=p.temperature,
+            nll=float(np.nanmean(nll)),
+            excess=Interval(value=float(np.mean(excess[ok])), lo=lo, hi=hi),
+            excess_p=wilcoxon_greater(excess[ok]),
+            cv_gain=float(np.nanmean(gains)),
+            cv_p=cv_p,
+            fit_statistic=fit.statistic,
+            fit_df=fit.df,
+            fit_p=fit.p,
+            equality=eq,
+        )
+        for i, x in enumerate(parents):
             ev.estimates.append(
                 Estimate(
-                    name="cv_gain",
+                    name=f"weight[{x}]",
                     model=s,
-                    value=float(np.nanmean(gains)),
-                    p_value=cv_p,
+                    value=float(f.weights[i]),
+                    ci_low=f.weight_ci[i][0],
+                    ci_high=f.weight_ci[i][1],
+                    ci_level=1 - alpha,
                     n=len(data),
-                    method=f"held-out log-likelihood gain per token over the better single parent, {p.cv_splits} "
-                    "half splits of the prompts; one-sided Wilcoxon over prompts",
+                    method=f"maximum likelihood of the samples, one-step cluster bootstrap over prompts "
+                    f"({p.bootstrap})",
                 )
             )
+        ev.estimates.append(
+            Estimate(
+                name="cv_gain",
+                model=s,
+                value=float(np.nanmean(gains)),
+                p_value=cv_p,
+                n=len(data),
+                method=f"held-out log-likelihood gain per token over the better single parent, {p.cv_splits} "
+                "half splits of the prompts; one-sided Wilcoxon over prompts",
+            )
+        )
+        return result, {pid: float(g) for pid, g in zip(pids, gains) if np.isfinite(g)}
+
+    def calibrate(
+        self, results: dict[str, TextResult], controls: list[str], gain_of: dict[str, dict[str, float]]
+    ) -> None:
+        """Each model's gain against every control's, the verdict rule, and no merge verdict for
+        anyone when a control meets the interpolation rule."""
+        alpha, p = self.suite.stats.alpha, self.params
         for s, r in results.items():
             # Calibration: the interpolation must explain this model better than it explains every
             # control (leave-one-out for a control): paired over prompts, the worst control's p.
@@ -162,18 +203,6 @@ class TextAnalysis:
                         f"no merge verdict: control(s) {', '.join(false)} also meet the interpolation rule, so it "
                         "does not separate merges from non-merges here"
                     )
-        ev.tables["self_check"] = self.self_check(scored)
-        ev.tables["cost"] = cost_table(records, scored, scores, parents)
-        ev.per_model = {m: r.model_dump(mode="json") for m, r in results.items()}
-        ev.summary = render.summary(results, ev.ci_level, suite)
-        ev.notes.append(
-            f"Temperature: fitted jointly with the weights (T = 1 / sum of the log-linear coefficients); the samples "
-            f"were drawn at temperature {p.temperature}, top_p {p.top_p}"
-            + ("" if p.top_p == 1 else " (top_p < 1 truncates the tail: the likelihood is then approximate)")
-            + ". Answers whose sampled token ids came back (hf) are scored as sampled; the others (an API's text) "
-            "are re-tokenised by the parents, which may give other tokens than were sampled (see the cost table)."
-        )
-        return ev
 
     def self_check(self, scored: dict[str, dict[str, list[tuple[str, list[ScoreResult]]]]]) -> list[dict[str, Any]]:
         """Each parent's own answers fitted like a suspect's: the weight it gets on itself (1 if
