@@ -176,6 +176,10 @@ output_dir: {tmp_path}/results
         second.stop()
     ev = json.loads((tmp_path / "results" / "r" / "evidence.json").read_text())["probes"][0]
     assert ev["per_model"]["api | none"]["n"] == 12
+    # The failure is in the report's limitations as what it was (the model loaded, then its server
+    # failed), not as "Model `None` failed to load".
+    limitations = (tmp_path / "results" / "r" / "report.md").read_text().split("## Limitations")[1]
+    assert "A backend failed mid-run: " in limitations and "`None`" not in limitations
 
 
 def test_model_list_faults_are_retried_then_fail_cleanly(server, tmp_path, monkeypatch, capsys):
