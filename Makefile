@@ -46,10 +46,10 @@ install: $(STAMP)
 # With the build cache on, the environment is built once at $(VLLM_SHARED) (a virtual environment
 # cannot move: it is built where it stays) and .venv-vllm links to it; the stamp holds the hash of
 # its `pip freeze`, checked before a second clone links it. Off (or a .venv-vllm already here):
-# built in the clone as before.
+# built in the clone as before (also when the store cannot be written, or flock is missing).
 $(VLLM_STAMP):
-	if [ "$(PARENTAGE_BUILD_CACHE)" != off ] && [ ! -e $(VLLM_VENV) ]; then \
-	  mkdir -p $(PARENTAGE_BUILD_CACHE) && \
+	if [ "$(PARENTAGE_BUILD_CACHE)" != off ] && [ ! -e $(VLLM_VENV) ] && command -v flock >/dev/null && \
+	   mkdir -p $(PARENTAGE_BUILD_CACHE) 2>/dev/null && [ -w $(PARENTAGE_BUILD_CACHE) ]; then \
 	  flock $(VLLM_SHARED).lock $(MAKE) --no-print-directory VLLM_VENV=$(VLLM_SHARED) vllm-env-checked && \
 	  ln -sfn $(VLLM_SHARED) $(VLLM_VENV); \
 	else \
