@@ -25,6 +25,8 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from harness.provenance import sha256_file
+
 MANIFEST = "BUILD_MANIFEST.json"
 # Text files in which a build writes its own location (mergekit recipes and model cards name
 # the parents by absolute path): rewritten to the new location when restored.
@@ -61,14 +63,6 @@ def key(sources: list[Path], inputs: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -94,7 +88,9 @@ def restore(kind: str, k: str, dest: Path, log: Callable[[str], None] = print) -
         return False
     manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
     bad = [
-        rel for rel, digest in manifest["files"].items() if not (src / rel).is_file() or _sha256(src / rel) != digest
+        rel
+        for rel, digest in manifest["files"].items()
+        if not (src / rel).is_file() or sha256_file(src / rel) != digest
     ]
     if bad or len(manifest["files"]) != len(_files(src)):
         log(f"build cache: {src} fails its manifest ({len(bad)} file(s) differ); removed, building again")
@@ -128,7 +124,7 @@ def store(kind: str, k: str, src: Path, log: Callable[[str], None] = print) -> N
         for f in _files(src):
             rel = str(f.relative_to(src))
             _link_or_copy(f, tmp / rel)
-            files[rel] = _sha256(f)
+            files[rel] = sha256_file(f)
         (tmp / MANIFEST).write_text(
             json.dumps({"root": str(src.resolve()), "files": files}, indent=1), encoding="utf-8"
         )
