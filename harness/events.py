@@ -96,11 +96,16 @@ class RunInterrupted(EventBase):
     cache_writes: int
 
 
-class CollectEnd(EventBase):
-    event: Literal["collect_end"] = "collect_end"
+class _Totals(EventBase):
+    """What a collection sent: requests, answered from the cache, computed."""
+
     requests: int
     cache_hits: int
     computed: int
+
+
+class CollectEnd(_Totals):
+    event: Literal["collect_end"] = "collect_end"
 
 
 class Analysis(EventBase):
@@ -110,11 +115,8 @@ class Analysis(EventBase):
     complete: bool
 
 
-class RunEnd(EventBase):
+class RunEnd(_Totals):
     event: Literal["run_end"] = "run_end"
-    requests: int
-    cache_hits: int
-    computed: int
 
 
 class Repaired(EventBase):
