@@ -1,4 +1,5 @@
-"""Command line: ``parentage run | validate | analyze | report | compare | list | zoo build | assets fetch | schema``.
+"""Command line: ``parentage run | validate | fetch | analyze | report | compare | list | zoo build | assets fetch |
+schema``.
 
 Exit codes: 0 ok, 2 bad input, 3 model/backend failure, 4 storage failure, 5 the run finished but a
 probe produced no evidence (skipped on every model; the reason is printed), 130 interrupted
@@ -62,7 +63,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
             status = EXIT_BAD_INPUT
             continue
         print(f"{f}: ok ({len(suite.models)} models, {len(suite.probes)} probes)")
+        for line in _hub_lines(suite, with_bytes=False):
+            print(f"  {line}")
     return status
+
+
+def _hub_lines(suite: Suite, with_bytes: bool) -> list[str]:
+    """Each model named by Hub id: the commit it is pinned to, or that it is not cached yet
+    (with the bytes to download when ``with_bytes``, which asks the Hub)."""
+    from harness import hub
+
+    lines = []
+    for m in suite.models:
+        for attr, pin in m.hub.items():
+            where = f"{m.name}.{attr}: {pin.repo_id} @ {pin.revision}"
+            if pin.commit is not None:
+                lines.append(f"{where}: cached, commit {pin.commit}")
+                continue
+            size = hub.bytes_to_download(pin) if with_bytes else None
+            todo = f"{size:,} bytes to download" if size is not None else "`run` or `parentage fetch` downloads it"
+            lines.append(f"{where}: not cached; {todo}")
+    return lines
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Download the Hub models a suite names (only the files its probes read), so that a run,
+    or a machine without network that shares the Hub cache, finds them."""
+    from harness.config import fetch_hub_models, load_suite
+
+    suite = load_suite(args.suite)
+    fetch_hub_models(suite)
+    lines = _hub_lines(suite, with_bytes=False)
+    print("\n".join(lines) if lines else f"{args.suite}: no model is named by Hub id; nothing to fetch")
+    return EXIT_OK
 
 
 def check_same_suite(before: object, now: object, suite_file: str, run_dir: Path) -> None:
@@ -115,6 +148,8 @@ def _print_estimate(suite: Suite, probes: list[Probe]) -> int:
         f"{t['prompt_chars']:,}",
     )
     console.print(table)
+    for line in _hub_lines(suite, with_bytes=True):
+        console.print(escape(f"Hub: {line}"))
     console.print(
         "Counts assume each backend offers what it is expected to (a server is not probed); answers already "
         "cached are not subtracted. File-reading probes (weights) send nothing."
@@ -138,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.analyze import analyze_run, build_probes
     from harness.cache import Cache, default_cache_dir
     from harness.collect import collect
-    from harness.config import load_suite
+    from harness.config import fetch_hub_models, load_suite
     from harness.events import ModelFailed, RunEnd, RunInterrupted, RunStart
     from harness.provenance import environment
     from harness.report import render_report
@@ -147,6 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     if args.estimate:
         return _print_estimate(suite, build_probes(suite))
+    fetch_hub_models(suite)  # before the run directory exists: a failed download leaves nothing behind
     cache_dir = Path(suite.cache_dir) if suite.cache_dir else default_cache_dir()
     cache = Cache(cache_dir)  # first: a cache that cannot be opened must not leave an empty run directory behind
     try:
@@ -362,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check suite files; prints file:line: field: problem")
     s.add_argument("files", nargs="+")
     s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("fetch", help="download the models a suite names by Hub id (the files its probes read)")
+    s.add_argument("suite", help="suite YAML file")
+    s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser("analyze", help="re-run the statistics offline on a run directory")
     s.add_argument("run_dir")

@@ -13,13 +13,15 @@ registries: this module is where a probe or backend kind is looked up.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from harness import hub
 from harness.backends import BACKENDS, backend_class
 from harness.backends.base import ModelRef
 from harness.errors import InputError, Problem
+from harness.hub import HubPin
 from harness.suite import ModelSpec, ProbeSpec, Suite, expand_env
 from harness.yaml_lines import format_loc, line_for, problems_from, read_yaml
 from probes import PROBES, probe_class
@@ -89,10 +91,18 @@ def load_suite(path: str | Path) -> Suite:
                 )
             )
         seen.setdefault(m.name, i)
+        names_hub = any(hub.repo_id(v, base) for v in (m.path, m.tokenizer) if v)
         problems += _check_backend(m, i, file, lines, base)
-        resolve_field(m, "tokenizer", "models", i)
-        if m.tokenizer is not None and not Path(m.tokenizer).exists():
-            problems.append(Problem(file, *where("models", i, "tokenizer"), f"no such file: {m.tokenizer}"))
+        hub_id, problem = _resolve_hub(m, "tokenizer", base) if m.tokenizer is not None else (False, None)
+        if problem:
+            problems.append(Problem(file, *where("models", i, "tokenizer"), problem))
+        elif m.tokenizer is not None and not hub_id:
+            resolve_field(m, "tokenizer", "models", i)
+            if not Path(m.tokenizer).exists():
+                problems.append(Problem(file, *where("models", i, "tokenizer"), f"no such file: {m.tokenizer}"))
+        if m.revision is not None and not names_hub:
+            message = "applies to a `path` or `tokenizer` given by Hub id only"
+            problems.append(Problem(file, *where("models", i, "revision"), message))
     for i, p in enumerate(suite.probes):
         problems += _check_probe(p, i, file, lines, base)
         if p.data is not None and p.data.file is not None:
@@ -186,7 +196,12 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
     if m.path is not None and cls.local_path != "never":
         try:
             resolved = _resolve(base, m.path)
-            if cls.local_path == "always" or Path(resolved).exists():
+            hub_id, problem = (False, None) if Path(resolved).exists() else _resolve_hub(m, "path", base)
+            if problem:
+                return [Problem(file, line_for(lines, (*loc, "path")), format_loc((*loc, "path")), problem)]
+            if hub_id and m.hub["path"].commit is None:
+                return []  # online and not cached yet: `run` fetches it before anything is served
+            if not hub_id and (cls.local_path == "always" or Path(resolved).exists()):
                 m.path = resolved
         except ValueError as e:
             return [Problem(file, line_for(lines, (*loc, "path")), format_loc((*loc, "path")), str(e))]
@@ -199,6 +214,46 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
         where_loc = field or (*loc, "path")
         return [Problem(file, line_for(lines, where_loc), format_loc(where_loc), rest if field else str(e))]
     return []
+
+
+def _resolve_hub(m: ModelSpec, attr: Literal["path", "tokenizer"], base: Path) -> tuple[bool, str | None]:
+    """If ``m.<attr>`` names a Hub id, resolve it from the local Hub cache: the attribute becomes
+    the snapshot directory and ``m.hub[attr]`` the pin. Returns whether it names a Hub id, and
+    why it cannot be used (offline and not cached; a snapshot without the files needed). Online
+    and not cached, the pin is recorded without a commit and ``fetch_hub_models`` downloads it
+    when the suite is run."""
+    value = getattr(m, attr)
+    rid = hub.repo_id(value, base)
+    if rid is None:
+        return False, None
+    files: hub.Need = "model" if attr == "path" else "tokenizer"
+    pin = HubPin(repo_id=rid, revision=m.revision or "main", commit=None, files=files)
+    folder = hub.cached(pin)
+    if folder is None and hub.offline():
+        return True, hub.missing_message(value, pin, base)
+    if folder is not None:
+        problem = hub.check_snapshot(folder, files)
+        if problem:
+            return True, f"{rid} at {pin.revision}: {problem}"
+        pin.commit = folder.name
+        setattr(m, attr, str(folder))
+    m.hub[attr] = pin
+    return True, None
+
+
+def fetch_hub_models(suite: Suite) -> list[HubPin]:
+    """Download every Hub model of the suite that the cache lacks (huggingface_hub's progress
+    bars), point its ``path`` / ``tokenizer`` at the snapshot and pin the commit. Returns the
+    pins fetched."""
+    fetched = []
+    for m in suite.models:
+        for attr, pin in m.hub.items():
+            if pin.commit is None:
+                folder = hub.fetch(pin)
+                pin.commit = folder.name
+                setattr(m, attr, str(folder))
+                fetched.append(pin)
+    return fetched
 
 
 def _check_probe(p: ProbeSpec, i: int, file: str, lines: dict, base: Path) -> list[Problem]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -66,7 +67,12 @@ def environment() -> dict[str, object]:
 
 
 def sha256_file(path: Path) -> str:
-    """Content hash of a (possibly multi-GB) file, read in 4 MiB chunks."""
+    """Content hash of a (possibly multi-GB) file, read in 4 MiB chunks. A file of a Hub cache
+    snapshot stored as an LFS blob is named by its sha256 (``blobs/<sha256>``): that name is the
+    hash, so a 397B model pinned by Hub id is not read in full on every run."""
+    target = path.resolve()
+    if target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
+        return target.name
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):

@@ -170,6 +170,10 @@ def _models(run: RunStore, suite: Suite, probes: list[Probe]) -> list[str]:
             f"| {m.name} | {m.role} | {m.backend} | {status} | {_short(fp.get('weights_sha256'))} | "
             f"{fp.get('dtype', '-')} | {_short(fp.get('chat_template_sha256'))} | {m.notes or ''} |"
         )
+    pins = [(m.name, attr, pin) for m in suite.models for attr, pin in m.hub.items()]
+    if pins:
+        out += ["", "Models named by Hub id, pinned to the commit tested:", ""]
+        out += [f"- {name} ({attr}): `{p.repo_id}` at `{p.revision}` = commit `{p.commit}`" for name, attr, p in pins]
     return [*out, ""]
 
 

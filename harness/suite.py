@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.hub import HubPin
+
 Role = Literal["suspect", "parent", "control", "candidate"]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -51,7 +53,14 @@ class ModelSpec(Strict):
     )
     role: Role
     backend: str = Field("hf", description="Backend id; see `parentage list`.")
-    path: str | None = Field(None, description="Local model directory / GGUF file, or a model id for API backends.")
+    path: str | None = Field(
+        None,
+        description="Local model directory / GGUF file; a Hub id (org/name or hf://org/name: fetched through "
+        "huggingface_hub, pinned to a commit); or a model id for API backends.",
+    )
+    revision: str | None = Field(
+        None, description="Hub branch, tag or commit of a `path` (and `tokenizer`) given by Hub id; default main."
+    )
     system_prompt: str | None = Field(None, description="The system prompt the model is shipped or served with.")
     tokenizer: str | None = Field(
         None,
@@ -60,6 +69,11 @@ class ModelSpec(Strict):
     )
     options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options.")
     notes: str | None = Field(None, description="Free text, e.g. the claimed lineage. Copied into the report.")
+    hub: dict[str, HubPin] = Field(
+        default_factory=dict,
+        description="Set by the loader, not written by hand: what `path` / `tokenizer` named by Hub id resolved "
+        "to (repository, revision asked for, commit). Recorded with the run and shown in the report.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -92,6 +92,7 @@ KERNEL_MODULES = {
     "harness.errors",
     "harness.evidence",
     "harness.format",
+    "harness.hub",
     "harness.provenance",
     "harness.stats",
     "harness.suite",

