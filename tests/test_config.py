@@ -108,12 +108,19 @@ def test_env_expansion_and_unset_variable(suite_dir, monkeypatch, capsys):
     assert err == f"error: {path}:8: models[1].path: environment variable NOPE_UNSET is not set and has no default"
 
 
-def test_shipped_configs_validate(zoo, monkeypatch):
+def test_shipped_configs_validate(zoo, monkeypatch, tmp_path):
     repo = Path(__file__).resolve().parent.parent
     for var in ("SUSPECT_API_KEY", "NEX_API_KEY", "QWEN_API_KEY", "CONTROL_API_KEY"):  # api-only-example's keys:
         monkeypatch.setenv(var, "sk-test")  # an unset key variable is a pre-flight error
+    # Online (the 397B suite names its models by Hub id): validation reads the Hub cache only,
+    # so nothing is downloaded, and the models not cached are pinned when `run` fetches them.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     for cfg in sorted((repo / "configs").glob("*.yaml")):
-        load_suite(cfg)
+        suite = load_suite(cfg)
+        if cfg.name == "rio-397b.yaml":
+            pins = [m.hub["path"] for m in suite.models if "path" in m.hub]
+            assert len(pins) == 4 and all(p.commit is None and p.revision == "main" for p in pins)
 
 
 def test_json_schema_is_current():

