@@ -66,7 +66,7 @@ def _vllm_options(tp: int, device: str) -> dict[str, Any]:
 def suites(zoo: Path, tp: int, out: Path, device: str = "cuda") -> dict[str, Path]:
     """Rio-mini's two logit probes and the text probe, on the GPU (or, ``device`` cpu, the same
     suites on CPU: the reference). Written out as suite files, so any can be rerun by hand."""
-    vllm = [
+    vllm: list[dict[str, Any]] = [
         {"name": n, "role": _role(n), "backend": "vllm", "path": str(zoo / n), "options": _vllm_options(tp, device)}
         for n in SMOL
     ]
@@ -94,8 +94,8 @@ def suites(zoo: Path, tp: int, out: Path, device: str = "cuda") -> dict[str, Pat
         ],
         **common,
     }
-    text_models = [dict(m) for m in vllm]
-    text_models[0]["options"] = text_models[0]["options"] | {"token_ids": False}  # text only, as an API answers
+    text_models = [m | {"options": dict(m["options"])} for m in vllm]
+    text_models[0]["options"]["token_ids"] = False  # text only, as an API answers
     text = {
         "name": "gpu-text-rio-mini",
         "models": text_models,

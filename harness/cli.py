@@ -148,8 +148,8 @@ def _print_estimate(suite: Suite, probes: list[Probe]) -> int:
         f"{t['prompt_chars']:,}",
     )
     console.print(table)
-    for line in _hub_lines(suite, with_bytes=True):
-        console.print(escape(f"Hub: {line}"))
+    for hub_line in _hub_lines(suite, with_bytes=True):
+        console.print(escape(f"Hub: {hub_line}"))
     console.print(
         "Counts assume each backend offers what it is expected to (a server is not probed); answers already "
         "cached are not subtracted. File-reading probes (weights) send nothing."

@@ -124,6 +124,8 @@ class Collector:
             raise
         try:
             fp = backend.fingerprint()
+            if spec.hub:  # a model named by Hub id: the id and the commit it was pinned to
+                fp = fp | {"hub": {attr: pin.model_dump() for attr, pin in spec.hub.items()}}
             caps = backend.capabilities()
             self.run.event(
                 ModelLoaded(model=spec.name, role=spec.role, fingerprint=fp, capabilities=caps.model_dump(mode="json"))

@@ -71,8 +71,19 @@ def test_a_suite_naming_models_by_hub_id_runs_offline_pinned_and_reruns_from_cac
     report = (tmp_path / "results" / "first" / "report.md").read_text()
     for name, commit in hub_cache.items():
         assert f"`{ORG}/{name}` at `main` = commit `{commit}`" in report
-    start = json.loads((tmp_path / "results" / "first" / "run.jsonl").read_text().splitlines()[0])
-    assert start["suite"]["models"][0]["hub"]["path"]["commit"] == hub_cache["rio_mini"]
+    events = [json.loads(x) for x in (tmp_path / "results" / "first" / "run.jsonl").read_text().splitlines()]
+    assert events[0]["suite"]["models"][0]["hub"]["path"]["commit"] == hub_cache["rio_mini"]
+    loaded = {e["model"]: e["fingerprint"] for e in events if e["event"] == "model_loaded"}
+    for name, commit in hub_cache.items():
+        assert loaded[name]["hub"]["path"] == {
+            "repo_id": f"{ORG}/{name}",
+            "revision": "main",
+            "commit": commit,
+            "files": "model",
+        }
+        # The cache key is over the weights' content: the Hub's own sha256 (the blob's name).
+        blob = next((tmp_path / "hub" / f"models--{ORG}--{name}" / "blobs").glob("?" * 64))
+        assert list(loaded[name]["weights_sha256"].values()) == [blob.name]
     evidence = json.loads((tmp_path / "results" / "first" / "evidence.json").read_text())
     weights = next(p for p in evidence["probes"] if p["probe"] == "weights")["per_model"]["rio_mini"]
     assert weights["verdict"] == "interpolation" and abs(weights["weights"]["nex_mini"]["value"] - 0.6) < 0.001
@@ -83,6 +94,7 @@ def test_a_suite_naming_models_by_hub_id_runs_offline_pinned_and_reruns_from_cac
     line = next(x for x in again.splitlines() if x.startswith("collected"))
     n = int(line.split()[1])
     assert n > 0 and line == f"collected {n} requests: {n} from cache, 0 computed"
+    print(f"\nrerun of a suite naming the smol family by Hub id: {line}")
 
 
 def test_a_revision_pins_a_commit_and_a_moved_branch_is_seen(hub_cache, smol_zoo, tmp_path):

@@ -105,8 +105,8 @@ def align_topk_conditional(results: list[ScoreResult], k: int) -> tuple[np.ndarr
     Why not add the actual token as :func:`align_topk` does: the support would then depend on
     the outcome, and the likelihood of a token outside the head would be inflated. A support fixed
     by the prefix alone, with the token's probability conditional on landing in it, is an exact
-    conditional likelihood; what is lost is the positions it drops (their share is reported)."""
-    lp, weight, ids = _common_support(results, k)
+    conditional likelihood; what is lost is the positions it drops (the text probe reports their share)."""
+    lp, weight, _ = _common_support(results, k)
     actual = results[0].token_ids[1:]
     tops = [_topk_of(r, k)[0] for r in results]
     keep = np.all([(t == actual[:, None]).any(axis=1) for t in tops], axis=0) if len(actual) else np.zeros(0, bool)

@@ -72,8 +72,8 @@ class TextAnalysis:
             f"Temperature: fitted jointly with the weights (T = 1 / sum of the log-linear coefficients); the samples "
             f"were drawn at temperature {p.temperature}, top_p {p.top_p}"
             + ("" if p.top_p == 1 else " (top_p < 1 truncates the tail: the likelihood is then approximate)")
-            + ". Answers whose sampled token ids came back (hf) are scored as sampled; the others (an API's text) "
-            "are re-tokenised by the parents, which may give other tokens than were sampled (see the cost table)."
+            + ". Answers whose sampled token ids came back (hf, vLLM) are scored as sampled; the others (an API's "
+            "text) are re-tokenised by the parents, which may give other tokens than were sampled (see the cost table)."
         )
         return ev
 
@@ -99,6 +99,14 @@ class TextAnalysis:
         if sum(d.tokens for d in data) == 0 or len(data) < 4:
             ev.notes.append(f"{s}: fewer than four prompts with scored answers; not analysed.")
             return None
+        rows = [row for pid in pids for _, row in scored[s][pid]]
+        if any(r.full is None and r.sample_ids is None for row in rows for r in row):
+            total = sum(len(row[0].token_logprobs) for row in rows)
+            ev.notes.append(
+                f"{s}: the parents returned their top-k log-probs only (a server): the likelihood is conditional "
+                f"on the parents' common top-k at each position, which holds {sum(d.tokens for d in data)} of the "
+                f"{total} tokens of its answers; the others are left out of the fit."
+            )
         f = likelihood.fit_with_ci(data, rng, p.bootstrap, alpha)
         gains, cv_p, nll = likelihood.cv_gain(data, rng, p.cv_splits)
         fit = likelihood.fit_test(f.beta, data)
