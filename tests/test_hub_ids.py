@@ -141,3 +141,28 @@ probes: [{{kind: tokenizer}}]
     assert [(p.field, p.message) for p in e.value.problems] == [
         ("models[0].revision", "applies to a `path` or `tokenizer` given by Hub id only")
     ]
+
+
+def test_a_tokenizer_named_by_hub_id_is_resolved_for_an_api_model(hub_cache, tmp_path):
+    """An API model publishes no weights, but its tokenizer may be on the Hub: `tokenizer:` takes an
+    id too, and only the tokenizer's files are asked for."""
+    suite_file = write_suite(
+        tmp_path,
+        f"""name: api-tokenizer
+models:
+  - name: api
+    role: suspect
+    backend: openai
+    path: some-served-name
+    tokenizer: {ORG}/smollm2
+    options: {{base_url: "http://127.0.0.1:9/v1"}}
+  - {{name: smollm2, role: parent, path: {ORG}/smollm2}}
+probes: [{{kind: tokenizer}}]
+""",
+    )
+    api, parent = load_suite(suite_file).models
+    assert api.path == "some-served-name" and "path" not in api.hub  # an API model name is not a Hub id
+    pin = api.hub["tokenizer"]
+    assert (pin.repo_id, pin.commit, pin.files) == (f"{ORG}/smollm2", hub_cache["smollm2"], "tokenizer")
+    assert (Path(api.tokenizer or "") / "tokenizer.json").exists()
+    assert parent.hub["path"].files == "model"
