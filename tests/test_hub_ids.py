@@ -156,7 +156,7 @@ models:
     path: some-served-name
     tokenizer: {ORG}/smollm2
     options: {{base_url: "http://127.0.0.1:9/v1"}}
-  - {{name: smollm2, role: parent, path: {ORG}/smollm2}}
+  - {{name: smollm2, role: parent, path: "hf://{ORG}/smollm2"}}
 probes: [{{kind: tokenizer}}]
 """,
     )
@@ -165,4 +165,11 @@ probes: [{{kind: tokenizer}}]
     pin = api.hub["tokenizer"]
     assert (pin.repo_id, pin.commit, pin.files) == (f"{ORG}/smollm2", hub_cache["smollm2"], "tokenizer")
     assert (Path(api.tokenizer or "") / "tokenizer.json").exists()
-    assert parent.hub["path"].files == "model"
+    assert parent.hub["path"].files == "model" and parent.hub["path"].repo_id == f"{ORG}/smollm2"  # hf:// read
+    assert parent.path == api.tokenizer
+
+
+def test_fetch_offline_finds_every_model_in_the_cache(hub_cache, tmp_path, capsys):
+    assert main(["fetch", str(hub_suite(tmp_path))]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{n}.path: {ORG}/{n} @ main: cached, commit {hub_cache[n]}" for n, _ in MODELS]
