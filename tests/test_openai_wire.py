@@ -130,3 +130,22 @@ def test_capabilities_follow_what_was_proven():
     assert caps.max_top_k == 5
     caps = capabilities({"chat": True, "chat_top_logprobs": 5, "prompt_logprobs": {"ok": True, "top_k": 20}})
     assert "topk_logprobs" in [c.value for c in caps.supported] and caps.max_top_k == 20
+
+
+def test_sampled_ids_cut_inside_a_character_still_are_the_answer(smol_zoo):
+    """An answer cut by max_new_tokens inside a multi-byte character: vLLM returns the text
+    without the broken character, transformers decodes it to U+FFFD. Both are the sampled ids."""
+    from transformers import AutoTokenizer
+
+    from harness.backends.base import decodes_to
+
+    tok = AutoTokenizer.from_pretrained(smol_zoo / "smollm2")
+    ids = tok("街上的行人都撑着伞", add_special_tokens=False)["input_ids"]
+    cut = next(
+        n for n in range(1, len(ids)) if tok.decode(ids[:n]).endswith("\ufffd") and tok.decode(ids[:n])[0] != "\ufffd"
+    )
+    decoded = tok.decode(ids[:cut])
+    text = decoded.rstrip("\ufffd")
+    assert text and decoded != text
+    assert decodes_to(decoded, text) and decodes_to(text, text)
+    assert not decodes_to(decoded, text[:-1]) and not decodes_to(decoded + "x", text)

@@ -277,6 +277,15 @@ RESULT_TYPES: dict[str, type[ScoreResult] | type[GenerateResult] | type[CountRes
 }
 
 
+def decodes_to(decoded: str, text: str) -> bool:
+    """Whether sampled ids that decode to ``decoded`` are the answer ``text``: equal, or equal
+    but for incomplete characters at the end. An answer cut by ``max_new_tokens`` in the middle of
+    a multi-byte character decodes to U+FFFD there; vLLM leaves the broken character out of the
+    text it returns, transformers keeps the replacement character. Either way the ids are what was
+    sampled."""
+    return decoded == text or (decoded.startswith(text) and set(decoded[len(text) :]) == {"\ufffd"})
+
+
 def sha256_text(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 

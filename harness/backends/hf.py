@@ -27,6 +27,7 @@ from harness.backends.base import (
     ScoreRequest,
     ScoreResult,
     compact_full,
+    decodes_to,
     sha256_text,
 )
 from harness.errors import BackendError, CapabilityMissing
@@ -186,7 +187,7 @@ class HFBackend(Backend):
         """The answer's tokens: the sampled ids when this tokenizer decodes them to the answer's
         text (the sampler shared this vocabulary), the text tokenised otherwise."""
         if r.reply_ids and max(r.reply_ids) < len(self.tokenizer) and min(r.reply_ids) >= 0:
-            if self.tokenizer.decode(r.reply_ids, skip_special_tokens=True) == r.text:
+            if decodes_to(self.tokenizer.decode(r.reply_ids, skip_special_tokens=True), r.text):
                 return list(r.reply_ids)
         return self.tokenizer(r.text, add_special_tokens=False)["input_ids"]
 

@@ -43,6 +43,7 @@ from harness.backends.base import (
     ModelRef,
     ScoreRequest,
     ScoreResult,
+    decodes_to,
 )
 from harness.backends.http_client import HttpClient, RetryPolicy
 from harness.errors import BackendError, CapabilityMissing, PartialBatch
@@ -319,7 +320,7 @@ class OpenAIEndpoint:
         )
         out: dict[int, list[int]] = {}
         for j, i in enumerate(given):
-            if j in decoded and wire.parse_detokenized(decoded[j], self.label) == requests[i].text:
+            if j in decoded and decodes_to(wire.parse_detokenized(decoded[j], self.label), requests[i].text):
                 out[i] = list(requests[i].reply_ids or [])
         rest = [i for i in range(len(requests)) if i not in out]
         bodies = [wire.tokenize_body("/tokenize", self.model, requests[i].text) for i in rest]
