@@ -59,7 +59,7 @@ TOKENISATION = ("model_type", "vocab", "merges", "pre_tokenizer", "normalizer")
 
 class TextInterpolationProbe(Probe):
     kind: ClassVar[str] = "text_interpolation"
-    version: ClassVar[str] = "3"  # 2: sampled token ids kept and scored; 3: ids cut inside a character too, vLLM parents
+    version: ClassVar[str] = "3"  # 2: sampled ids scored; 3: ids cut inside a character too, vLLM parents
     description: ClassVar[str] = (
         "sampled text only: the parents score the suspect's samples; interpolation likelihood and equality tests"
     )
