@@ -163,7 +163,7 @@ def requests_per_second(log: Path) -> float | None:
 def comparison_table(cpu: dict[str, Any], gpu: dict[str, Any]) -> str:
     """Markdown: each figure on CPU (the README's) and on the GPU, and whether they agree (a_hat
     within the CPU's CI widened by the GPU's; the verdict the same)."""
-    rows = ["| figure | CPU (README) | GPU | agrees |", "|---|---|---|---|"]
+    rows = ["| figure | CPU (reference) | GPU | agrees |", "|---|---|---|---|"]
     for key in sorted(k for k in cpu if isinstance(cpu[k], dict) and "a_hat" in cpu[k]):
         c, g = cpu[key], gpu.get(key)
         if g is None:
