@@ -182,7 +182,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     if args.estimate:
         return _print_estimate(suite, build_probes(suite))
-    fetch_hub_models(suite)  # before the run directory exists: a failed download leaves nothing behind
+    if fetch_hub_models(suite):  # before the run directory exists: a failed download leaves nothing behind
+        suite = load_suite(args.suite)  # pre-flight again, now on the downloaded files
     cache_dir = Path(suite.cache_dir) if suite.cache_dir else default_cache_dir()
     cache = Cache(cache_dir)  # first: a cache that cannot be opened must not leave an empty run directory behind
     try:

@@ -69,6 +69,11 @@ def load_suite(path: str | Path) -> Suite:
 
     problems: list[Problem] = []
     base = path.resolve().parent
+    for i, raw in enumerate(data.get("models") or []):
+        if isinstance(raw, dict) and "hub" in raw:  # the loader's record of what an id resolved to
+            loc = ("models", i, "hub")
+            message = "is set by the loader, not written: name the model by Hub id in `path` and pin it with `revision`"
+            problems.append(Problem(file, line_for(lines, loc), format_loc(loc), message))
 
     def where(*loc: Any) -> tuple[int | None, str]:
         return line_for(lines, loc), format_loc(loc)

@@ -127,6 +127,15 @@ def test_offline_and_not_cached_fails_at_pre_flight_naming_the_id_and_the_fetch_
     assert "at revision 'no-such-branch'" in e.value.problems[0].message
 
 
+def test_a_hand_written_pin_is_refused(hub_cache, tmp_path):
+    pin = "hub: {path: {repo_id: x/y, revision: main, commit: null}}"
+    text = hub_suite(tmp_path).read_text().replace(f"path: {ORG}/smollm2}}", f"path: {ORG}/smollm2, {pin}}}")
+    with pytest.raises(InputError) as e:
+        load_suite(write_suite(tmp_path, text))
+    assert [p.field for p in e.value.problems] == ["models[2].hub"]
+    assert "set by the loader" in e.value.problems[0].message
+
+
 def test_a_revision_on_a_local_path_is_an_error(smol_zoo, tmp_path):
     suite_file = write_suite(
         tmp_path,

@@ -60,7 +60,10 @@ class WeightsProbe(Probe):
         """Every model's checkpoint (and the base's, as "base"), headers parsed, with the problems
         found. GGUF files are opened last: their tensors take the names the others use."""
         where: dict[str, tuple[tuple, Path | None]] = {
-            m.name: (("paths", m.name), self.checkpoint_dir(m)) for m in suite.models
+            m.name: (("paths", m.name), self.checkpoint_dir(m))
+            for m in suite.models
+            # A Hub id not downloaded yet (validated online) is checked once `run` has fetched it.
+            if self.params.paths.get(m.name) or not ("path" in m.hub and m.hub["path"].commit is None)
         }
         if self.params.base:
             where["base"] = (("base",), Path(self.params.base))
