@@ -182,3 +182,17 @@ def test_fetch_offline_finds_every_model_in_the_cache(hub_cache, tmp_path, capsy
     assert main(["fetch", str(hub_suite(tmp_path))]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [f"{n}.path: {ORG}/{n} @ main: cached, commit {hub_cache[n]}" for n, _ in MODELS]
+
+
+def test_online_validation_touches_no_network_and_leaves_the_download_to_run(tmp_path, monkeypatch, capsys):
+    """Online, with nothing cached: validation reads the cache only (no request leaves this
+    machine: there is no network here), pins each id without a commit yet, and says so."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("PARENTAGE_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("PARENTAGE_CACHE", str(tmp_path / "cache"))
+    suite = load_suite(hub_suite(tmp_path))
+    assert [(m.path, m.hub["path"].commit) for m in suite.models] == [(f"{ORG}/{n}", None) for n, _ in MODELS]
+    assert main(["validate", str(tmp_path / "suite.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"rio_mini.path: {ORG}/rio_mini @ main: not cached; `run` or `parentage fetch` downloads it" in out
