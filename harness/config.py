@@ -204,14 +204,13 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
             hub_id, problem = (False, None) if Path(resolved).exists() else _resolve_hub(m, "path", base)
             if problem:
                 return [Problem(file, line_for(lines, (*loc, "path")), format_loc((*loc, "path")), problem)]
-            if hub_id and m.hub["path"].commit is None:
-                return []  # online and not cached yet: `run` fetches it before anything is served
             if not hub_id and (cls.local_path == "always" or Path(resolved).exists()):
                 m.path = resolved
         except ValueError as e:
             return [Problem(file, line_for(lines, (*loc, "path")), format_loc((*loc, "path")), str(e))]
+    pending = "path" in m.hub and m.hub["path"].commit is None  # online, not cached: `run` fetches it
     try:
-        cls.check_spec(ModelRef(m.name, m.path, m.options))
+        cls.check_spec(ModelRef(m.name, m.path, m.options, hub_pending=pending))
     except ValueError as e:
         # "options.device: ..." names its field; anything else is about the model's path.
         head, sep, rest = str(e).partition(": ")

@@ -25,9 +25,17 @@ ENGINE = [
 ]  # fmt: skip
 
 
-def test_rio_config_produces_these_vllm_serve_commands(monkeypatch):
+def online_without_cache(monkeypatch, tmp_path) -> None:
+    """As on a GPU node before `parentage fetch`: the Hub reachable (not here: nothing is sent while
+    validating), its cache empty. Hub ids then stay ids until `run` downloads them."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+def test_rio_config_produces_these_vllm_serve_commands(monkeypatch, tmp_path):
     for var in ("RIO_MODEL", "NEX_MODEL", "QWEN35_MODEL", "CONTROL1_MODEL", "CONTROL2_MODEL"):
         monkeypatch.delenv(var, raising=False)
+    online_without_cache(monkeypatch, tmp_path)
     suite = load_suite(REPO / "configs" / "rio-397b.yaml")
     got = {m.name: serve_command(m, VLLMOptions.model_validate(m.options), 8000) for m in suite.models}
     expected = {
@@ -42,8 +50,9 @@ def test_rio_config_produces_these_vllm_serve_commands(monkeypatch):
         assert got[name] == head + ENGINE, name
 
 
-def test_rio_config_model_ids_come_from_the_environment(monkeypatch):
+def test_rio_config_model_ids_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("RIO_MODEL", "/models/rio")
+    online_without_cache(monkeypatch, tmp_path)
     suite = load_suite(REPO / "configs" / "rio-397b.yaml")
     assert (
         serve_command(suite.model("rio"), VLLMOptions.model_validate(suite.model("rio").options), 1)[2] == "/models/rio"
@@ -96,8 +105,10 @@ def test_a_python_without_vllm_fails_at_start_with_its_own_words(tmp_path):
 
 
 def test_validate_refuses_a_suite_that_cannot_launch_vllm(monkeypatch, tmp_path):
+    """Also for a model named by a Hub id not downloaded yet: the launcher is checked before any download."""
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv(ENV_VAR, raising=False)
+    online_without_cache(monkeypatch, tmp_path)
     suite = tmp_path / "s.yaml"
     model = "  - {name: m, role: suspect, backend: vllm, path: some/model}"
     suite.write_text(f"name: s\nmodels:\n{model}\nprobes:\n  - {{kind: identity}}\n")

@@ -301,6 +301,9 @@ class ModelRef:
     name: str
     path: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # ``path`` is a Hub id not downloaded yet (validated online): `run` fetches it before loading,
+    # so the checks of its files wait; the other checks (launcher, device, keys) do not.
+    hub_pending: bool = False
 
 
 class BackendOptions(BaseModel):

@@ -67,12 +67,13 @@ class HFBackend(Backend):
             raise ValueError("the hf backend needs `path`: a local model directory or .gguf file")
         opts = HFOptions.model_validate(spec.options)
         directory, gguf = _split_gguf(spec, opts)
-        if not directory.exists():
-            raise ValueError(f"model path does not exist: {directory}")
-        if gguf and not (directory / gguf).exists():
-            raise ValueError(f"GGUF file does not exist: {directory / gguf}")
-        if not gguf and not (directory / "config.json").exists():
-            raise ValueError(f"not a transformers model directory (no config.json): {directory}")
+        if not spec.hub_pending:
+            if not directory.exists():
+                raise ValueError(f"model path does not exist: {directory}")
+            if gguf and not (directory / gguf).exists():
+                raise ValueError(f"GGUF file does not exist: {directory / gguf}")
+            if not gguf and not (directory / "config.json").exists():
+                raise ValueError(f"not a transformers model directory (no config.json): {directory}")
         if opts.device.startswith("cuda"):
             # No GPU driver (NVIDIA, or ROCm's /dev/kfd): no CUDA, said without the 2 s torch import.
             if not any(Path(x).exists() for x in ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/kfd")):
