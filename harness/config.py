@@ -198,17 +198,20 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
         m.options = cls.Options.model_validate(m.options).model_dump()
     except ValidationError as e:
         return problems_from(e, file, lines, (*loc, "options"))
+    problems: list[Problem] = []
+    hub_problem = None
     if m.path is not None and cls.local_path != "never":
         try:
             resolved = _resolve(base, m.path)
-            hub_id, problem = (False, None) if Path(resolved).exists() else _resolve_hub(m, "path", base)
-            if problem:
-                return [Problem(file, line_for(lines, (*loc, "path")), format_loc((*loc, "path")), problem)]
+            hub_id, hub_problem = (False, None) if Path(resolved).exists() else _resolve_hub(m, "path", base)
+            if hub_problem:  # reported, and the backend's other checks still run (one pass, every problem)
+                problems.append(Problem(file, line_for(lines, (*loc, "path")), format_loc((*loc, "path")), hub_problem))
             if not hub_id and (cls.local_path == "always" or Path(resolved).exists()):
                 m.path = resolved
         except ValueError as e:
             return [Problem(file, line_for(lines, (*loc, "path")), format_loc((*loc, "path")), str(e))]
-    pending = "path" in m.hub and m.hub["path"].commit is None  # online, not cached: `run` fetches it
+    # A Hub id not downloaded (online: `run` fetches it; offline: reported above): its files wait.
+    pending = bool(hub_problem) or ("path" in m.hub and m.hub["path"].commit is None)
     try:
         cls.check_spec(ModelRef(m.name, m.path, m.options, hub_pending=pending))
     except ValueError as e:
@@ -216,8 +219,8 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
         head, sep, rest = str(e).partition(": ")
         field = (*loc, "options", head.removeprefix("options.")) if sep and head.startswith("options.") else None
         where_loc = field or (*loc, "path")
-        return [Problem(file, line_for(lines, where_loc), format_loc(where_loc), rest if field else str(e))]
-    return []
+        problems.append(Problem(file, line_for(lines, where_loc), format_loc(where_loc), rest if field else str(e)))
+    return problems
 
 
 def _resolve_hub(m: ModelSpec, attr: Literal["path", "tokenizer"], base: Path) -> tuple[bool, str | None]:

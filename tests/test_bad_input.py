@@ -146,6 +146,15 @@ def test_missing_vllm_is_named_with_its_install_hint(tmp_path, capsys, monkeypat
         "probes:\n  - {kind: identity, params: {labels: {x: [y]}}}\n",
     )
     assert main(["run", str(suite)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    # Offline (make test sets HF_HUB_OFFLINE=1), org/model is also not in the Hub cache: both are said.
+    launcher = next(x for x in err.splitlines() if "no vLLM launcher found" in x)
+    assert "models[0].path: no vLLM launcher found" in launcher and "pip install 'parentage[vllm]'" in launcher
+    assert "'org/model' is neither a local path" in err
+    # Online with an empty Hub cache (a GPU node before `parentage fetch`): the launcher is the one problem.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["run", str(suite)]) == EXIT_BAD_INPUT
     line = one_error_line(capsys)
     assert "models[0].path: no vLLM launcher found" in line and "pip install 'parentage[vllm]'" in line
 
