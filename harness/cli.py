@@ -341,7 +341,10 @@ def cmd_assets(args: argparse.Namespace) -> int:
     here = Path(__file__).parent
     key = build_cache.key(
         [here / "assets.py", here / "tokenizers.py"],
-        {"assets": [a.package for a in assets.ASSETS.values()], **build_cache.versions("transformers", "tokenizers")},
+        {
+            "assets": [p for a in assets.ASSETS.values() for p in a.packages],
+            **build_cache.versions("transformers", "tokenizers"),
+        },
     )
     if everything:
         build_cache.restore("assets", key, assets.assets_dir())

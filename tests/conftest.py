@@ -160,9 +160,9 @@ def wait_http(url: str, timeout: float, proc=None) -> None:
     pytest.fail(f"no answer from {url} after {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def llama_server(smollm2_gguf: Path, tmp_path_factory):
-    """A real llama.cpp server (llama-cpp-python[server]) serving SmolLM2 on 127.0.0.1."""
+def serve_gguf(gguf: Path, alias: str, log: Path, chat_format: str | None = None):
+    """A real llama.cpp server (llama-cpp-python[server]) serving ``gguf`` on 127.0.0.1, as a
+    generator for a fixture: yields the endpoint, stops the server."""
     import subprocess
     import sys
 
@@ -171,17 +171,38 @@ def llama_server(smollm2_gguf: Path, tmp_path_factory):
     except ImportError:
         pytest.fail("llama-cpp-python[server] is not installed: run `make test-data` (the dev install builds it)")
     port = free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf), "--model_alias", "smollm2"]
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--seed", "0"]
+    cmd += ["--chat_format", chat_format] if chat_format else []
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", 120, proc)
-        yield {"base_url": f"http://127.0.0.1:{port}/v1", "model": "smollm2", "log": log, "proc": proc}
+        yield {"base_url": f"http://127.0.0.1:{port}/v1", "model": alias, "log": log, "proc": proc}
     finally:
         proc.terminate()
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2_gguf: Path, tmp_path_factory):
+    """A real llama.cpp server serving SmolLM2 on 127.0.0.1."""
+    yield from serve_gguf(smollm2_gguf, "smollm2", tmp_path_factory.mktemp("llama") / "server.log")
+
+
+@pytest.fixture(scope="session")
+def gemma3_server(tmp_path_factory):
+    """A real llama.cpp server serving Gemma 3 270M: a real model of another family (Google's),
+    with a vocabulary of its own. Its GGUF carries no chat template, so llama.cpp is told the
+    Gemma format, as a user serving it would."""
+    from harness import assets
+    from harness.errors import InputError
+
+    try:
+        gguf = assets.require("gemma3-gguf")
+    except InputError as e:
+        pytest.fail(str(e))
+    yield from serve_gguf(gguf, "gemma3", tmp_path_factory.mktemp("gemma3") / "server.log", chat_format="gemma")
