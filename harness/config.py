@@ -64,7 +64,7 @@ def load_suite(path: str | Path) -> Suite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
-        top = problems_from(e, file, lines)
+        top = problems_from(e, file, lines, model=Suite)
         raise InputError(top + _entry_problems(data, file, lines, path.resolve().parent, top)) from None
 
     problems: list[Problem] = []
@@ -197,7 +197,7 @@ def _check_backend(m: ModelSpec, i: int, file: str, lines: dict, base: Path) -> 
     try:
         m.options = cls.Options.model_validate(m.options).model_dump()
     except ValidationError as e:
-        return problems_from(e, file, lines, (*loc, "options"))
+        return problems_from(e, file, lines, (*loc, "options"), cls.Options)
     problems: list[Problem] = []
     hub_problem = None
     if m.path is not None and cls.local_path != "never":
@@ -277,7 +277,7 @@ def _check_probe(p: ProbeSpec, i: int, file: str, lines: dict, base: Path) -> li
     try:
         p.params = cls.Params.model_validate(p.params).model_dump()
     except ValidationError as e:
-        return problems_from(e, file, lines, ("probes", i, "params"))
+        return problems_from(e, file, lines, ("probes", i, "params"), cls.Params)
     problems = []
     for name in cls.path_params:
         value = p.params.get(name)

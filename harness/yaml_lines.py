@@ -7,11 +7,14 @@ duplicate keys, alias bombs and syntax errors are refused here, before any field
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from harness.errors import InputError, Problem
 
@@ -79,15 +82,63 @@ def line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
     return None
 
 
-def problems_from(err: ValidationError, file: str, lines: dict[tuple, int], prefix: tuple = ()) -> list[Problem]:
+def problems_from(
+    err: ValidationError,
+    file: str,
+    lines: dict[tuple, int],
+    prefix: tuple = (),
+    model: type[BaseModel] | None = None,
+) -> list[Problem]:
+    """``err`` as problems; ``model`` (the class validated) lets an unknown key name the nearest
+    valid key and every valid one."""
     out = []
     for e in err.errors():
-        loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        rel = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = prefix + rel
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key '{loc[-1]}'"
+            msg = f"unknown key '{loc[-1]}'" + _key_hint(model, rel)
         out.append(Problem(file, line_for(lines, loc), format_loc(loc), msg))
     return out
+
+
+def _key_hint(model: type[BaseModel] | None, rel: tuple) -> str:
+    """'; did you mean 'x'? valid keys: ...' for the mapping at ``rel[:-1]`` in ``model``."""
+    valid = _keys_at(model, rel[:-1]) if model is not None else None
+    if not valid:
+        return ""
+    close = difflib.get_close_matches(str(rel[-1]), valid, n=1)
+    return (f"; did you mean '{close[0]}'?" if close else "") + f" valid keys: {', '.join(valid)}"
+
+
+def _keys_at(model: type[BaseModel], path: tuple) -> list[str] | None:
+    """The field names of the pydantic model found at ``path`` (keys, list indexes) inside
+    ``model``, through optional, list and dict annotations; None where no model is there."""
+    node: Any = model
+    for part in (*path, None):
+        candidates = [node]
+        while candidates:  # unwrap Optional/Union/Annotated to the member that fits `part`
+            t = candidates.pop(0)
+            origin = typing.get_origin(t)
+            if origin in (typing.Union, types.UnionType, typing.Annotated):
+                candidates += [a for a in typing.get_args(t) if a is not type(None)]
+                continue
+            if part is None:
+                if isinstance(t, type) and issubclass(t, BaseModel):  # less what only the loader sets
+                    return [n for n, f in t.model_fields.items() if "Set by the loader" not in (f.description or "")]
+                continue
+            if isinstance(part, int) and origin in (list, tuple):
+                node = typing.get_args(t)[0]
+                break
+            if isinstance(t, type) and issubclass(t, BaseModel) and part in t.model_fields:
+                node = t.model_fields[part].annotation
+                break
+            if origin is dict:
+                node = typing.get_args(t)[1]
+                break
+        else:
+            return None
+    return None
 
 
 # A suite is at most a few thousand values; aliases (`*anchor`) can make a small file expand

@@ -80,6 +80,28 @@ def test_malformed_suite_reports_file_line_field(suite_dir, capsys, case, text, 
     assert fragment in err[0]
 
 
+def test_an_unknown_key_names_the_nearest_valid_key_and_every_valid_one(suite_dir, capsys):
+    """A misspelt key, at the top of a probe's params, nested in its verdict settings, and in a
+    backend's options: the message names the key meant and lists the valid ones (from the
+    probe's or backend's own pydantic model, so a new parameter appears without a change here)."""
+    from probes.logit.params import LogitParams
+    from probes.logit.verdict import VerdictThresholds
+
+    text = VALID.replace(
+        "logit_interpolation\n",
+        "logit_interpolation\n    params: {max_text: 8, verdict: {own_min_taskfree: 2}}\n",
+    ).replace("    path: m2\n", "    path: m2\n    options: {dtyp: float32}\n")
+    path = suite_dir / "typo.yaml"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == EXIT_BAD_INPUT
+    err = {line.split(": ")[2]: line for line in capsys.readouterr().err.strip().splitlines()}
+    assert "unknown key 'max_text'; did you mean 'max_texts'? valid keys: " in err["probes[0].params.max_text"]
+    assert err["probes[0].params.max_text"].endswith(", ".join(LogitParams.model_fields))
+    nested = err["probes[0].params.verdict.own_min_taskfree"]
+    assert "did you mean 'own_min_task_free'?" in nested and nested.endswith(", ".join(VerdictThresholds.model_fields))
+    assert "unknown key 'dtyp'; did you mean 'dtype'?" in err["models[1].options.dtyp"]
+
+
 def test_valid_suite_passes_and_resolves_paths(suite_dir, capsys):
     path = suite_dir / "ok.yaml"
     path.write_text(VALID)
