@@ -135,9 +135,12 @@ bench-weights: test-data
 	$(BIN)/python benchmarks/bench_bad_checkpoints.py
 
 # Text-only evidence: prompts x samples per prompt needed for p < 1e-6 on the tiny zoo's 0.6
-# merge, next to the log-prob modes' figure; results/bench-<date>/text-power.md.
+# merge, next to the log-prob modes' figure (results/bench-<date>/text-power.md), and the budget
+# that tells merges from fine-tunes of one parent and models of their own initialisation on both
+# zoos (results/bench-<date>/text-specificity.md).
 bench-text: test-data
 	$(BIN)/python benchmarks/bench_text_power.py
+	$(BIN)/python benchmarks/bench_text_specificity.py
 
 # Resolver dry run (needs PyPI, so it is not part of `make test`): the core's ranges must admit
 # vLLM's own pins (torch==2.14.0, transformers<5.21).

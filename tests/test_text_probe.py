@@ -45,9 +45,18 @@ def test_merge_weights_from_text_alone_and_no_control_is_a_merge(text_run):
         assert per[m]["cv_p"] < 0.05, (m, per[m]["reasons"])  # the interpolation beats either parent alone
         assert per[m]["verdict"] == "interpolation", (m, per[m]["reasons"])
     controls = [m for m, r in per.items() if r["role"] == "control"]
-    assert len(controls) == 5
+    assert len(controls) == 6
     for c in controls:
         assert per[c]["verdict"] != "interpolation", (c, per[c]["reasons"])
+    # Issue 26: a fine-tune of either parent is no merge (at 4 answers per prompt b_ft met the
+    # rule, fit p 0.07, and withdrew every merge's verdict as a control), and the models of their
+    # own initialisation are further from the parents than the parents are from each other.
+    for ft in ("a_ft", "b_ft"):
+        assert per[ft]["fit_p"] < 0.05, (ft, per[ft]["reasons"])
+    for own in ("independent", "student", "impostor"):
+        assert per[own]["excess"]["lo"] > per[own]["parents_excess"], (own, per[own]["reasons"])
+    for m in ("linear_0.25", "linear_0.6", "linear_0.75"):
+        assert per[m]["excess"]["hi"] < per[m]["parents_excess"], (m, per[m]["reasons"])
     # The sibling fine-tune of the parents' base fits an interpolation with a significant gain;
     # the information-matrix test is what tells it from a merge.
     assert per["sibling"]["cv_p"] < 0.05 and per["sibling"]["fit_p"] < 0.05, per["sibling"]["reasons"]
@@ -77,7 +86,7 @@ def test_the_estimate_counts_both_stages(text_run, capsys):
     capsys.readouterr()
     assert main(["run", str(tmp / "suite.yaml"), "--estimate"]) == 0
     printed = int(re.search(r"estimate: (\d+) requests", capsys.readouterr().out).group(1))
-    models, prompts, samples = 11, 32, 4
+    models, prompts, samples = 12, 32, 8
     assert printed == models * prompts + 2 * models * prompts * samples
     events = [json.loads(x) for x in (tmp / "results" / "r" / "run.jsonl").read_text().splitlines()]
     sent = next(e for e in events if e["event"] == "collect_end")["requests"]
@@ -194,3 +203,56 @@ def test_fit_test_keeps_its_level_on_a_true_interpolation():
     print(f"\ninformation-matrix test at alpha 0.05: {null:.3f} on a true interpolation, {sibling:.3f} on a sibling")
     assert 0.02 <= null <= 0.08
     assert sibling > 0.4
+
+
+def test_answers_further_from_the_parents_than_they_are_from_each_other_are_no_merge():
+    """Issue 26: a model of its own initialisation met the interpolation rule on the tiny zoo's
+    seed 2 (32 prompts x 8 answers; its figures below, as measured): weights inside the margins,
+    a significant held-out gain and a fit test that does not reject. The parents find its answers
+    0.503 [0.443, 0.576] nats/token less likely than their own, but each other's only 0.314 less
+    likely (the yardstick, ``parents_excess``): the interpolation explains it worse than the
+    parents explain each other, so it is no mixture of them. Before the yardstick it read
+    "interpolation", and as a control it withdrew every merge's verdict. The merge of the same run
+    (linear_0.6: excess 0.161 [0.100, 0.220]) keeps it."""
+    from harness.evidence import Interval
+    from probes.text.result import Equality, TextResult
+    from probes.text.verdict import decide
+
+    def result(weight: Interval, excess: Interval, fit_p: float) -> TextResult:
+        return TextResult(
+            role="control",
+            prompts=32,
+            samples=256,
+            tokens=7000,
+            weights={
+                "parent_a": weight,
+                "parent_b": Interval(value=1 - weight.value, lo=1 - weight.hi, hi=1 - weight.lo),
+            },
+            temperature=Interval(value=1.13, lo=1.11, hi=1.15),
+            sampling_temperature=1.0,
+            nll=5.1,
+            excess=excess,
+            excess_p=1e-9,
+            parents_excess=0.314,
+            cv_gain=0.0317,
+            cv_p=4.8e-08,
+            fit_statistic=5.2,
+            fit_df=3,
+            fit_p=fit_p,
+            equality={
+                x: Equality(statistic=0.1, p=0.001, p_adjusted=0.002, p_unstratified=0.001)
+                for x in ("parent_a", "parent_b")
+            },
+        )
+
+    independent = result(Interval(value=0.449, lo=0.387, hi=0.519), Interval(value=0.503, lo=0.443, hi=0.576), 0.175)
+    verdict, _, reasons = decide(independent, 0.05, 0.05)
+    assert verdict == "inconclusive", reasons
+    assert "not within their distance from each other (0.314" in reasons[-1]
+    merge = result(Interval(value=0.619, lo=0.590, hi=0.653), Interval(value=0.161, lo=0.100, hi=0.220), 0.726)
+    verdict, _, reasons = decide(merge, 0.05, 0.05)
+    assert verdict == "interpolation", reasons
+    # An own initialisation with its weight at a parent (an impostor trained on its data) is not
+    # "derived" from it either.
+    impostor = result(Interval(value=0.97, lo=0.92, hi=1.0), Interval(value=0.585, lo=0.510, hi=0.666), 0.0)
+    assert decide(impostor, 0.05, 0.05)[0] == "inconclusive"

@@ -39,6 +39,7 @@ class TextAnalysis:
         self.rng = rng
         self.ev = ev
         self.parents = parents
+        self.yardstick = float("nan")  # parents_excess, set by run
 
     def run(self, records: dict[str, list[Record]]) -> ProbeEvidence:
         """Per subject the fit, the held-out gain, the equality tests and the yardstick; then the
@@ -57,6 +58,7 @@ class TextAnalysis:
             ev.notes.append(uncalibrated_note(suite, "the interpolation rule is not checked on a known non-merge"))
         p = self.params
         scored = {m: scored_answers(samples[m], scores, parents) for m in samples}
+        self.yardstick = parents_excess(scored, parents)
         results: dict[str, TextResult] = {}
         gain_of: dict[str, dict[str, float]] = {}  # per model, per prompt: the held-out gain
         for s in subjects:
@@ -148,6 +150,7 @@ class TextAnalysis:
             nll=float(np.nanmean(nll)),
             excess=Interval(value=float(np.mean(excess[ok])), lo=lo, hi=hi),
             excess_p=wilcoxon_greater(excess[ok]),
+            parents_excess=self.yardstick,
             cv_gain=float(np.nanmean(gains)),
             cv_p=cv_p,
             fit_statistic=fit.statistic,
@@ -334,6 +337,21 @@ def prompt_data(rows: list[tuple[str, list[ScoreResult]]], n_parents: int, pid: 
 def sampled_ids(result: GenerateResult) -> list[list[int] | None]:
     """Each answer's sampled token ids, None where the backend returned text only."""
     return list(result.token_ids) if result.token_ids else [None] * len(result.texts)
+
+
+def parents_excess(scored: dict[str, dict[str, list[tuple[str, list[ScoreResult]]]]], parents: list[str]) -> float:
+    """The yardstick of ``excess``: how much less likely a parent finds another parent's answers
+    than its own (nats per token, per prompt, averaged over the prompts both answered and over
+    every ordered pair of parents). A model the interpolation explains worse than the parents
+    explain each other is no mixture of them; NaN when no prompt has answers of two parents."""
+    gaps = []
+    for i, x in enumerate(parents):
+        for y in parents:
+            if y != x:
+                common = [pid for pid in scored[x] if scored[x][pid] and scored[y].get(pid)]
+                gaps += [per_token(scored[y][pid], i) - per_token(scored[x][pid], i) for pid in common]
+    finite = [g for g in gaps if np.isfinite(g)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def features(rows: list[tuple[str, list[ScoreResult]]]) -> np.ndarray:

@@ -10,7 +10,12 @@ from probes.base import ProbeParams
 
 class TextParams(ProbeParams):
     prompts: int = Field(32, ge=4, description="Prompts of the corpus, taken round-robin across its groups.")
-    samples: int = Field(4, ge=2, description="Sampled answers per prompt and model.")
+    samples: int = Field(
+        8,
+        ge=2,
+        description="Sampled answers per prompt and model. 8 with 32 prompts tells a fine-tune of one parent from a "
+        "merge on the tiny zoo and Rio in miniature (results/bench-2026-12-06/text-specificity.md); 4 does not.",
+    )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (recorded; fitted back as T).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; 1 keeps the likelihood exact.")
     max_new_tokens: int = Field(32, ge=2)

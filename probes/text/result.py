@@ -33,6 +33,12 @@ class TextResult(BaseModel):
         "find theirs. About 0 for a merge whose entropy is like its parents'."
     )
     excess_p: Number = Field(description="One-sided Wilcoxon over prompts: excess > 0.")
+    parents_excess: Number = Field(
+        float("nan"),
+        description="The yardstick of excess: how much less likely a parent finds another parent's answers than its "
+        "own (nats per token, averaged over prompts and ordered pairs of parents). An interpolation or a fine-tune "
+        "of a parent must be explained better than the parents explain each other.",
+    )
     cv_gain: Number = Field(description="Held-out log-likelihood gain per token over the better single parent.")
     cv_p: Number
     fit_statistic: Number = Field(
