@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -31,6 +31,8 @@ from harness.errors import (
 )
 
 if TYPE_CHECKING:  # the CLI imports its heavy parts lazily, so `validate` and `--help` stay fast
+    from pydantic import BaseModel
+
     from harness.suite import Suite
     from probes.base import Probe
 
@@ -274,6 +276,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     from harness.backends import BACKENDS, backend_class
     from probes import PROBES, probe_class
 
+    if args.name:  # one probe's params or one backend's options, with types, defaults and bounds
+        model: type[BaseModel]
+        if args.name in PROBES:
+            cls = probe_class(args.name)
+            title, model = f"probe {args.name} (v{cls.version}): {cls.description}\nparams:", cls.Params
+        elif args.name in BACKENDS:
+            backend = backend_class(args.name)
+            title, model = f"backend {args.name}: {backend.description}\noptions:", backend.Options
+        else:
+            known = ", ".join([*PROBES, *BACKENDS])
+            raise InputError(f"unknown probe or backend '{args.name}'; known: {known}")
+        print(title)
+        for key, kind, default, bounds, description in parameter_rows(model):
+            print(f"  {key}: {kind} = {default}{f'  ({bounds})' if bounds else ''}")
+            if description:
+                print(f"      {description}")
+        return EXIT_OK
     print("probes:")
     for name in PROBES:
         cls = probe_class(name)
@@ -287,7 +306,62 @@ def cmd_list(args: argparse.Namespace) -> int:
         except ImportError as e:  # an optional extra that is not installed
             desc = f"(unavailable: {e})"
         print(f"  {name:<22} {desc}")
+    print("`parentage list NAME` prints a probe's params or a backend's options.")
     return EXIT_OK
+
+
+def parameter_rows(model: Any) -> list[tuple[str, str, str, str, str]]:
+    """(key, type, default, bounds, description) for every field of a pydantic model, nested
+    models flattened to dotted keys, read from its JSON Schema (what editors complete from)."""
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+    try:  # defaults as the model fills them (a default_factory has none in the schema)
+        filled: dict[str, Any] = model().model_dump(mode="json")
+    except ValueError:  # a model with required fields: the others' defaults one by one
+        filled = {
+            name: json.loads(json.dumps(f.get_default(call_default_factory=True), default=str))
+            for name, f in model.model_fields.items()
+            if not f.is_required()
+        }
+
+    def resolve(node: Any) -> dict:
+        if not isinstance(node, dict):  # additionalProperties: true
+            return {"type": "any"}
+        return defs[node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node
+
+    def default(key: str, prop: dict) -> str:
+        value: Any = filled
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return json.dumps(prop["default"]) if "default" in prop else "(required)"
+            value = value[part]
+        return json.dumps(value)
+
+    def kind(node: Any) -> str:
+        node = resolve(node)
+        if "anyOf" in node:
+            return " | ".join(kind(n) for n in node["anyOf"])
+        if "enum" in node:
+            return " | ".join(json.dumps(v) for v in node["enum"])
+        if node.get("type") == "array":
+            return f"list[{kind(node.get('items', {}))}]"
+        if node.get("type") == "object" and "properties" not in node:
+            return f"dict[str, {kind(node.get('additionalProperties'))}]"
+        return str(node.get("type", node.get("title", "any")))
+
+    def rows(node: dict, prefix: str) -> list[tuple[str, str, str, str, str]]:
+        out = []
+        for key, prop in node.get("properties", {}).items():
+            target = resolve(prop)
+            if "properties" in target:  # a nested model: its fields under key.
+                out += rows(target, f"{prefix}{key}.")
+                continue
+            words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+            bounds = ", ".join(f"{w} {prop[k]}" for k, w in words.items() if k in prop)
+            out.append((prefix + key, kind(prop), default(prefix + key, prop), bounds, prop.get("description", "")))
+        return out
+
+    return rows(schema, "")
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
@@ -424,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_b")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("list", help="list probes and backends")
+    s = sub.add_parser("list", help="list probes and backends; with a name, its parameters")
+    s.add_argument("name", nargs="?", help="a probe kind or backend name: print its params / options")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("zoo", help="calibration zoo of models with known lineage")

@@ -72,6 +72,31 @@ def test_list_names_probes_and_backends(capsys):
     assert "logit_interpolation" in out and "hf " in out
 
 
+def test_list_name_prints_every_parameter_with_its_default_and_bounds(capsys):
+    """Issue 30: `parentage list PROBE|BACKEND` shows what a suite may set, read from the probe's
+    or backend's own pydantic model (nested models as dotted keys)."""
+    from harness.backends.vllm import VLLMBackend
+    from probes.logit.params import LogitParams
+    from probes.logit.verdict import VerdictThresholds
+    from probes.text.params import TextParams
+
+    assert main(["list", "logit_interpolation"]) == 0
+    out = capsys.readouterr().out
+    keys = [line.split(":")[0].strip() for line in out.splitlines() if line.startswith("  ") and line[2] != " "]
+    nested = [f"verdict.{k}" for k in VerdictThresholds.model_fields]
+    assert keys == [k for k in LogitParams.model_fields if k != "verdict"] + nested
+    assert "  max_tokens: integer = 64  (>= 4)" in out
+    assert "  verdict.own_min_task_free: number = 1.25" in out
+    assert main(["list", "text_interpolation"]) == 0
+    out = capsys.readouterr().out
+    assert f"  samples: integer = {TextParams().samples}  (>= 2)" in out
+    assert main(["list", "vllm"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {k}: " in out for k in VLLMBackend.Options.model_fields)
+    assert main(["list", "nope"]) == 2
+    assert "unknown probe or backend 'nope'; known: logit_interpolation" in capsys.readouterr().err
+
+
 def test_broken_model_fails_with_backend_exit_code_and_keeps_earlier_models(tmp_path, zoo, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(zoo / "parent_b", broken)
