@@ -24,8 +24,15 @@ from harness.errors import InputError
 
 
 def home() -> Path:
-    """Project data root: $PARENTAGE_HOME, else ~/.cache/parentage (the Makefile uses ./.cache)."""
-    return Path(os.environ.get("PARENTAGE_HOME", Path.home() / ".cache" / "parentage"))
+    """Project data root: $PARENTAGE_HOME; else the checkout's own ``.cache`` when the package
+    runs from a checkout that `make` prepared (what the Makefile sets, so the CLI run from a
+    shell finds the same assets); else ~/.cache/parentage."""
+    if "PARENTAGE_HOME" in os.environ:
+        return Path(os.environ["PARENTAGE_HOME"])
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists() and (checkout / ".cache" / "assets").is_dir():
+        return checkout / ".cache"
+    return Path.home() / ".cache" / "parentage"
 
 
 def assets_dir() -> Path:

@@ -138,8 +138,11 @@ output_dir: {tmp_path}/results
 
 
 def test_missing_vllm_is_named_with_its_install_hint(tmp_path, capsys, monkeypatch):
+    from harness.backends import vllm_server
+
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("PARENTAGE_VLLM", raising=False)
+    monkeypatch.setattr(vllm_server, "CHECKOUT_VLLM", tmp_path / "no-venv" / "python")
     suite = write_suite(
         tmp_path,
         "name: v\nmodels:\n  - {name: m, role: suspect, backend: vllm, path: org/model}\n"

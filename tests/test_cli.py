@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from harness.cli import main
 from harness.errors import EXIT_BACKEND, EXIT_BAD_INPUT
@@ -128,3 +129,18 @@ cache_dir: {tmp_path}/cache
 def test_analyze_on_a_non_run_directory_is_bad_input(tmp_path, capsys):
     assert main(["analyze", str(tmp_path)]) == EXIT_BAD_INPUT
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_the_cli_from_a_shell_finds_what_make_prepared(monkeypatch):
+    """Issue 30: without the Makefile's environment, the checkout's own `.cache` (assets, the
+    tokenizer library) and `.venv-vllm` are the defaults, so `parentage` typed in a shell after
+    `make test` finds them."""
+    from harness import assets
+    from harness.backends import vllm_server
+
+    monkeypatch.delenv("PARENTAGE_HOME", raising=False)
+    repo = Path(__file__).resolve().parent.parent
+    assert assets.home() == repo / ".cache"
+    assert vllm_server.CHECKOUT_VLLM == repo / ".venv-vllm" / "bin" / "python"
+    monkeypatch.setenv("PARENTAGE_HOME", "/elsewhere")
+    assert assets.home() == Path("/elsewhere")

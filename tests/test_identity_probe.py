@@ -131,6 +131,24 @@ def test_label_without_patterns_is_reported_with_its_location(tmp_path, capsys):
     assert err == f"error: {path}:8: probes[0].params.labels: label(s) with no patterns: empty"
 
 
+def test_parents_without_labels_are_refused_at_preflight_with_what_to_add(tmp_path, capsys):
+    """Issue 30: without a parent's label the probe ran, spent its requests and tested nothing
+    (no claims-vs-controls table, no column in the case table), silently."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: s\nmodels:\n  - {name: a, role: suspect, path: m}\n  - {name: nex_mini, role: parent, path: m}\n"
+        "probes:\n  - kind: identity\n    params:\n      labels: {nex: [Nex], qwen: [Qwen]}\n"
+    )
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}:7: probes[0].params.model_labels: no parent has a label"), err
+    assert "add model_labels: {nex_mini: <label>} with each parent's own label from labels (nex, qwen)" in err
+    path.write_text(path.read_text() + "      model_labels: {nex_mini: nex}\n")
+    assert main(["validate", str(path)]) == 0
+
+
 def test_tiny_zoo_merge_claims_parent_a_above_every_control(zoo, tmp_path, monkeypatch):
     """Acceptance on models of known lineage: the 0.6 merge of Vireo (parent_a) and Tamsin
     (parent_b), asked with no system prompt, claims Vireo at a rate whose CI lies above every

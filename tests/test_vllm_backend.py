@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends import vllm_server
 from harness.backends.base import ModelRef
 from harness.backends.vllm import VLLMBackend, VLLMOptions, serve_command
 from harness.backends.vllm_server import API_SERVER_MODULE, ENV_VAR, resolve_launcher
@@ -71,11 +72,23 @@ def test_launcher_resolution_order(monkeypatch, tmp_path):
     py = resolve_launcher(None, sys.executable)
     assert py == ([sys.executable, "-m", API_SERVER_MODULE, "--model"], "options.python")
     assert resolve_launcher([str(exe), "serve"], sys.executable) == ([str(exe), "serve"], "options.command")
+    # Last, the checkout's own environment (issue 30: the CLI run from a shell after `make test`).
+    monkeypatch.delenv(ENV_VAR)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    venv = tmp_path / ".venv-vllm" / "bin" / "python"
+    venv.parent.mkdir(parents=True)
+    venv.write_text("#!/bin/sh\n")
+    monkeypatch.setattr(vllm_server, "CHECKOUT_VLLM", venv)
+    assert resolve_launcher(None, None) == (
+        [str(venv), "-m", API_SERVER_MODULE, "--model"],
+        "the checkout's .venv-vllm",
+    )
 
 
 def test_no_launcher_names_every_way_to_get_one(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setattr(vllm_server, "CHECKOUT_VLLM", tmp_path / "no-venv" / "python")
     with pytest.raises(BackendError) as e:
         resolve_launcher(None, None)
     msg = str(e.value)
@@ -108,6 +121,7 @@ def test_validate_refuses_a_suite_that_cannot_launch_vllm(monkeypatch, tmp_path)
     """Also for a model named by a Hub id not downloaded yet: the launcher is checked before any download."""
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setattr(vllm_server, "CHECKOUT_VLLM", tmp_path / "no-venv" / "python")
     online_without_cache(monkeypatch, tmp_path)
     suite = tmp_path / "s.yaml"
     model = "  - {name: m, role: suspect, backend: vllm, path: some/model}"

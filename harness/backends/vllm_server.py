@@ -10,7 +10,9 @@ vLLM pins its own torch and transformers, so it usually lives in an environment 
    (``[vllm, serve]`` or ``[/env/bin/python, -m, vllm.entrypoints.openai.api_server, --model]``);
 2. ``options.python``: a Python interpreter with vLLM installed;
 3. ``$PARENTAGE_VLLM``: the same, from the environment;
-4. ``vllm`` on ``PATH``.
+4. ``vllm`` on ``PATH``;
+5. the checkout's own ``.venv-vllm`` (what ``make test`` built), for a user who runs the CLI from
+   a shell after ``make`` without the Makefile's environment.
 
 Big models outgrow one GPU; vLLM's own tensor, pipeline and Ray parallelism handle that, so
 this module only passes the engine arguments through.
@@ -32,6 +34,7 @@ from harness.errors import BackendError
 
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 ENV_VAR = "PARENTAGE_VLLM"
+CHECKOUT_VLLM = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"  # what `make` builds
 MISSING = (
     "no vLLM launcher found: set options.python (a Python with vLLM installed), options.command, or "
     f"${ENV_VAR}; or install the extra on a GPU machine (pip install 'parentage[vllm]'); "
@@ -53,9 +56,11 @@ def resolve_launcher(command: list[str] | None, python: str | None) -> tuple[lis
                 raise BackendError(f"{source}: {py!r} is not an executable Python. {MISSING}")
             return [py, "-m", API_SERVER_MODULE, "--model"], source
     found = shutil.which("vllm")
-    if found is None:
-        raise BackendError(MISSING)
-    return [found, "serve"], "PATH"
+    if found is not None:
+        return [found, "serve"], "PATH"
+    if CHECKOUT_VLLM.exists():
+        return [str(CHECKOUT_VLLM), "-m", API_SERVER_MODULE, "--model"], "the checkout's .venv-vllm"
+    raise BackendError(MISSING)
 
 
 def free_port(host: str) -> int:

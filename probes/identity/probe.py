@@ -74,6 +74,18 @@ class IdentityProbe(Probe):
                 problems.append((("model_labels", model), f"no model named '{model}' in this suite"))
             if label not in p.labels:
                 problems.append((("model_labels", model), f"unknown label '{label}'; labels: {', '.join(p.labels)}"))
+        parents = [m.name for m in suite.models if m.role == "parent"]
+        if parents and not any(x in p.model_labels for x in parents):
+            # The test compares the suspect's claims of each parent's identity with the controls':
+            # without a parent's label it would run, cost its requests, and test nothing.
+            example = ", ".join(f"{x}: <label>" for x in parents[:2])
+            problems.append(
+                (
+                    ("model_labels",),
+                    f"no parent has a label, so no claim of a parent's identity can be tested; add model_labels: "
+                    f"{{{example}}} with each parent's own label from labels ({', '.join(p.labels)})",
+                )
+            )
         owner: dict[str, str] = {}
         for label, aliases in p.labels.items():
             for alias in aliases:
