@@ -34,7 +34,8 @@ class TextResult(BaseModel):
     )
     excess_p: Number = Field(description="One-sided Wilcoxon over prompts: excess > 0.")
     parents_excess: Number = Field(
-        float("nan"),
+        None,  # NaN once validated (a NaN default would make the JSON Schema unequal to itself)
+        validate_default=True,
         description="The yardstick of excess: how much less likely a parent finds another parent's answers than its "
         "own (nats per token, averaged over prompts and ordered pairs of parents). An interpolation or a fine-tune "
         "of a parent must be explained better than the parents explain each other.",
