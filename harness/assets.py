@@ -120,8 +120,9 @@ def _members(archive: Path, pattern: str) -> list[tuple[str, object]]:
 def _archive(directory: Path, requirement: str) -> Path:
     """The downloaded wheel or sdist of ``requirement`` in ``directory``."""
     stem = requirement.split("==")[0].replace("-", "_").lower()
-    for p in sorted(directory.iterdir()):
-        if p.name.lower().startswith(stem + "-") and p.name.endswith((".whl", ".tar.gz")):
+    for p in sorted(directory.iterdir()):  # sdists may keep the dashes of the project's name
+        name = p.name.lower().replace("-", "_")
+        if name.startswith(stem + "_") and p.name.endswith((".whl", ".tar.gz")):
             return p
     raise InputError(f"pip downloaded no archive for {requirement} into {directory}")
 

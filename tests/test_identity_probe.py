@@ -118,14 +118,20 @@ def test_plan_conditions_and_capabilities():
         IdentityProbe(suite(languages=["fr"]).probes[0]).plan(s, s.models[0], caps)
 
 
-def test_label_without_patterns_is_reported_with_its_location(tmp_path, capsys):
+def identity_suite(tmp_path, parent: str, labels: str):
+    """A suite file with a suspect, one parent and an identity probe with these labels."""
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
     path = tmp_path / "s.yaml"
     path.write_text(
-        "name: s\nmodels:\n  - {name: a, role: suspect, path: m}\n  - {name: b, role: parent, path: m}\n"
-        "probes:\n  - kind: identity\n    params:\n      labels: {nex: [Nex], empty: []}\n"
+        f"name: s\nmodels:\n  - {{name: a, role: suspect, path: m}}\n  - {{name: {parent}, role: parent, path: m}}\n"
+        f"probes:\n  - kind: identity\n    params:\n      labels: {labels}\n"
     )
+    return path
+
+
+def test_label_without_patterns_is_reported_with_its_location(tmp_path, capsys):
+    path = identity_suite(tmp_path, "b", "{nex: [Nex], empty: []}")
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {path}:8: probes[0].params.labels: label(s) with no patterns: empty"
@@ -134,13 +140,7 @@ def test_label_without_patterns_is_reported_with_its_location(tmp_path, capsys):
 def test_parents_without_labels_are_refused_at_preflight_with_what_to_add(tmp_path, capsys):
     """Issue 30: without a parent's label the probe ran, spent its requests and tested nothing
     (no claims-vs-controls table, no column in the case table), silently."""
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "config.json").write_text("{}")
-    path = tmp_path / "s.yaml"
-    path.write_text(
-        "name: s\nmodels:\n  - {name: a, role: suspect, path: m}\n  - {name: nex_mini, role: parent, path: m}\n"
-        "probes:\n  - kind: identity\n    params:\n      labels: {nex: [Nex], qwen: [Qwen]}\n"
-    )
+    path = identity_suite(tmp_path, "nex_mini", "{nex: [Nex], qwen: [Qwen]}")
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {path}:7: probes[0].params.model_labels: no parent has a label"), err
