@@ -5,17 +5,17 @@ reference R (the shared base, or a parent): rows ``[R, P_1 - R, ..., P_p - R, S_
 Their Gram matrix (all inner products) holds everything the fits use (least squares, NNLS,
 slerp, cosines, distances), so a tensor is read once whatever is asked of it later, and the
 statistics of a 397B-parameter tensor are a few hundred bytes. Counts that need the elements
-(coordinates equal to the reference, sign agreement) are taken in the same pass.
+(coordinates equal to the reference, sign agreement) are taken in the same pass, by one compiled
+loop over each chunk (``kernel.chunk_stats``).
 
-Tensors are processed by a thread pool (numpy releases the GIL in its copies and BLAS calls),
-so reading, not arithmetic, bounds the pass; each finished tensor is appended to a JSON-lines
-file in the cache, so a killed pass resumes where it stopped.
+Tensors are processed by a thread pool (reading and the compiled loop release the GIL); each
+finished tensor is appended to a JSON-lines file in the cache, so a killed pass resumes where it
+stopped.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -27,6 +27,7 @@ import numpy as np
 
 from probes.weights.checkpoint import Tensor
 from probes.weights.gguf_file import QUANT_GROUPS
+from probes.weights.kernel import chunk_stats
 
 CHUNK = 1 << 20  # elements per chunk and model: 8 MiB of float64
 # Of TensorStats and of the sampled blocks: part of the journal's key, so a journal of another layout is not read.
@@ -106,33 +107,14 @@ class TensorStats:
         return self.numel / self.sampled if self.sampled else 1.0
 
 
-def gram_of(w: np.ndarray) -> np.ndarray:
-    """All inner products of the rows: one dot product per pair, which for a few very long rows
-    runs at memory speed where a matrix product (a skinny GEMM) does not."""
-    k = w.shape[0]
-    g = np.empty((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            g[i, j] = g[j, i] = np.dot(w[i], w[j])
-    return g
-
-
-def beyond_conversion(diff: np.ndarray, p: np.ndarray, dtype: str) -> int:
-    """Elements of S - P (``diff``) further than storing P (``p``) as S's ``dtype`` moves them."""
-    quantized = QUANT_GROUPS.get(dtype)
-    if quantized is None:
-        tol = COPY_RELATIVE * np.abs(p) + COPY_ABSOLUTE.get(dtype, 0.0)
-    else:
-        group, bits = quantized
-        whole = len(p) // group * group
-        steps = [np.abs(p[:whole]).reshape(-1, group).max(axis=1)] if whole else []
-        if whole < len(p):
-            steps.append(np.abs(p[whole:]).max(keepdims=True))
-        tol = np.repeat(
-            np.concatenate(steps), [group] * (whole // group) + ([len(p) - whole] if whole < len(p) else [])
-        )
-        tol *= 2 / (2**bits - 1)
-    return int(np.count_nonzero(np.abs(diff) > tol))
+def _tolerances(infos: list[Tensor], subjects: range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per subject, how far storing a model in its dtype may move an element: the absolute floor
+    (``COPY_ABSOLUTE``), and for a quantized subject the group and the step per unit of max |P|."""
+    floors = np.array([COPY_ABSOLUTE.get(infos[s].dtype, 0.0) for s in subjects])
+    quant = [QUANT_GROUPS.get(infos[s].dtype, (0, 0)) for s in subjects]
+    qgroup = np.array([g for g, _ in quant], dtype=np.int64)
+    qscale = np.array([2 / (2**bits - 1) if g else 0.0 for g, bits in quant])
+    return floors, qgroup, qscale
 
 
 def _pieces(infos: list[Tensor], chunk: int, plan: tuple[int, list[int]] | None) -> Iterator[tuple[list, int]]:
@@ -149,118 +131,53 @@ def _pieces(infos: list[Tensor], chunk: int, plan: tuple[int, list[int]] | None)
         yield [np.concatenate([t.read(b * block, block) for b in batch]) for t in infos], first
 
 
-def _beyond_in(w: np.ndarray, i: int, s: int, part: slice, dtype: str, scratch: np.ndarray) -> int:
-    """``beyond_conversion`` of row ``s`` (S - R) against model ``i`` (R itself for 0, else R + X_i)
-    on ``part`` of the chunk, computed in ``scratch`` for the float dtypes (the full-chunk check
-    runs on every chunk a copy passes, so it allocates nothing)."""
-    y, ref = w[s, part], w[0, part]
-    if dtype in QUANT_GROUPS:
-        xi = w[i, part] if i else 0.0
-        return beyond_conversion(y - xi, ref + xi, dtype)
-    n = len(y)
-    diff, tol = scratch[0, :n], scratch[1, :n]
-    if i:
-        np.subtract(y, w[i, part], out=diff)
-        np.add(ref, w[i, part], out=tol)
-    else:
-        diff[:] = y
-        tol[:] = ref
-    np.abs(diff, out=diff)
-    np.abs(tol, out=tol)
-    tol *= COPY_RELATIVE
-    tol += COPY_ABSOLUTE.get(dtype, 0.0)
-    return int(np.count_nonzero(diff > tol))
-
-
 def tensor_stats(infos: list[Tensor], n_parents: int, chunk: int = CHUNK, sample: Sample | None = None) -> TensorStats:
     """Stream one tensor of every model (``infos``: R, the parents, the subjects), whole or, with
-    ``sample``, the sampled blocks only."""
+    ``sample``, the sampled blocks only; the arithmetic is ``kernel.chunk_stats``."""
     k = len(infos)
     subjects = range(1 + n_parents, k)
+    m = len(subjects)
     gram = np.zeros((k, k))
-    gnz = [np.zeros((n_parents + 1, n_parents + 1)) for _ in subjects]
-    agree = np.zeros(len(subjects), dtype=np.int64)
-    sign_n = np.zeros(len(subjects), dtype=np.int64)
-    moved = 0
-    zero_moved = np.zeros(len(subjects), dtype=np.int64)
-    beyond = np.zeros((len(subjects), 1 + n_parents), dtype=np.int64)
-    # S - P_i over rows [R, X..., y]: the model P_i as a coefficient vector (R itself for i = 0)
-    models = np.zeros((1 + n_parents, k))
-    models[:, 0] = 1.0
-    for i in range(1, 1 + n_parents):
-        models[i, i] = 1.0
+    gz = np.zeros((m, n_parents, n_parents))  # per subject: the parents' Gram where S equals R
+    counts = np.zeros(1 + 3 * m, dtype=np.int64)  # moved, then per subject zero_moved, sign_n, agree
+    beyond = np.zeros((m, 1 + n_parents), dtype=np.int64)
+    floors, qgroup, qscale = _tolerances(infos, subjects)
     nonfinite = np.zeros(k, dtype=np.int64)
     overflow = False
     plan = sample.blocks(infos) if sample is not None else None
-    groups = np.zeros((min(SAMPLE_GROUPS, len(plan[1])), k, k)) if plan is not None else None
-    v = np.empty((k, max(chunk, plan[0] if plan else 0)))
-    scratch = np.empty((2, v.shape[1]))  # for the copy check: no fresh 8 MiB arrays per chunk
+    groups = np.zeros((min(SAMPLE_GROUPS, len(plan[1])) if plan else 1, k, k))
+    # float16 and bfloat16 (read as float32) convert exactly to float32; float64 needs float64 rows
+    wide = np.float64 if any(t.dtype == "F64" for t in infos) else np.float32
+    buf = np.empty((k, max(chunk, plan[0] if plan else 0)), dtype=wide)
     for parts, first in _pieces(infos, chunk, plan):
         c = parts[0].shape[0]
-        w = v[:, :c]
-        with np.errstate(all="ignore"):  # inf - inf, inf * 0: caught just below
-            w[0] = parts[0]  # widened to float64: differences and sums exact enough for the floor
-            for i in range(1, k):
-                np.subtract(parts[i], parts[0], out=w[i], dtype=np.float64)  # widen and subtract in one pass
-            g = gram_of(w)
-        if not np.isfinite(g.diagonal()).all():  # NaN or inf in some model, or sums past float64
+        for i, part in enumerate(parts):
+            buf[i, :c] = part
+        chunk_gram, chunk_groups = np.zeros((k, k)), np.zeros_like(groups)
+        chunk_gz, chunk_counts, chunk_beyond = np.zeros_like(gz), np.zeros_like(counts), np.zeros_like(beyond)
+        with np.errstate(all="ignore"):
+            chunk_stats(
+                buf, c, n_parents, COPY_RELATIVE, floors, qgroup, qscale, plan[0] if plan else 0, first,
+                chunk_gram, chunk_groups, chunk_gz, chunk_counts, chunk_beyond,
+            )  # fmt: skip
+        if not np.isfinite(chunk_gram.diagonal()).all():  # NaN or inf in some model, or sums past float64
             nonfinite += [int(np.count_nonzero(~np.isfinite(x))) for x in parts]
             overflow = overflow or not nonfinite.any()
             continue
-        del parts
-        gram += g
-        if plan is not None and groups is not None:  # each block's Gram, into its group
-            wb = w.reshape(k, c // plan[0], plan[0])
-            np.add.at(groups, (first + np.arange(wb.shape[1])) % len(groups), np.einsum("ibn,jbn->bij", wb, wb))
-        x = w[1 : 1 + n_parents]
-        any_moved = x[0] != 0 if n_parents == 1 else (x != 0).any(axis=0)
-        moved += int(np.count_nonzero(any_moved))
-        direction = x[0] if n_parents == 1 else x.sum(axis=0)
-        for j, s in enumerate(subjects):
-            y = w[s]
-            rows = [*range(1, 1 + n_parents), s]
-            if g[s, s] > 0:  # else S equals R on the whole chunk: nothing where S differs
-                zero = y == 0
-                sub = g[np.ix_(rows, rows)]
-                if zero.any():  # the Gram where S differs from R: the chunk's minus that at S's zeros,
-                    # where S's own row is 0 and only the parents' block changes (a mask, not a gather)
-                    sub = sub.copy()
-                    sub[:n_parents, :n_parents] -= np.multiply(x, zero) @ x.T
-                    zero_moved[j] += int(np.count_nonzero(any_moved & zero))
-                gnz[j] += sub
-            else:
-                zero_moved[j] += int(np.count_nonzero(any_moved))
-            if g[s, s] > 0 and np.any(direction):
-                prod = y * direction
-                sign_n[j] += int(np.count_nonzero(prod))
-                agree[j] += int(np.count_nonzero(prod > 0))
-            before = beyond[j, 0]
-            floor = COPY_ABSOLUTE.get(infos[s].dtype, 0.0)
-            quantized = QUANT_GROUPS.get(infos[s].dtype)
-            for i in range(1 + n_parents):
-                # |S - P|^2 <= u^2 |P|^2 over the chunk is necessary for every element to be within
-                # u |P_e| of P's (S a re-rounded copy): only then are the elements checked
-                d = -models[i].copy()
-                d[s] += 1.0
-                d[0] += 1.0
-                dist2 = d @ g @ d
-                if dist2 == 0:
-                    continue
-                if i and g[i, i] == 0:  # P_i equals R on this chunk: R's count holds for it
-                    beyond[j, i] += beyond[j, 0] - before
-                    continue
-                if quantized is None and math.sqrt(dist2) > COPY_RELATIVE * math.sqrt(
-                    max(models[i] @ g @ models[i], 0)
-                ) + floor * math.sqrt(c):
-                    beyond[j, i] += 1
-                    continue
-                # a non-copy shows in a few elements spread over the chunk (a prefix may be rows training
-                # never touched); a quantized S's groups must stay whole, so it takes a prefix
-                for part in (slice(0, 4096) if quantized else slice(None, None, 101), slice(None)):
-                    n_beyond = _beyond_in(w, i, s, part, infos[s].dtype, scratch)
-                    if n_beyond:
-                        beyond[j, i] += n_beyond
-                        break
+        gram += chunk_gram
+        groups += chunk_groups
+        gz += chunk_gz
+        counts += chunk_counts
+        beyond += chunk_beyond
+    gram = np.triu(gram) + np.triu(gram, 1).T
+    groups = np.triu(groups) + np.transpose(np.triu(groups, 1), (0, 2, 1))
+    # The Gram where S differs from R: the whole Gram of [X..., S - R] less the parents' block at S's zeros
+    gnz = []
+    for j, s in enumerate(subjects):
+        rows = [*range(1, 1 + n_parents), s]
+        sub = gram[np.ix_(rows, rows)].copy()
+        sub[:n_parents, :n_parents] -= gz[j]
+        gnz.append(sub)
     sampled = plan[0] * len(plan[1]) if plan is not None else 0
     scale = infos[0].numel / sampled if sampled else 1.0
     return TensorStats(
@@ -269,15 +186,15 @@ def tensor_stats(infos: list[Tensor], n_parents: int, chunk: int = CHUNK, sample
         dtypes=[t.dtype for t in infos],
         gram=(gram * scale).tolist(),
         gram_nonzero=[(g * scale).tolist() for g in gnz],
-        sign_agree=agree.tolist(),
-        sign_n=sign_n.tolist(),
-        moved=moved,
-        zero_moved=zero_moved.tolist(),
+        sign_agree=counts[3::3].tolist(),
+        sign_n=counts[2::3].tolist(),
+        moved=int(counts[0]),
+        zero_moved=counts[1::3].tolist(),
         beyond_rounding=beyond.tolist(),
         nonfinite=nonfinite.tolist(),
         overflow=overflow,
         sampled=sampled,
-        group_grams=groups.tolist() if groups is not None else [],
+        group_grams=groups.tolist() if plan is not None else [],
     )
 
 
