@@ -43,6 +43,14 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def print_conclusions(run_dir: Path) -> None:
+    """The case's conclusion for each suspect, last on the console (the report gives the reasons)."""
+    from harness.report import conclusions_of
+
+    for subject, text in conclusions_of(run_dir).items():
+        print(f"conclusion, {subject}: {text}")
+
+
 def print_error(e: ParentageError) -> None:
     """Every command reports failures the same way: one ``error:`` line per problem."""
     problems = [str(p).lstrip(": ") for p in e.problems] if isinstance(e, InputError) else str(e).splitlines()[:1]
@@ -231,6 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = render_report(run.dir)
     run.event(RunEnd(requests=stats.requests, cache_hits=stats.cache_hits, computed=stats.computed))
     print(f"report: {report}\n        {report.with_suffix('.html')} (self-contained, figures embedded)")
+    print_conclusions(run.dir)
     return _exit_for(evidence)
 
 
@@ -254,6 +263,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(f"evidence: {Path(args.run_dir) / 'evidence.json'}")
     if not evidence["collection_complete"]:
         console.print("[yellow]collection incomplete[/]: this evidence is from a partial run; resume it to finish")
+    print_conclusions(Path(args.run_dir))
     return _exit_for(evidence)
 
 

@@ -127,20 +127,43 @@ def subjects(suite: Suite) -> dict[str, list[str]]:
     return {names[0]: names for names in out.values()}
 
 
+def _subject_cases(
+    suite: Suite, probes: dict[str, Probe], evs: list[ProbeEvidence]
+) -> list[tuple[str, list[str], list[case.ProbeCase]]]:
+    """Per suspect: its name, the names it goes by, and every probe's case on it."""
+    return [
+        (subject, names, [c for ev in evs if (c := probes[ev.instance].case(ev, names, suite)) is not None])
+        for subject, names in subjects(suite).items()
+    ]
+
+
 def _case(
     suite: Suite, probes: dict[str, Probe], evs: list[ProbeEvidence], conclusions: dict[str, case.Conclusion]
 ) -> list[str]:
     """The case, first: per suspect, every probe's stance on each explanation and the conclusion
     the rule in ``harness/case.py`` draws from them (also left in ``conclusions``)."""
     out = ["## The case", ""]
-    for subject, names in subjects(suite).items():
-        cases = [c for ev in evs if (c := probes[ev.instance].case(ev, names, suite)) is not None]
+    for subject, names, cases in _subject_cases(suite, probes, evs):
         if not cases:
             out += [f"### {subject}", "", "_No probe produced evidence on this model._", ""]
             continue
         conclusions[subject] = case.conclude(cases)
         out += case.render(" = ".join(names), cases, conclusions[subject])
     return [*out, "How the conclusion is drawn (`harness/case.py`):", "", case.RULE, ""]
+
+
+def conclusions_of(run_dir: Path) -> dict[str, str]:
+    """Each suspect's conclusion in words (the names it goes by joined by " = "), as the report's
+    case section states it: what ``run`` and ``analyze`` print last, so a reader need not open the
+    report to learn the answer."""
+    run = RunStore.open(run_dir)
+    suite = suite_of(run)
+    probes = {p.instance: p for p in build_probes(suite)}
+    evs = [ProbeEvidence.model_validate(pe) for pe in load_evidence(run.dir / "evidence.json")["probes"]]
+    return {
+        " = ".join(names): case.conclude(cases).text if cases else "no probe produced evidence on this model"
+        for _, names, cases in _subject_cases(suite, probes, evs)
+    }
 
 
 def _models(run: RunStore, suite: Suite, probes: list[Probe]) -> list[str]:

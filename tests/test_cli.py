@@ -32,7 +32,10 @@ def test_analyze_reruns_offline_with_another_alpha(demo_run, capsys, monkeypatch
     assert "99% CI" in report and "95%" not in report
     # put the original evidence back for other tests sharing the session fixture
     assert main(["analyze", str(run_dir)]) == 0
-    assert "**suspect: interpolation**. a_hat = " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "**suspect: interpolation**. a_hat = " in out
+    # the case's conclusion is the last thing printed, word for word as the report's case states it
+    assert out.rstrip().splitlines()[-1] == "conclusion, suspect: a merge of the parents"
 
 
 def test_the_case_comes_first_and_concludes_merge_for_the_demo_merge(demo_run):
