@@ -131,33 +131,37 @@ def _differences(a: object, b: object, where: str):
         yield where or "(whole suite)"
 
 
+_COUNTS = ("requests", "score_tokens", "new_tokens", "prompt_chars")  # an estimate row's counts, in column order
+
+
 def _print_estimate(suite: Suite, probes: list[Probe]) -> int:
     """The dry run: requests and token bounds per model and probe, and the totals; nothing sent."""
+    from rich import box
     from rich.table import Table
 
     from harness.estimate import estimate, totals
 
     rows = estimate(suite, probes)
-    table = Table(title=f"Estimate for {suite.name}: nothing is sent", title_justify="left")
-    names = ("model", "backend", "probe", "stage")
-    for col in (*names, "requests", "scored tokens <=", "new tokens <=", "prompt chars"):
-        table.add_column(col, justify="right" if col not in names else "left")
-    for r in rows:
-        cells = [f"{r.requests:,}", f"{r.score_tokens:,}", f"{r.new_tokens:,}", f"{r.prompt_chars:,}"]
-        skipped = ["skipped: " + r.skipped, "", "", ""]
-        table.add_row(r.model, r.backend, r.probe, r.stage or "full", *(skipped if r.skipped else cells))
     t = totals(rows)
-    table.add_row(
-        "total",
-        "",
-        "",
-        "",
-        f"{t['requests']:,}",
-        f"{t['score_tokens']:,}",
-        f"{t['new_tokens']:,}",
-        f"{t['prompt_chars']:,}",
-    )
-    console.print(table)
+    # Nothing is cut ("parent_a" and "parent_b" must not both read "parent…"): every column keeps
+    # its widest cell, and a table wider than the terminal is printed at its own width. The stage
+    # column only where some probe stages a model.
+    staged = any(r.stage for r in rows)
+    head = ("model", "backend", "probe", *(("stage",) if staged else ()))
+    numbers = ("requests", "scored tokens <=", "new tokens <=", "prompt chars")
+    body = [
+        [r.model, r.backend, r.probe, *([r.stage or "-"] if staged else [])]
+        + (["skipped: " + r.skipped, "", "", ""] if r.skipped else [f"{getattr(r, k):,}" for k in _COUNTS])
+        for r in rows
+    ]
+    body.append(["total", *[""] * (len(head) - 1), *(f"{t[k]:,}" for k in _COUNTS)])
+    table = Table(title=f"Estimate for {suite.name}: nothing is sent", title_justify="left", box=box.SIMPLE_HEAD)
+    widths = [max(len(c) for c in col) for col in zip(head + numbers, *body)]
+    for i, (col, width) in enumerate(zip(head + numbers, widths)):
+        table.add_column(col, no_wrap=True, min_width=width, justify="left" if i < len(head) else "right")
+    for cells in body:
+        table.add_row(*cells)
+    Console(stderr=True, width=max(console.width, sum(widths) + 3 * len(widths) + 2)).print(table)
     for hub_line in _hub_lines(suite, with_bytes=True):
         console.print(escape(f"Hub: {hub_line}"))
     console.print(

@@ -117,7 +117,8 @@ class Collector:
         what = escape(str(spec.path or spec.backend))
         self.console.print(f"[bold]{escape(spec.name)}[/] ({spec.role}, {spec.backend}): loading {what}")
         try:
-            with self.console.status(f"  loading {escape(spec.name)} (a launched server can take minutes) ..."):
+            wait = " (a launched server can take minutes)" if backend.launched else ""
+            with self.console.status(f"  loading {escape(spec.name)}{wait} ..."):
                 backend.load()
         except BackendError as e:
             self.run.event(ModelFailed(model=spec.name, error=str(e)))

@@ -147,3 +147,21 @@ def test_the_cli_from_a_shell_finds_what_make_prepared(monkeypatch):
     assert vllm_server.CHECKOUT_VLLM == repo / ".venv-vllm" / "bin" / "python"
     monkeypatch.setenv("PARENTAGE_HOME", "/elsewhere")
     assert assets.home() == Path("/elsewhere")
+
+
+def test_the_estimate_cuts_no_name_and_shows_stages_only_where_there_are(zoo, capsys):
+    """Issue 30: at 80 columns the estimate printed parent_a and parent_b both as "parent…", and a
+    "stage" column reading "full" on every row of a suite that stages nothing."""
+    repo = Path(__file__).resolve().parent.parent
+    assert main(["run", str(repo / "configs" / "demo.yaml"), "--estimate"]) == 0
+    err = capsys.readouterr().err
+    rows = [line.split() for line in err.splitlines() if line.strip().startswith(("parent_", "independent"))]
+    assert [r[:3] for r in rows] == [
+        ["parent_a", "hf", "logit_interpolation"],
+        ["parent_b", "hf", "logit_interpolation"],
+        ["independent", "hf", "logit_interpolation"],
+    ]
+    assert "…" not in err and "stage" not in err
+    assert main(["run", str(repo / "configs" / "text-tiny.yaml"), "--estimate"]) == 0
+    err = capsys.readouterr().err
+    assert "stage" in err and "stage 1" in err and "stage 2" in err and "…" not in err

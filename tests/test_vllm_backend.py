@@ -175,3 +175,13 @@ cache_dir: {tmp_path}/cache
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)
+
+
+def test_only_a_launched_server_is_announced_as_slow_to_load(zoo):
+    """Issue 30: the console said "a launched server can take minutes" while an in-process model
+    loaded. Only a vLLM backend that starts its own server is a launched one."""
+    from harness.backends import make_backend
+
+    assert VLLMBackend(ModelRef(name="m", path="some/model", options={})).launched
+    assert not VLLMBackend(ModelRef(name="m", path="some/model", options={"url": "http://127.0.0.1:1/v1"})).launched
+    assert not make_backend("hf", ModelRef(name="p", path=str(zoo / "parent_a"), options={})).launched

@@ -333,6 +333,11 @@ class Backend(ABC):
     @abstractmethod
     def load(self) -> None: ...
 
+    @property
+    def launched(self) -> bool:
+        """Whether ``load()`` starts a server process (minutes, where loading in process takes seconds)."""
+        return False
+
     def close(self) -> None:
         """Free the model. Sequential scheduling relies on this actually releasing memory."""
 
