@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,32 @@ console = Console(stderr=True)
 
 def _sigterm(signum, frame):
     raise KeyboardInterrupt
+
+
+def quiet_libraries() -> None:
+    """Third-party progress bars and warnings off (``--verbose`` keeps them): transformers prints a
+    "Loading weights" bar per model, datasets one per corpus, numpy a RuntimeWarning for an empty
+    slice; none is something the reader can act on, and they bury the run's own progress. Set
+    through the libraries' environment variables for what is imported later, and directly for what
+    is already imported (the tests run many commands in one process)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=RuntimeWarning)  # numpy's, raised in the caller's frame
 
 
 def print_conclusions(run_dir: Path) -> None:
@@ -209,7 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BaseException:
         cache.close()
         raise
-    console.print(f"run [bold]{escape(run.run_id)}[/] -> {escape(str(run.dir))}  (cache {escape(str(cache.path))})")
+    # soft_wrap: a path is never broken across lines (it is copied from here)
+    console.print(f"run [bold]{escape(run.run_id)}[/] -> {escape(str(run.dir))}", soft_wrap=True)
+    console.print(f"cache {escape(str(cache.path))}", soft_wrap=True)
     run.event(
         RunStart(
             suite=suite.model_dump(mode="json"),
@@ -537,11 +567,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("which", nargs="?", choices=["suite", "evidence", "run-log"], default="suite")
     s.add_argument("--out")
     s.set_defaults(func=cmd_schema)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--verbose", action="store_true", help="show third-party progress bars and warnings (transformers, numpy)"
+        )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        quiet_libraries()
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         return args.func(args)

@@ -165,3 +165,28 @@ def test_the_estimate_cuts_no_name_and_shows_stages_only_where_there_are(zoo, ca
     assert main(["run", str(repo / "configs" / "text-tiny.yaml"), "--estimate"]) == 0
     err = capsys.readouterr().err
     assert "stage" in err and "stage 1" in err and "stage 2" in err and "…" not in err
+
+
+def test_the_console_is_quiet_and_ends_with_the_conclusion(zoo, tmp_path, capsys, monkeypatch):
+    """Issue 30: transformers printed a "Loading weights" bar per model, the run header broke its
+    path at 80 columns, and the conclusion was never printed. A three-model logit run on the tiny
+    zoo: no third-party bar, the run directory whole on one line, the conclusion last."""
+    run_dir = tmp_path / "a-results-folder-with-a-long-name" / "results" / "r"
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        f"""name: quiet
+models:
+  - {{name: suspect, role: suspect, path: {zoo / "linear_0.6"}}}
+  - {{name: parent_a, role: parent, path: {zoo / "parent_a"}}}
+  - {{name: parent_b, role: parent, path: {zoo / "parent_b"}}}
+probes:
+  - {{kind: logit_interpolation, params: {{max_texts: 8}}}}
+output_dir: {run_dir.parent}
+cache_dir: {tmp_path / "cache"}
+"""
+    )
+    assert main(["run", str(suite), "--run-id", "r"]) in (0, 3)
+    out, err = capsys.readouterr()
+    assert "Loading weights" not in out + err and "it/s]" not in out + err
+    assert f"run r -> {run_dir}" in err.splitlines()
+    assert out.rstrip().splitlines()[-1].startswith("conclusion, suspect: ")
