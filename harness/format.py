@@ -13,6 +13,11 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def fmt_range(lo: float | None, hi: float | None, digits: int = 3) -> str:
+    """An interval's ends joined by "to": "-4.99 to 5.04", where a hyphen read "-4.99-5.04"."""
+    return f"{fmt(lo, digits)} to {fmt(hi, digits)}"
+
+
 def ci_label(level: float) -> str:
     """'95%' for 0.95, '99%' after ``analyze --alpha 0.01``: intervals are never labelled by habit."""
     return f"{100 * level:g}%"

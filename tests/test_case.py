@@ -59,7 +59,7 @@ def test_a_merge_with_agreeing_probes_is_concluded_a_merge_without_conflict():
     ]
     c = conclude([x for x in cases if x is not None])
     assert c.explanations == ["merge"] and c.flags == []
-    assert "a = 0.600 (95% CI 0.590-0.610)" in cases[2].sentence
+    assert "a = 0.600 (95% CI 0.590 to 0.610)" in cases[2].sentence
     assert "40/48 answers (83%" in cases[0].sentence and "284/284" in cases[1].sentence
 
 

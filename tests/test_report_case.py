@@ -160,3 +160,14 @@ def test_the_estimate_matches_the_requests_the_run_sent(case_run: Path, capsys):
     events = [json.loads(x) for x in (case_run / "run.jsonl").read_text().splitlines()]
     sent = next(e for e in events if e["event"] == "collect_end")["requests"]
     assert printed and int(printed.group(1)) == sent > 1000
+
+
+def test_intervals_read_as_intervals_and_conditions_in_words(case_run: Path):
+    """Issue 30: ranges printed with a hyphen ("-4.99-5.04": is the upper end negative?) and an
+    identity condition as "(none system prompt)". Every interval in the report is "lo to hi"."""
+    report = (case_run / "report.md").read_text()
+    assert not re.search(r"CI -?\d+(\.\d+)?-\d", report), re.search(r"CI -?\d+(\.\d+)?-\d.{0,40}", report)
+    assert not re.search(r"merge weight -?\d\.\d+-\d", report)
+    assert re.search(r"CI -?\d+(\.\d+)? to -?\d", report)
+    assert "none system prompt" not in report
+    assert "(without a system prompt): claims" in report

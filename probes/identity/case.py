@@ -12,9 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from harness.case import ProbeCase, stances
-from harness.format import ci_label
+from harness.format import ci_label, fmt_range
 
 PREFERRED = ("none", "neutral", "empty")  # conditions that show the model's own identity, best first
+
+
+def condition_words(condition: str) -> str:
+    """A condition as a reader says it: "without a system prompt", not "(none system prompt)"."""
+    return {"none": "without a system prompt", "neutral": "with a neutral system prompt"}.get(
+        condition, f"with the '{condition}' system prompt"
+    )
 
 
 def identity_case(
@@ -26,9 +33,7 @@ def identity_case(
     if not conditions:
         return None
     rows = [t for t in rows if t["condition"] == conditions[0]]
-    prompt = {"none": "without a system prompt", "neutral": "with a neutral system prompt"}.get(
-        conditions[0], f"with the '{conditions[0]}' system prompt"
-    )
+    prompt = condition_words(conditions[0])
     claims = [t for t in rows if t["p_adjusted"] < alpha and t["k"] * t["n_controls"] > t["k_controls"] * t["n"]]
     level = ci_label(1 - alpha)
 
@@ -36,7 +41,7 @@ def identity_case(
         lo, hi = t["ci"]
         return (
             f"{t['label']} ({t['parent']}'s persona) in {t['k']}/{t['n']} answers ({100 * t['k'] / t['n']:.0f}%, "
-            f"{level} CI {100 * lo:.0f}-{100 * hi:.0f}%) vs {t['k_controls']}/{t['n_controls']} for the controls "
+            f"{level} CI {fmt_range(100 * lo, 100 * hi, 0)}%) vs {t['k_controls']}/{t['n_controls']} for the controls "
             f"(p_adj {t['p_adjusted']:.2g})"
         )
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.evidence import ProbeEvidence
-from harness.format import ci_label
+from harness.format import ci_label, fmt_range
 from probes.base import save_figure, subplots
+from probes.identity.case import condition_words
 from probes.identity.result import IdentityResult
 
 
@@ -24,8 +25,8 @@ def summary(ev: ProbeEvidence) -> str:
         rate = t["k"] / t["n"] if t["n"] else float("nan")
         lo, hi = t["ci"]
         lines.append(
-            f"{t['suspect']} ({t['condition']} system prompt): claims {t['label']} ({t['parent']}'s identity) "
-            f"{t['k']}/{t['n']} ({100 * rate:.1f}%, {level} CI {100 * lo:.1f}-{100 * hi:.1f}) vs controls "
+            f"{t['suspect']} ({condition_words(t['condition'])}): claims {t['label']} ({t['parent']}'s identity) "
+            f"{t['k']}/{t['n']} ({100 * rate:.1f}%, {level} CI {fmt_range(100 * lo, 100 * hi, 1)}) vs controls "
             f"{t['k_controls']}/{t['n_controls']}; p_adj {t['p_adjusted']:.2g} over {t['questions']} questions "
             "(question-level test)."
         )
@@ -40,7 +41,7 @@ def report_section(evidence: ProbeEvidence, labels: list[str]) -> str:
         cells = []
         for lab in labels:
             x = e.labels[lab]
-            cells.append(f"{x.k}/{x.n} ({100 * x.rate:.1f}%, {100 * x.ci[0]:.1f}-{100 * x.ci[1]:.1f})")
+            cells.append(f"{x.k}/{x.n} ({100 * x.rate:.1f}%, {fmt_range(100 * x.ci[0], 100 * x.ci[1], 1)})")
         out.append(f"| {key.split(' | ')[0]} | {e.condition} | {e.n} | " + " | ".join(cells) + " |")
     out += ["", "Prompt actually rendered for the first question (system text as the template applied it):", ""]
     for key, e in results.items():

@@ -24,7 +24,7 @@ A merge trained only lightly stays inside a pure merge's residual, hence "silent
 from __future__ import annotations
 
 from harness.case import EXPLANATIONS, ProbeCase, stances
-from harness.format import ci_label, fmt
+from harness.format import ci_label, fmt, fmt_range
 from probes.logit.render import merge_weight_text
 from probes.logit.result import LogitResult
 
@@ -71,25 +71,26 @@ def _sentence(r: LogitResult, parents: list[str], level: float) -> str:
     lab = ci_label(level)
     cal = r.calibration.get("residual")
     vs = f", against {min(cal.controls.values()):.2f} or more for every control" if cal and cal.controls else ""
-    resid = f"a residual of {fmt(r.residual.value)} of the parents' distance ({lab} CI {fmt(r.residual.lo)}-" + (
-        f"{fmt(r.residual.hi)}){vs}"
+    resid = (
+        f"a residual of {fmt(r.residual.value)} of the parents' distance "
+        f"({lab} CI {fmt_range(r.residual.lo, r.residual.hi)}){vs}"
     )
     verdict = r.verdict.replace("_", " ")
     if r.a_hat and r.verdict in ("interpolation", "interpolation_plus_training"):
         a = r.a_hat
         line = (
             f"Its log-probs sit on the line between {parents[0]} and {parents[1]} at a = {fmt(a.value)} "
-            f"({lab} CI {fmt(a.lo)}-{fmt(a.hi)}) towards {parents[0]}{merge_weight_text(r)}, leaving {resid}"
+            f"({lab} CI {fmt_range(a.lo, a.hi)}) towards {parents[0]}{merge_weight_text(r)}, leaving {resid}"
         )
     else:
         d = r.nearest_parent_distance
         line = (
             f"Its log-probs are {fmt(d.value)} parent distances from the nearest parent "
-            f"({r.nearest_parent}; {lab} CI {fmt(d.lo)}-{fmt(d.hi)}), with {resid}"
+            f"({r.nearest_parent}; {lab} CI {fmt_range(d.lo, d.hi)}), with {resid}"
         )
     dropped = (
         " Not supported by the evidence (no weight): "
-        + ", ".join(f"{x} ({lab} CI of its weight {fmt(w.lo)}-{fmt(w.hi)})" for x, w in r.unsupported.items())
+        + ", ".join(f"{x} ({lab} CI of its weight {fmt_range(w.lo, w.hi)})" for x, w in r.unsupported.items())
         + "."
         if r.unsupported
         else ""
@@ -110,6 +111,6 @@ def _signal_sentence(r: LogitResult, lab: str) -> str:
     }.get(r.verdict, "")
     return (
         f" On task-free inputs (random words and characters, {r.n_task_free} of them) it is {fmt(tf.value)} "
-        f"parents' distances from {r.nearest_parent} ({lab} CI {fmt(tf.lo)}-{fmt(tf.hi)}), an excess of "
+        f"parents' distances from {r.nearest_parent} ({lab} CI {fmt_range(tf.lo, tf.hi)}), an excess of "
         f"{fmt(ex.value)} over natural text" + (f": {meaning}." if meaning else ".")
     )

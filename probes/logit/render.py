@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.evidence import ProbeEvidence
-from harness.format import ci_label, fmt, fmt_ci, fmt_p
+from harness.format import ci_label, fmt, fmt_ci, fmt_p, fmt_range
 from harness.suite import Suite
 from probes.base import save_figure, subplots
 from probes.logit.result import LogitResult
@@ -34,7 +34,7 @@ def merge_weight_text(r: LogitResult) -> str:
     w = r.merge_weight
     if w is None or w.lo is None or w.hi is None:
         return ""
-    return f"; as a merge weight {w.lo:.2f}-{w.hi:.2f} (the CI widened by the residual, the logits' nonlinearity)"
+    return f"; as a merge weight {fmt_range(w.lo, w.hi, 2)} (the CI widened by the residual, the logits' nonlinearity)"
 
 
 def _verdict(r: LogitResult) -> str:
@@ -51,7 +51,7 @@ def summary(results: dict[str, LogitResult], ci_level: float, suite: Suite, pare
             continue
         if r.a_hat is not None:
             a = r.a_hat
-            weights = f"a_hat = {fmt(a.value)} ({level} CI {fmt(a.lo)}-{fmt(a.hi)}) towards {(r.parents or parents)[0]}"
+            weights = f"a_hat = {fmt(a.value)} ({level} CI {fmt_range(a.lo, a.hi)}) towards {(r.parents or parents)[0]}"
             weights += merge_weight_text(r)
         else:
             weights = ", ".join(f"{x} {fmt(w.value, 2)}" for x, w in r.weights.items())
@@ -60,7 +60,7 @@ def summary(results: dict[str, LogitResult], ci_level: float, suite: Suite, pare
             f"**{m}: {r.verdict.replace('_', ' ')}**"
             + (f" ({r.parent})" if r.parent else "")
             + f". {weights}; residual off the parents' line {fmt(r.residual.value)} "
-            f"(CI {fmt(r.residual.lo)}-{fmt(r.residual.hi)}); CV gain over the better parent "
+            f"(CI {fmt_range(r.residual.lo, r.residual.hi)}); CV gain over the better parent "
             f"{cv_gain_text(r, 'p_adj ' + p_adj)}; over {n} texts."
         )
     return "\n\n".join(lines)
@@ -79,7 +79,7 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
         if r.a_hat is not None:
             w = r.a_hat.text()
             if r.merge_weight is not None and r.merge_weight.lo is not None and r.merge_weight.hi is not None:
-                w += f"; as a merge weight {r.merge_weight.lo:.2f}-{r.merge_weight.hi:.2f}"
+                w += f"; as a merge weight {fmt_range(r.merge_weight.lo, r.merge_weight.hi, 2)}"
         else:
             w = "; ".join(f"{x}: {iv.text(2)}" for x, iv in r.weights.items())
         if r.unsupported:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.evidence import ProbeEvidence
-from harness.format import ci_label
+from harness.format import ci_label, fmt_range
 from probes.base import save_figure, subplots
 from probes.tokenizer.case import tokenizer_case
 from probes.tokenizer.result import TokenizerResult
@@ -21,7 +21,7 @@ def report_section(evidence: ProbeEvidence) -> str:
     results = evidence.results(TokenizerResult)
     for m, e in results.items():
         top = next(iter(e.library_matches()), None)
-        best = f"{top.k}/{top.n} ({100 * top.ci[0]:.1f}-{100 * top.ci[1]:.1f}%)" if top else "-"
+        best = f"{top.k}/{top.n} ({fmt_range(100 * top.ci[0], 100 * top.ci[1], 1)}%)" if top else "-"
         out.append(f"| {m} | {e.role} | {e.method} | {e.verdict} | {best} |")
     out += ["", "Agreement with the other models in this suite (identical counts / strings):", ""]
     for m, e in results.items():
