@@ -169,8 +169,10 @@ def test_the_estimate_cuts_no_name_and_shows_stages_only_where_there_are(zoo, ca
 
 def test_the_console_is_quiet_and_ends_with_the_conclusion(zoo, tmp_path, capsys, monkeypatch):
     """Issue 30: transformers printed a "Loading weights" bar per model, the run header broke its
-    path at 80 columns, and the conclusion was never printed. A three-model logit run on the tiny
-    zoo: no third-party bar, the run directory whole on one line, the conclusion last."""
+    path at 80 columns, the conclusion was never printed, and with one control the case said
+    "against ... for every control" while a rank among one model cannot reach alpha. A logit run
+    on the tiny zoo with one control: no third-party bar, the run directory whole on one line, the
+    conclusion last, "the one control" in the case and the rank's floor in Limitations."""
     run_dir = tmp_path / "a-results-folder-with-a-long-name" / "results" / "r"
     suite = tmp_path / "s.yaml"
     suite.write_text(
@@ -179,6 +181,7 @@ models:
   - {{name: suspect, role: suspect, path: {zoo / "linear_0.6"}}}
   - {{name: parent_a, role: parent, path: {zoo / "parent_a"}}}
   - {{name: parent_b, role: parent, path: {zoo / "parent_b"}}}
+  - {{name: a_ft, role: control, path: {zoo / "a_ft"}}}
 probes:
   - {{kind: logit_interpolation, params: {{max_texts: 8}}}}
 output_dir: {run_dir.parent}
@@ -190,3 +193,8 @@ cache_dir: {tmp_path / "cache"}
     assert "Loading weights" not in out + err and "it/s]" not in out + err
     assert f"run r -> {run_dir}" in err.splitlines()
     assert out.rstrip().splitlines()[-1].startswith("conclusion, suspect: ")
+    report = (run_dir / "report.md").read_text()
+    assert "for the one control" in report and "every control" not in report.split("## Models")[0]
+    limits = report[report.index("## Limitations") :]
+    floor = "with 1 control, a model's rank among them (the calibration's empirical p) can be no smaller than 0.5"
+    assert floor in limits

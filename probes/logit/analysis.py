@@ -96,6 +96,13 @@ class LogitAnalysis:
         self.ev.calibrated = bool(controls)
         if not controls:
             self.ev.notes.append(uncalibrated_note(self.suite, "nothing anchors what a 'low' residual means"))
+        elif (floor := 1 / (len(controls) + 1)) >= self.suite.stats.alpha:  # a rank among n controls
+            self.ev.limitations.append(
+                f"with {len(controls)} control{'s' if len(controls) > 1 else ''}, a model's rank among them "
+                f"(the calibration's empirical p) can be no smaller than {floor:.2g}, not below alpha "
+                f"{self.suite.stats.alpha:g}: it places the suspect among the controls, it does not test it "
+                "(the verdict's comparison with each control is the paired bootstrap test)"
+            )
         if data.candidates:
             results = self.select_from_pool(data)
         else:

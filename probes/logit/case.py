@@ -70,7 +70,12 @@ def logit_case(title: str, r: LogitResult, parents: list[str], level: float) -> 
 def _sentence(r: LogitResult, parents: list[str], level: float) -> str:
     lab = ci_label(level)
     cal = r.calibration.get("residual")
-    vs = f", against {min(cal.controls.values()):.2f} or more for every control" if cal and cal.controls else ""
+    if cal and len(cal.controls) == 1:  # one model compared, not "every control"
+        vs = f", against {min(cal.controls.values()):.2f} for the one control"
+    elif cal and cal.controls:
+        vs = f", against {min(cal.controls.values()):.2f} or more for every one of the {len(cal.controls)} controls"
+    else:
+        vs = ""
     resid = (
         f"a residual of {fmt(r.residual.value)} of the parents' distance "
         f"({lab} CI {fmt_range(r.residual.lo, r.residual.hi)}){vs}"
