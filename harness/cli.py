@@ -45,13 +45,15 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
-def quiet_libraries() -> None:
+def quiet_libraries(downloads: bool = False) -> None:
     """Third-party progress bars and warnings off (``--verbose`` keeps them): transformers prints a
     "Loading weights" bar per model, datasets one per corpus, numpy a RuntimeWarning for an empty
     slice; none is something the reader can act on, and they bury the run's own progress. Set
     through the libraries' environment variables for what is imported later, and directly for what
-    is already imported (the tests run many commands in one process)."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    is already imported (the tests run many commands in one process). ``downloads``: keep the Hub's
+    bars, the only progress a long ``parentage fetch`` has."""
+    if not downloads:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DATASETS_VERBOSITY", "error")
@@ -60,7 +62,7 @@ def quiet_libraries() -> None:
 
         transformers_logging.disable_progress_bar()
         transformers_logging.set_verbosity_error()
-    if "huggingface_hub" in sys.modules:
+    if "huggingface_hub" in sys.modules and not downloads:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
@@ -577,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
-        quiet_libraries()
+        quiet_libraries(downloads=args.command == "fetch")
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         return args.func(args)
