@@ -49,6 +49,12 @@ def build_probes(suite: Suite) -> list[Probe]:
     return [probe_class(p.kind)(p) for p in suite.probes]
 
 
+def power_warnings(suite: Suite, probes: list[Probe]) -> list[str]:
+    """Every test that cannot reach alpha at the configured sizes (``Probe.power``), named by probe:
+    what ``validate`` and ``run`` warn of before anything is sent and the report's Limitations list."""
+    return [f"`{p.instance}`: {note}" for p in probes for note in p.power(suite.for_probe(p.spec))]
+
+
 def load_records(run: RunStore, cache: Cache, suite: Suite, probe: Probe) -> dict[str, list[Record]]:
     """Records of one probe per model. Answers stay in the cache until a probe reads them."""
     out: dict[str, list[Record]] = {}

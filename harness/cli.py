@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import warnings
@@ -92,6 +93,7 @@ def print_error(e: ParentageError) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.analyze import build_probes
     from harness.config import load_suite
 
     status = EXIT_OK
@@ -105,7 +107,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{f}: ok ({len(suite.models)} models, {len(suite.probes)} probes)")
         for line in _hub_lines(suite, with_bytes=False):
             print(f"  {line}")
+        _print_power(suite, build_probes(suite))
     return status
+
+
+def _print_power(suite: Suite, probes: list[Probe]) -> None:
+    """Tests that cannot reach alpha at the configured sizes: a warning, not an error (the run is
+    still valid evidence of whatever else it measures), printed before anything is sent."""
+    from harness.analyze import power_warnings
+
+    for line in power_warnings(suite, probes):
+        console.print(f"[yellow]warning[/]: {escape(line.replace('`', ''))}", soft_wrap=True)
 
 
 def _hub_lines(suite: Suite, with_bytes: bool) -> list[str]:
@@ -194,6 +206,7 @@ def _print_estimate(suite: Suite, probes: list[Probe]) -> int:
     Console(stderr=True, width=max(console.width, sum(widths) + 3 * len(widths) + 2)).print(table)
     for hub_line in _hub_lines(suite, with_bytes=True):
         console.print(escape(f"Hub: {hub_line}"))
+    _print_power(suite, probes)
     console.print(
         "Counts assume each backend offers what it is expected to (a server is not probed); answers already "
         "cached are not subtracted. File-reading probes (weights) send nothing."
@@ -242,6 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # soft_wrap: a path is never broken across lines (it is copied from here)
     console.print(f"run [bold]{escape(run.run_id)}[/] -> {escape(str(run.dir))}", soft_wrap=True)
     console.print(f"cache {escape(str(cache.path))}", soft_wrap=True)
+    _print_power(suite, build_probes(suite))
     run.event(
         RunStart(
             suite=suite.model_dump(mode="json"),
@@ -318,8 +332,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a first suite (``harness/scaffold.py``), then validate it as written: problems are
+    printed with the file's own lines, and the file stays for the user to fix."""
+    from harness import scaffold
+    from harness.analyze import build_probes
+    from harness.config import load_suite
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise InputError(f"{out} exists; pass --force to overwrite it")
+    if args.backend == "openai" and not args.url:
+        raise InputError("--backend openai needs --url (the endpoint root, e.g. http://127.0.0.1:8000/v1)")
+    taken: set[str] = set()
+    try:
+        suspect = scaffold.parse_models([args.suspect], "suspect", taken)
+        parents = scaffold.parse_models(args.parents, "parent", taken)
+        controls = scaffold.parse_models(args.controls, "control", taken)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    name = args.name or re.sub(r"[^A-Za-z0-9_.\-]", "_", out.stem)
+    schema_ref = os.path.relpath(scaffold.SCHEMA, out.resolve().parent)
+    if schema_ref.startswith(os.pardir + os.sep + os.pardir):  # far outside the checkout: say where it is
+        schema_ref = str(scaffold.SCHEMA)
+    text = scaffold.scaffold_suite(name, suspect, parents, controls, args.backend, args.mode, args.url, schema_ref)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}")
+    try:
+        suite = load_suite(out)
+    except InputError as e:
+        print_error(e)
+        return EXIT_BAD_INPUT
+    print(f"{out}: ok ({len(suite.models)} models, {len(suite.probes)} probes)")
+    _print_power(suite, build_probes(suite))
+    print(f"next: parentage run {out} --estimate   (what it will send)\n      parentage run {out}")
+    return EXIT_OK
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.backends import BACKENDS, backend_class
+
+    if args.markdown:
+        print(parameter_tables(), end="")
+        return EXIT_OK
     from probes import PROBES, probe_class
 
     if args.name:  # one probe's params or one backend's options, with types, defaults and bounds
@@ -354,6 +410,29 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<22} {desc}")
     print("`parentage list NAME` prints a probe's params or a backend's options.")
     return EXIT_OK
+
+
+def parameter_tables() -> str:
+    """Every probe's params and every backend's options as Markdown tables: the README's parameter
+    reference is this text (``parentage list --markdown``; a test keeps the two equal)."""
+    from harness.backends import BACKENDS, backend_class
+    from probes import PROBES, probe_class
+
+    def table(title: str, blurb: str, model: Any) -> list[str]:
+        out = [f"**{title}**: {blurb}", "", "| key | type | default | bounds | what it does |", "|---|---|---|---|---|"]
+        for key, kind, default, bounds, description in parameter_rows(model):
+            cells = [f"`{key}`", kind, f"`{default}`", bounds, description]
+            out.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        return [*out, ""]
+
+    lines: list[str] = []
+    for name in PROBES:
+        cls = probe_class(name)
+        lines += table(f"probe `{name}` (params)", cls.description, cls.Params)
+    for name in BACKENDS:
+        backend = backend_class(name)
+        lines += table(f"backend `{name}` (options)", backend.description, backend.Options)
+    return "\n".join(lines)
 
 
 def parameter_rows(model: Any) -> list[tuple[str, str, str, str, str]]:
@@ -403,7 +482,8 @@ def parameter_rows(model: Any) -> list[tuple[str, str, str, str, str]]:
                 out += rows(target, f"{prefix}{key}.")
                 continue
             words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
-            bounds = ", ".join(f"{w} {prop[k]}" for k, w in words.items() if k in prop)
+            where = [prop, *prop.get("anyOf", [])]  # an optional number keeps its bounds inside anyOf
+            bounds = ", ".join(f"{w} {n[k]}" for n in where for k, w in words.items() if k in n)
             out.append((prefix + key, kind(prop), default(prefix + key, prop), bounds, prop.get("description", "")))
         return out
 
@@ -482,10 +562,10 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from harness.analyze import evidence_json_schema
+    from harness.config import full_suite_json_schema
     from harness.events import run_log_json_schema
-    from harness.suite import suite_json_schema
 
-    schemas = {"suite": suite_json_schema, "evidence": evidence_json_schema, "run-log": run_log_json_schema}
+    schemas = {"suite": full_suite_json_schema, "evidence": evidence_json_schema, "run-log": run_log_json_schema}
     schema = schemas[args.which]()
     text = json.dumps(schema, indent=2) + "\n"
     if args.out:
@@ -544,8 +624,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_b")
     s.set_defaults(func=cmd_compare)
 
+    s = sub.add_parser(
+        "init",
+        help="write a first suite, commented and valid as written",
+        description="Write a suite for one suspect and its candidate parents (and controls, if you have them): "
+        "each model NAME=PATH or PATH (a local directory or GGUF file, a Hub id org/name, or an API model id).",
+    )
+    s.add_argument("out", help="the suite file to write, e.g. case.yaml")
+    s.add_argument("--suspect", required=True, help="the model in question")
+    s.add_argument("--parents", nargs="+", required=True, help="two or more models it may be made from")
+    s.add_argument("--controls", nargs="*", default=[], help="models of known, different origin (calibration)")
+    s.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"], help="how every model is served")
+    s.add_argument("--url", help="with --backend openai: the endpoint root, e.g. http://127.0.0.1:8000/v1")
+    s.add_argument(
+        "--mode", default="auto", choices=["auto", "full", "topk", "next_token"], help="the logit probe's data mode"
+    )
+    s.add_argument("--name", help="the suite's name (default: the file's name)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing file")
+    s.set_defaults(func=cmd_init)
+
     s = sub.add_parser("list", help="list probes and backends; with a name, its parameters")
     s.add_argument("name", nargs="?", help="a probe kind or backend name: print its params / options")
+    s.add_argument("--markdown", action="store_true", help="every probe's params and backend's options as Markdown")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("zoo", help="calibration zoo of models with known lineage")

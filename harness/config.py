@@ -294,3 +294,49 @@ def _check_probe(p: ProbeSpec, i: int, file: str, lines: dict, base: Path) -> li
             else:
                 entries[key] = resolved
     return problems
+
+
+def full_suite_json_schema() -> dict[str, Any]:
+    """The suite's JSON Schema with every probe's ``params`` and every backend's ``options`` in it
+    (descriptions, defaults, bounds), so an editor completes and checks them: ``kind: identity``
+    selects the identity probe's params, ``backend: vllm`` the vLLM options (no ``backend``: hf's).
+    Built here, not in ``harness/suite.py``: the suite's types are kernel and cannot see the
+    registries; this module already looks probes and backends up."""
+    from harness.suite import suite_json_schema
+
+    schema = suite_json_schema()
+    defs = schema["$defs"]
+
+    def inline(model: Any, prefix: str) -> dict[str, Any]:
+        sub = model.model_json_schema(ref_template="#/$defs/" + prefix + "{model}")
+        for name, d in sub.pop("$defs", {}).items():
+            defs[prefix + name] = d
+        return sub
+
+    probe_rules = []
+    for name in PROBES:
+        params = inline(probe_class(name).Params, f"{name}.")
+        probe_rules.append(
+            {
+                "if": {"properties": {"kind": {"const": name}}, "required": ["kind"]},
+                "then": {"properties": {"params": params}},
+            }
+        )
+    defs["ProbeSpec"]["properties"]["kind"]["enum"] = list(PROBES)
+    defs["ProbeSpec"]["allOf"] = probe_rules
+    backend_rules = []
+    available = []
+    for name in BACKENDS:
+        try:
+            options = backend_class(name).Options
+        except ImportError:  # an optional extra that is not installed: its options stay open
+            continue
+        available.append(name)
+        # hf is the default: its rule also applies where `backend` is left out
+        when: dict[str, Any] = {"properties": {"backend": {"const": name}}}
+        if name != ModelSpec.model_fields["backend"].default:
+            when["required"] = ["backend"]
+        backend_rules.append({"if": when, "then": {"properties": {"options": inline(options, f"{name}.")}}})
+    defs["ModelSpec"]["properties"]["backend"]["enum"] = available
+    defs["ModelSpec"]["allOf"] = backend_rules
+    return schema

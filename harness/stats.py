@@ -8,6 +8,7 @@ weighted sum, which keeps thousands of replicates cheap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -110,6 +111,24 @@ def z_pvalue(estimate: float, null: float, se: float, alternative: str = "two-si
     if alternative == "less":
         return float(sps.norm.cdf(z))
     return float(2 * sps.norm.sf(abs(z)))
+
+
+def paired_floor(n: int) -> float:
+    """The smallest one-sided p an exact paired test over ``n`` units can give, whatever the data:
+    ``2**-n`` for the sign-flip permutation and the signed-rank test (all n differences positive
+    is one sign pattern of 2^n). Why: a test over too few units cannot reach alpha, and a report
+    that prints its p without saying so reads as evidence of absence."""
+    return 2.0**-n if n > 0 else 1.0
+
+
+def paired_units_for(alpha: float, tests: int = 1) -> int:
+    """The fewest units an exact paired test needs for p * tests < alpha (``paired_floor``)."""
+    return math.floor(math.log2(tests / alpha)) + 1
+
+
+def rank_floor(n: int) -> float:
+    """The smallest empirical p of a rank among ``n`` controls: (1 + 0) / (1 + n)."""
+    return 1.0 / (n + 1)
 
 
 def wilcoxon_greater(x: np.ndarray) -> float:

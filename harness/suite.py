@@ -170,7 +170,8 @@ class Suite(Strict):
 
 
 def suite_json_schema() -> dict[str, Any]:
-    """JSON Schema for editors (yaml-language-server). Probe and backend params are open dicts here."""
+    """The suite's own JSON Schema; probe params and backend options are open dicts here (the
+    kernel cannot see the registries): ``config.full_suite_json_schema`` fills them in."""
     schema = Suite.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "parentage suite"

@@ -98,6 +98,8 @@ class Probe(ABC):
     # The typed model of one per_model entry of this probe's evidence (None: a free-form dict).
     Result: ClassVar[type[BaseModel] | None] = None
     example: ClassVar[dict[str, Any]] = {}  # smallest valid params (docs, contract tests)
+    # The params a first suite should show (``parentage init`` writes them at their defaults).
+    key_params: ClassVar[tuple[str, ...]] = ()
     # Params holding file paths (a string, or a dict of strings): resolved against the suite
     # file's folder and checked to exist at validation time, like a model's `path`.
     path_params: ClassVar[tuple[str, ...]] = ()
@@ -121,6 +123,13 @@ class Probe(ABC):
         """Problems knowable before any model is loaded, as (location under ``params``, message).
         ``validate`` and the start of ``run`` report them with file and line, so nothing
         expensive starts on a suite that can only fail. The default finds none."""
+        return []
+
+    def power(self, suite: Suite) -> list[str]:
+        """Tests this probe runs that cannot reach significance (the suite's alpha) at the
+        configured sizes, whatever the models answer: an exact test over 4 questions bottoms out at
+        p = 1/16. ``validate`` and ``run --estimate`` warn before anything is sent; the report lists
+        them under Limitations. Pure, like ``plan``. The default finds none."""
         return []
 
     def file_reads(self, suite: Suite) -> str | None:

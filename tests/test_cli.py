@@ -198,3 +198,115 @@ cache_dir: {tmp_path / "cache"}
     limits = report[report.index("## Limitations") :]
     floor = "with 1 control, a model's rank among them (the calibration's empirical p) can be no smaller than 0.5"
     assert floor in limits
+
+
+def test_the_readme_parameter_tables_are_the_generated_ones():
+    """Issue 30: the parameters appeared nowhere in the README. Its tables are `parentage list
+    --markdown`, every field of every probe's and backend's model, with a description each."""
+    import re
+
+    from harness.backends import BACKENDS, backend_class
+    from harness.cli import parameter_rows, parameter_tables
+    from probes import PROBES, probe_class
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"<!-- parameters: begin[^\n]*-->\n(.*?)<!-- parameters: end -->", readme, re.S)
+    assert block is not None
+    assert block.group(1).strip() == parameter_tables().strip(), (
+        "regenerate the README's block with `parentage list --markdown`"
+    )
+    models = [probe_class(n).Params for n in PROBES] + [backend_class(n).Options for n in BACKENDS]
+    assert [r[0] for m in models for r in parameter_rows(m) if not r[4]] == [], "every parameter says what it does"
+    assert "| `max_questions` | integer \\| null | `null` | >= 1 |" in block.group(1)
+
+
+def power_suite(tmp_path: Path, questions: int, texts: int) -> Path:
+    path = tmp_path / f"power-{questions}-{texts}.yaml"
+    path.write_text(
+        f"""name: power
+models:
+  - {{name: s, role: suspect, backend: fake, options: {{seed: 1, mix: {{seed: 2, weight: 0.4}}}}}}
+  - {{name: a, role: parent, backend: fake, options: {{seed: 1}}}}
+  - {{name: b, role: parent, backend: fake, options: {{seed: 2}}}}
+  - {{name: c, role: control, backend: fake, options: {{seed: 3}}}}
+probes:
+  - kind: identity
+    params: {{labels: {{ay: [Ay]}}, model_labels: {{a: ay}}, max_questions: {questions}, samples: 1,
+              conditions: [none]}}
+  - kind: logit_interpolation
+    params: {{max_texts: {texts}, max_tokens: 16, cv_splits: 5, task_free_texts: 0, noise_replicate: false}}
+output_dir: {tmp_path}/results
+cache_dir: {tmp_path}/cache
+"""
+    )
+    return path
+
+
+def test_tests_that_cannot_reach_alpha_are_warned_of_and_listed(tmp_path, capsys):
+    """Issue 30: with max_questions 4 the identity test's p cannot go below 1/16, and the report
+    printed "p_adj 0.5 over 4 questions" with "None recorded" under Limitations. The floors are
+    arithmetic (an exact paired test over n units: 2^-n; a rank among k controls: 1/(k+1)), so
+    the expected warnings are known before any model answers: validate, the estimate and run warn,
+    the report lists them; at sizes that can reach alpha the identity and text warnings are gone."""
+    weak = power_suite(tmp_path, questions=4, texts=4)
+    assert main(["validate", str(weak)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: identity: the claims test runs over 4 questions: its smallest possible p is 0.062" in err
+    assert "use at least 5 questions" in err
+    assert "warning: logit_interpolation: the held-out gain over the better parent is tested over 4 texts" in err
+    assert "can be no smaller than 0.5" in err  # one control
+    assert main(["run", str(weak), "--estimate"]) == 0
+    assert "use at least 5 questions" in capsys.readouterr().err
+    strong = power_suite(tmp_path, questions=8, texts=8)
+    assert main(["validate", str(strong)]) == 0
+    err = capsys.readouterr().err
+    assert "questions" not in err and "held-out gain" not in err and "can be no smaller than 0.5" in err
+    main(["run", str(weak), "--run-id", "weak"])
+    err = capsys.readouterr().err
+    assert "use at least 5 questions" in err  # before anything is sent
+    limits = (tmp_path / "results" / "weak" / "report.md").read_text().split("## Limitations")[1]
+    assert "`identity`: the claims test runs over 4 questions" in limits
+    assert "`logit_interpolation`: the held-out gain over the better parent is tested over 4 texts" in limits
+    assert "None recorded" not in limits
+
+
+def test_init_writes_a_suite_that_validates_as_written(zoo, tmp_path, capsys, monkeypatch):
+    """Issue 30: `parentage init` was "invalid choice". From a suspect, two parents and controls
+    (one named NAME=PATH), it writes a commented suite that validates as written, shows each
+    included probe's key parameters at the probe's own defaults, refuses to overwrite, and the
+    estimate runs on it."""
+    import yaml
+
+    from harness.config import load_suite
+    from probes import probe_class
+
+    monkeypatch.chdir(zoo)  # relative paths, as a user types them
+    out = tmp_path / "cases" / "first.yaml"
+    args = ["init", str(out), "--suspect", "linear_0.6", "--parents", "parent_a", "parent_b"]
+    assert main([*args, "--controls", "sibling", "indep=independent"]) == 0
+    stdout = capsys.readouterr().out
+    assert f"{out}: ok (5 models, 3 probes)" in stdout and f"parentage run {out} --estimate" in stdout
+    text = out.read_text()
+    assert text.startswith("# yaml-language-server: $schema=")
+    suite = load_suite(out)
+    assert [(m.name, m.role) for m in suite.models] == [
+        ("linear_0.6", "suspect"),
+        ("parent_a", "parent"),
+        ("parent_b", "parent"),
+        ("sibling", "control"),
+        ("indep", "control"),
+    ]
+    assert suite.model("indep").path == str(zoo / "independent")
+    written = yaml.safe_load(text)
+    for probe in written["probes"]:
+        fields = probe_class(probe["kind"]).Params.model_fields
+        assert probe["params"] == {k: fields[k].get_default(call_default_factory=True) for k in probe["params"]}
+    assert [p["kind"] for p in written["probes"]] == ["logit_interpolation", "tokenizer", "weights"]
+    assert "# - kind: identity" in text and "#     model_labels:" in text
+    assert main(["validate", str(out)]) == 0
+    assert main(args) == EXIT_BAD_INPUT
+    assert "exists; pass --force" in capsys.readouterr().err
+    api = ["init", str(tmp_path / "api.yaml"), "--suspect", "s", "--parents", "a", "b", "--backend", "openai"]
+    assert main(api) == EXIT_BAD_INPUT
+    assert "--backend openai needs --url" in capsys.readouterr().err
+    assert main(["run", str(out), "--estimate"]) == 0

@@ -148,10 +148,53 @@ def test_shipped_configs_validate(zoo, monkeypatch, tmp_path):
 def test_json_schema_is_current():
     import json
 
-    from harness.suite import suite_json_schema
+    from harness.config import full_suite_json_schema
 
     repo = Path(__file__).resolve().parent.parent
     shipped = json.loads((repo / "harness" / "schema" / "suite.schema.json").read_text())
-    assert shipped == suite_json_schema(), "regenerate with: parentage schema --out harness/schema/suite.schema.json"
+    assert shipped == full_suite_json_schema(), (
+        "regenerate with: parentage schema suite --out harness/schema/suite.schema.json"
+    )
     assert shipped["additionalProperties"] is False
     assert set(shipped["properties"]) >= {"name", "models", "probes", "stats", "output_dir"}
+
+
+def test_the_json_schema_checks_probe_params_and_backend_options():
+    """What an editor sees: every shipped suite is valid under the schema, and a misspelt or
+    out-of-range parameter is refused at its own path, per probe kind and per backend (hf when
+    no backend is named), as the loader refuses it."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    schema = json.loads((repo / "harness" / "schema" / "suite.schema.json").read_text())
+    check = jsonschema.Draft202012Validator(schema)
+    for cfg in sorted((repo / "configs").glob("*.yaml")):
+        assert not [e.message for e in check.iter_errors(yaml.safe_load(cfg.read_text()))], cfg.name
+    suite = {
+        "name": "x",
+        "models": [
+            {"name": "s", "role": "suspect", "path": "p", "options": {"dtyp": "float32"}},  # hf, by default
+            {"name": "v", "role": "parent", "backend": "vllm", "path": "p", "options": {"tensor_parallel": 2}},
+            {"name": "w", "role": "parent", "backend": "vllm", "path": "p", "options": {"tensor_parallel_size": 2}},
+        ],
+        "probes": [
+            {"kind": "identity", "params": {"labels": {"a": ["A"]}, "max_question": 4}},
+            {"kind": "logit_interpolation", "params": {"max_texts": 0, "verdict": {"a_margin": 0.7}}},
+            {"kind": "text_interpolation", "params": {"prompts": 16}},
+        ],
+    }
+    errors = sorted(
+        (tuple(e.absolute_path), e.message)
+        for e in check.iter_errors(suite)
+        for e in ([e] if not e.context else [c for c in e.context if c.validator != "type"] or [e])
+    )
+    paths = [p for p, _ in errors]
+    assert ("models", 0, "options") in paths and ("models", 1, "options") in paths
+    assert ("probes", 0, "params") in paths
+    assert ("probes", 1, "params", "max_texts") in paths and ("probes", 1, "params", "verdict", "a_margin") in paths
+    assert not [p for p in paths if p[:2] in (("models", 2), ("probes", 2))]
+    assert any("'dtyp' was unexpected" in m for _, m in errors)
+    assert any("'max_question' was unexpected" in m for _, m in errors)

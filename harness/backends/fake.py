@@ -42,7 +42,7 @@ class Mix(BaseModel):
 
 class FakeOptions(BackendOptions):
     seed: int = Field(0, description="Draws the bigram logits: the fake model's identity.")
-    vocab_size: int = Field(64, ge=8, le=4096)
+    vocab_size: int = Field(64, ge=8, le=4096, description="Token ids are characters modulo this.")
     mix: Mix | None = Field(None, description="Interpolate the logits with those of another seed.")
     reply: str = Field("I am a fake model.", description="What generate() answers (plus the sample index).")
     without: list[Capability] = Field(

@@ -37,11 +37,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 class HFOptions(BackendOptions):
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Weights' dtype in memory; 'auto' keeps the checkpoint's."
+    )
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', ...")
     batch_size: int = Field(8, ge=1, description="Texts per forward pass (sorted by length).")
     gguf_file: str | None = Field(None, description="GGUF file inside `path` (transformers dequantises it).")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="Run the repository's own Python code (trusted sources only).")
     max_length: int = Field(2048, ge=8, description="Hard cap on tokens per scored text.")
 
 

@@ -34,23 +34,25 @@ class VLLMOptions(ApiOptions):
     command: list[str] | None = Field(
         None, description="The launcher; the model and engine arguments are appended (e.g. [vllm, serve])."
     )
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="Address a launched server listens on.")
     port: int | None = Field(None, ge=1, le=65535, description="Default: a free port.")
     served_model_name: str | None = Field(
         None,
         description="The name the model is served under. Default: the suite's model name when launched, "
         "`path` when attached.",
     )
-    tensor_parallel_size: int = Field(1, ge=1)
-    pipeline_parallel_size: int = Field(1, ge=1)
-    distributed_executor_backend: Literal["mp", "ray"] | None = None
-    max_model_len: int | None = Field(None, ge=16)
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM's --tensor-parallel-size: GPUs one layer spans.")
+    pipeline_parallel_size: int = Field(1, ge=1, description="vLLM's --pipeline-parallel-size: stages of layers.")
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None, description="vLLM's --distributed-executor-backend: 'ray' to span machines (a Ray cluster)."
+    )
+    max_model_len: int | None = Field(None, ge=16, description="vLLM's --max-model-len (default: the model's).")
     max_logprobs: int = Field(20, ge=-1, description="-1: full vocabulary, where the vLLM version supports it.")
-    dtype: str = "auto"
+    dtype: str = Field("auto", description="vLLM's --dtype.")
     gpu_memory_utilization: float | None = Field(
         0.9, gt=0, le=1, description="Fraction of GPU memory for vLLM; null omits the flag (CPU builds)."
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="Run the repository's own Python code (trusted sources only).")
     extra_args: list[str] = Field(default_factory=list, description="Passed to the server verbatim.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the server process.")
     startup_timeout_s: float = Field(1800.0, gt=0, description="Wait this long for /health (big models load slowly).")

@@ -34,6 +34,7 @@ from harness.case import ProbeCase
 from harness.data import Item, balanced_head, load_file, load_items
 from harness.errors import InputError
 from harness.evidence import ProbeEvidence
+from harness.stats import paired_floor, paired_units_for
 from harness.suite import ModelSpec, Suite
 from probes.base import Planned, Probe, Record, Skip
 from probes.identity import render
@@ -49,6 +50,7 @@ class IdentityProbe(Probe):
     kind: ClassVar[str] = "identity"
     version: ClassVar[str] = "1"
     description: ClassVar[str] = "identity questions with and without the system prompt: whose name does it claim?"
+    key_params: ClassVar[tuple[str, ...]] = ("max_questions", "samples", "conditions")
     requires: ClassVar[tuple[Capability, ...]] = (Capability.GENERATE,)
     Params = IdentityParams
     Result = IdentityResult
@@ -64,6 +66,25 @@ class IdentityProbe(Probe):
         if self.params.languages:
             items = [it for it in items if it.group in self.params.languages]
         return balanced_head(items, self.params.max_questions)
+
+    def power(self, suite: Suite) -> list[str]:
+        """The claims test is an exact sign-flip over questions: its p cannot go below 2^-questions,
+        and Holm multiplies the smallest by the number of tests (suspects x labelled parents x
+        conditions)."""
+        alpha, q = suite.stats.alpha, len(self._questions())
+        floor = paired_floor(q)
+        parents = [m.name for m in suite.by_role("parent") if m.name in self.params.model_labels]
+        tests = len(suite.by_role("suspect")) * len(parents) * len(self.params.conditions)
+        adjusted = min(1.0, floor * tests) if suite.stats.correction == "holm" else floor
+        if adjusted < alpha or not parents or not suite.by_role("control"):
+            return []  # without controls there is no test (the report says it is uncalibrated)
+        after = f", and {adjusted:.2g} after Holm's correction over its {tests} tests" if adjusted > floor else ""
+        need = paired_units_for(alpha, tests if adjusted > floor else 1)
+        return [
+            f"the claims test runs over {q} question{'s' if q != 1 else ''}: its smallest possible p is {floor:.2g}"
+            f"{after}, not below alpha {alpha:g}, so no claim can be significant; use at least {need} questions "
+            "(max_questions, languages)"
+        ]
 
     def preflight(self, suite: Suite) -> list[tuple[tuple, str]]:
         p = self.params

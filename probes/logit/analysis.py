@@ -14,7 +14,6 @@ passes the suite, the generator and the evidence to the next.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,6 +29,7 @@ from probes.logit.estimators import describe, merge_weight_range, summed_statist
 from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats, weighted_gram
 from probes.logit.lineage import excess, is_task_free, relative_distances
 from probes.logit.params import LogitParams
+from probes.logit.power import controls_note, selection_note
 from probes.logit.result import ControlCalibration, Interval, LogitResult
 from probes.logit.selection import select, selection_row, suspect_pools
 from probes.logit.verdict import decide
@@ -96,13 +96,8 @@ class LogitAnalysis:
         self.ev.calibrated = bool(controls)
         if not controls:
             self.ev.notes.append(uncalibrated_note(self.suite, "nothing anchors what a 'low' residual means"))
-        elif (floor := 1 / (len(controls) + 1)) >= self.suite.stats.alpha:  # a rank among n controls
-            self.ev.limitations.append(
-                f"with {len(controls)} control{'s' if len(controls) > 1 else ''}, a model's rank among them "
-                f"(the calibration's empirical p) can be no smaller than {floor:.2g}, not below alpha "
-                f"{self.suite.stats.alpha:g}: it places the suspect among the controls, it does not test it "
-                "(the verdict's comparison with each control is the paired bootstrap test)"
-            )
+        elif (note := controls_note(len(controls), self.suite.stats.alpha)) is not None:
+            self.ev.limitations.append(note)
         if data.candidates:
             results = self.select_from_pool(data)
         else:
@@ -243,17 +238,9 @@ class LogitAnalysis:
                             "verdict is drawn from the nearest pair"
                         )
                         r.verdict = "inconclusive"
-                    floor = 2.0**-sel.n_select  # the one-sided signed-rank test's smallest p on n texts
-                    why = (
-                        "no merge of the pool (one candidate suffices)"
-                        if floor < self.suite.stats.alpha
-                        else f"no merge of the pool shown, and none could be: on the {sel.n_select} texts of the "
-                        f"selection half the test's smallest possible p is {floor:.2g}, not below alpha "
-                        f"{self.suite.stats.alpha:g}; use at least "
-                        f"{2 * (math.floor(math.log2(1 / self.suite.stats.alpha)) + 1)} "
-                        "texts"
-                    )
-                    if floor >= self.suite.stats.alpha:
+                    note = selection_note(sel.n_select, self.suite.stats.alpha)
+                    why = "no merge of the pool (one candidate suffices)" if note is None else note
+                    if note is not None:
                         self.ev.limitations.append(f"{m}: {why}")
                     r.reasons.insert(0, f"{why}; placed against its two nearest: " + ", ".join(parents))
                 else:

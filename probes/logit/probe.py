@@ -41,6 +41,7 @@ from probes.logit.analysis import LogitAnalysis
 from probes.logit.case import logit_case
 from probes.logit.lineage import task_free_items
 from probes.logit.params import LogitParams
+from probes.logit.power import controls_note, cv_note, selection_note
 from probes.logit.result import LogitResult
 from probes.logit.selection import screen_order, suspect_pools
 from probes.shared.corpus import corpus_items
@@ -50,6 +51,7 @@ class LogitInterpolationProbe(Probe):
     kind: ClassVar[str] = "logit_interpolation"
     version: ClassVar[str] = "2"
     description: ClassVar[str] = "teacher-forced log-probs: is the suspect an interpolation of the parents?"
+    key_params: ClassVar[tuple[str, ...]] = ("mode", "max_texts", "max_tokens", "task_free_texts")
     requires: ClassVar[tuple[Capability, ...]] = (
         Capability.FULL_LOGPROBS,
         Capability.TOPK_LOGPROBS,
@@ -197,6 +199,16 @@ class LogitInterpolationProbe(Probe):
                     ((), f"parents '{na}' and '{nb}' are the same model: {pa} and {pb} hold identical weight files")
                 )
         return problems
+
+    def power(self, suite: Suite) -> list[str]:
+        """The held-out gain test over the configured texts, pool selection on half of them, and
+        the calibration's rank among the controls (``power.py``)."""
+        alpha, n = suite.stats.alpha, len(self._items())
+        controls = [m for m in suite.by_role("control") if m.name not in self._parents(suite)]
+        notes = [cv_note(n, alpha), controls_note(len(controls), alpha)]
+        if self._candidates(suite):
+            notes.append(selection_note(n // 2, alpha))
+        return [x for x in notes if x is not None]
 
     # ------------------------------------------------------------------ analysis
     def _parents(self, suite: Suite) -> list[str]:

@@ -43,6 +43,7 @@ from harness.backends.base import (
 from harness.case import ProbeCase
 from harness.errors import InputError
 from harness.evidence import ProbeEvidence
+from harness.stats import paired_floor, paired_units_for
 from harness.suite import ModelSpec, Suite
 from probes.base import Planned, Probe, Record, Skip
 from probes.shared.corpus import corpus_items
@@ -63,6 +64,7 @@ class TextInterpolationProbe(Probe):
     description: ClassVar[str] = (
         "sampled text only: the parents score the suspect's samples; interpolation likelihood and equality tests"
     )
+    key_params: ClassVar[tuple[str, ...]] = ("prompts", "samples", "max_new_tokens")
     requires: ClassVar[tuple[Capability, ...]] = (Capability.GENERATE,)
     Params = TextParams
     Result = TextResult
@@ -99,6 +101,19 @@ class TextInterpolationProbe(Probe):
                     )
             seen.append((name, fp))
         return problems
+
+    def power(self, suite: Suite) -> list[str]:
+        """The held-out gain and the comparison with the controls are signed-rank tests over
+        prompts: below 2^-prompts no p can go."""
+        alpha, n = suite.stats.alpha, len(self._prompts())
+        floor = paired_floor(n)
+        if floor < alpha:
+            return []
+        need = paired_units_for(alpha)
+        return [
+            f"the held-out gain is tested over {n} prompts, where its smallest possible p is {floor:.2g}, not below "
+            f"alpha {alpha:g}: no merge verdict can be drawn; use at least {need} prompts"
+        ]
 
     def _prompts(self) -> list[tuple[str, list[dict[str, str]]]]:
         items = corpus_items(self.spec.data, self.params.prompts)

@@ -44,6 +44,7 @@ class TokenizerProbe(Probe):
     kind: ClassVar[str] = "tokenizer"
     version: ClassVar[str] = "1"
     description: ClassVar[str] = "tokenizer identity: token counts of diagnostic strings, and tokenizer-file hashes"
+    key_params: ClassVar[tuple[str, ...]] = ("library",)
     requires: ClassVar[tuple[Capability, ...]] = (Capability.TOKEN_COUNTS,)
     Params = TokenizerParams
     Result = TokenizerResult

@@ -40,6 +40,7 @@ class WeightsProbe(Probe):
     kind: ClassVar[str] = "weights"
     version: ClassVar[str] = "1"
     description: ClassVar[str] = "white-box: per-tensor interpolation of the checkpoints, merge family, artifacts"
+    key_params: ClassVar[tuple[str, ...]] = ("base", "sample")
     needs_backend: ClassVar[bool] = False
     Params = WeightsParams
     params: WeightsParams
