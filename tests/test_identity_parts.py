@@ -105,3 +105,20 @@ def test_question_bank_size_and_languages():
     langs = Counter(r["lang"] for r in rows)
     assert set(langs) == {"en", "pt", "es", "zh"} and min(langs.values()) >= 30
     assert {"direct", "creator", "model", "company", "backstory", "indirect", "roleplay"} <= {r["kind"] for r in rows}
+
+
+def test_equal_counts_on_fewer_questions_are_worth_fewer_answers():
+    """Issue 30: "2/8 (25.0%, 4.6-69.9)" and "2/8 (25.0%, 7.1-59.1)" in one table, unexplained.
+    Both are 2 claims in 8 answers over 4 questions of 2 answers: in the first both claims are
+    one question's (the design effect reaches its cap, the cluster size 2: worth 4 answers), in
+    the second they are two questions' single claims (less spread than binomial: worth all 8).
+    Worked by hand: p = 1/4, the robust variance (4/3) * sum((k - p n)^2) / 64 is 1/16 and 1/48
+    against p(1 - p)/8 = 3/128. The intervals are Wilson's at those sizes."""
+    from harness.stats import clustered_wilson, effective_n
+
+    n = np.array([2, 2, 2, 2])
+    together, apart = np.array([2, 0, 0, 0]), np.array([1, 1, 0, 0])
+    assert effective_n(together, n) == pytest.approx(4.0)
+    assert effective_n(apart, n) == pytest.approx(8.0)
+    assert clustered_wilson(together, n) == pytest.approx(wilson(1, 4))
+    assert clustered_wilson(apart, n) == pytest.approx(wilson(2, 8))

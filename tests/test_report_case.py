@@ -83,6 +83,9 @@ def test_report_html_renders_in_headless_chromium_self_contained(case_run: Path)
             page.on("request", lambda r: requested.append(r.url))
             page.goto(html.as_uri(), wait_until="load")
             case_rows = page.locator("section#case table").first.locator("tbody tr").count()
+            plain_text = page.locator("section#plain").inner_text()
+            tops = {s: page.locator(f"section#{s}").bounding_box()["y"] for s in ("plain", "case", "models")}
+            forest = page.locator("img[alt^='weights and residual per model']").bounding_box()
             conclusions = page.locator("section#case p > strong").all_inner_texts()
             paragraphs = page.locator("section#case p").all_inner_texts()
             images = page.eval_on_selector_all(
@@ -92,6 +95,14 @@ def test_report_html_renders_in_headless_chromium_self_contained(case_run: Path)
         finally:
             browser.close()
     assert case_rows == len(EXPLANATIONS)  # one row per explanation
+    # Issue 30: the summary in plain words comes first, for each suspect, in its five parts.
+    assert tops["plain"] < tops["case"] < tops["models"]
+    for part in ("The question.", "The answer.", "How sure.", "What it rests on.", "What would change it."):
+        assert plain_text.count(part) == 2, part  # the merge and the impostor
+    assert "The answer. A merge of the parents: made by averaging the parents' weights" in plain_text
+    assert "about 60% parent_a and 40% parent_b" in plain_text
+    # The forest plot is shown whole and large enough to read, not shrunk into the column.
+    assert forest is not None and forest["width"] >= 700 and forest["x"] + forest["width"] <= 1280
     assert [c for c in conclusions if c.startswith("Conclusion: ")][:1] == ["Conclusion: a merge of the parents."]
     assert any("sit on the line between parent_a and parent_b at a = " in p for p in paragraphs)
     assert len(images) == len(figures)

@@ -16,7 +16,7 @@ import numpy as np
 
 from harness.backends.base import GenerateResult
 from harness.evidence import ProbeEvidence
-from harness.stats import adjust, clustered_wilson, signflip_pvalue
+from harness.stats import adjust, clustered_wilson, effective_n, signflip_pvalue
 from harness.suite import Suite
 from probes.base import Record, uncalibrated_note
 from probes.identity import render
@@ -124,6 +124,7 @@ class IdentityAnalysis:
                 questions=len(nq),
                 rate=k / n if n else float("nan"),
                 ci=(lo, hi),
+                n_effective=effective_n(kq, nq),
                 by_language={g: Count(k=a, n=b) for g, (a, b) in by_lang.items()},
             )
         return out

@@ -41,8 +41,16 @@ def report_section(evidence: ProbeEvidence, labels: list[str]) -> str:
         cells = []
         for lab in labels:
             x = e.labels[lab]
-            cells.append(f"{x.k}/{x.n} ({100 * x.rate:.1f}%, {fmt_range(100 * x.ci[0], 100 * x.ci[1], 1)})")
+            worth = f"; worth {x.n_effective:.1f}" if x.n_effective is not None else ""
+            cells.append(f"{x.k}/{x.n} ({100 * x.rate:.1f}%, {fmt_range(100 * x.ci[0], 100 * x.ci[1], 1)}{worth})")
         out.append(f"| {key.split(' | ')[0]} | {e.condition} | {e.n} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        f"Each cell: claims / answers (rate, {ci_label(evidence.ci_level)} interval; the independent answers they are "
+        "worth). Answers to one question resemble each other, so the interval is taken at that effective number, "
+        "not at the count: equal counts whose claims sit on fewer questions are worth fewer answers and get a wider "
+        "interval.",
+    ]
     out += ["", "Prompt actually rendered for the first question (system text as the template applied it):", ""]
     for key, e in results.items():
         text = e.system_text_rendered

@@ -24,6 +24,11 @@ class LabelRate(Count):
     ci: tuple[float, float] = Field(
         description="Wilson interval at the effective sample size of answers clustered by question."
     )
+    n_effective: float | None = Field(
+        None,
+        description="The independent answers the n clustered ones are worth (n / design effect), the interval's "
+        "sample size: equal counts spread over fewer questions are worth fewer answers, hence a wider interval.",
+    )
     by_language: dict[str, Count] = Field(default_factory=dict)
 
 

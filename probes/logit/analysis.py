@@ -30,13 +30,12 @@ from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, te
 from probes.logit.lineage import excess, is_task_free, relative_distances
 from probes.logit.params import LogitParams
 from probes.logit.power import controls_note, selection_note
-from probes.logit.result import ControlCalibration, Interval, LogitResult
+from probes.logit.result import MERGE_VERDICTS, ControlCalibration, Interval, LogitResult
 from probes.logit.selection import select, selection_row, suspect_pools
 from probes.logit.verdict import decide
 from probes.shared.align import align, as_kind, request_mode
 
 MODE_ORDER = {"full": 0, "topk": 1, "next_token": 2}
-MERGE_VERDICTS = ("interpolation", "interpolation_plus_training")
 POWER_NOTE = {
     "full": "full vocabulary at every position: the most powerful mode",
     "topk": "only tokens in every model's top-k (plus the actual token) at each position: fewer points per "

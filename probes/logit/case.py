@@ -64,7 +64,53 @@ def logit_case(title: str, r: LogitResult, parents: list[str], level: float) -> 
     }
     parent = r.parent if r.verdict == "derived_from_one_parent" else None
     cells = stances(supports, contradicts, numbers)
-    return ProbeCase(title, "lineage", cells, _sentence(r, parents, level), parent=parent)
+    return ProbeCase(title, "lineage", cells, _sentence(r, parents, level), parent=parent, plain=_plain(r, parents))
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _plain(r: LogitResult, parents: list[str]) -> str:
+    """What the verdict means, in words a non-statistician can quote, with the one or two numbers
+    that carry it (shares of the parents' gap as percentages)."""
+    what = f"Its word-by-word predictions (log-probabilities) on {r.n_texts} texts"
+    gap = f"{_pct(r.residual.value)} of the gap between the parents"
+    cal = r.calibration.get("residual")
+    versus = ""
+    if cal and cal.controls:
+        k = len(cal.controls)
+        versus = (
+            f", against {_pct(min(cal.controls.values()))} or more for "
+            + ("the one control model" if k == 1 else f"each of the {k} control models")
+            + " of known other origin"
+        )
+    if r.verdict in ("interpolation", "interpolation_plus_training") and r.a_hat is not None and len(parents) == 2:
+        a = r.a_hat.value
+        other = None if a is None else 1 - a
+        blend = f"a blend of the parents', about {_pct(a)} {parents[0]} and {_pct(other)} {parents[1]}"
+    elif r.verdict in ("interpolation", "interpolation_plus_training"):
+        blend = "a blend of " + ", ".join(f"{p} ({_pct(w.value)})" for p, w in r.weights.items())
+    else:
+        blend = ""
+    words = {
+        "interpolation": f"{what} are {blend}, leaving {gap} unexplained{versus}: what averaging their weights gives.",
+        "interpolation_plus_training": f"{what} lie near {blend}, but further off than a plain merge ({gap} "
+        f"unexplained{versus}): a merge trained further, or a model taught to imitate one.",
+        "derived_from_one_parent": f"{what} are closest to {r.parent}'s, and on random inputs that no training "
+        f"teaches it still behaves like {r.parent}: weights inherited from it.",
+        "sibling": f"{what} are no closer to either parent than the parents are to each other, but on random inputs "
+        "it behaves like them: weights shared with them, through their common base.",
+        "related": f"On random inputs that no training teaches, it behaves like {r.nearest_parent} (inherited "
+        "weights), but its predictions do not show whether it is a fine-tune of one parent or shares their base.",
+        "unrelated": "On random inputs that no training teaches, it behaves unlike the parents: its weights were "
+        "not inherited from them.",
+        "copy": f"{what} match {r.parent or r.nearest_parent}'s within the noise of serving the same model twice.",
+    }
+    return words.get(
+        r.verdict,
+        f"{what} neither form a blend of the parents nor set it clearly apart from them ({gap} unexplained).",
+    )
 
 
 def _sentence(r: LogitResult, parents: list[str], level: float) -> str:

@@ -14,7 +14,7 @@ from harness.evidence import ProbeEvidence
 from harness.format import ci_label, fmt, fmt_ci, fmt_p, fmt_range
 from harness.suite import Suite
 from probes.base import save_figure, subplots
-from probes.logit.result import LogitResult
+from probes.logit.result import MERGE_VERDICTS, LogitResult
 from probes.logit.verdict import VerdictThresholds
 
 
@@ -30,9 +30,11 @@ def cv_gain_text(r: LogitResult, p_text: str) -> str:
 
 
 def merge_weight_text(r: LogitResult) -> str:
-    """The weight-space reading of a_hat (``estimators.merge_weight_range``), or '' without one."""
+    """The weight-space reading of a_hat (``estimators.merge_weight_range``), or '' without one or
+    for a model not read as a merge (a merge weight of -4.9 to 5.0 for an unrelated model says
+    nothing and widened the forest plot's axis until the suspect's CI could not be seen)."""
     w = r.merge_weight
-    if w is None or w.lo is None or w.hi is None:
+    if w is None or w.lo is None or w.hi is None or r.verdict not in MERGE_VERDICTS:
         return ""
     return f"; as a merge weight {fmt_range(w.lo, w.hi, 2)} (the CI widened by the residual, the logits' nonlinearity)"
 
@@ -78,8 +80,9 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
     for m, r in results.items():
         if r.a_hat is not None:
             w = r.a_hat.text()
-            if r.merge_weight is not None and r.merge_weight.lo is not None and r.merge_weight.hi is not None:
-                w += f"; as a merge weight {fmt_range(r.merge_weight.lo, r.merge_weight.hi, 2)}"
+            mw = r.merge_weight
+            if merge_weight_text(r) and mw is not None:
+                w += f"; as a merge weight {fmt_range(mw.lo, mw.hi, 2)}"
         else:
             w = "; ".join(f"{x}: {iv.text(2)}" for x, iv in r.weights.items())
         if r.unsupported:
@@ -196,6 +199,8 @@ def _selection_section(evidence: ProbeEvidence) -> list[str]:
 
 def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> list[tuple[str, Path]]:
     """Forest plot: the weight and the residual per model with CIs and the verdict thresholds."""
+    from matplotlib.ticker import ScalarFormatter
+
     if not evidence.per_model:
         return []
     results = evidence.results(LogitResult)
@@ -210,23 +215,29 @@ def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> lis
             c = colours.get(results[m].role, "grey")
             if e is None or e.value is None or e.ci_low is None or e.ci_high is None:
                 continue  # no finite estimate: nothing to draw (the table says n/a)
-            if stat == "a_hat":  # the weight-space range behind it, thin and light
-                w = next((x for x in evidence.estimates if x.name == "merge_weight" and x.model == m), None)
-                if w is not None and w.ci_low is not None and w.ci_high is not None:
-                    ax.hlines(i, w.ci_low, w.ci_high, color=c, alpha=0.35, lw=1)
+            mw = results[m].merge_weight
+            if stat == "a_hat" and merge_weight_text(results[m]) and mw is not None:  # thin and light behind
+                ax.hlines(i, mw.lo, mw.hi, color=c, alpha=0.35, lw=1)
             ax.errorbar(e.value, i, xerr=[[e.value - e.ci_low], [e.ci_high - e.value]], fmt="o", color=c, capsize=3)
         ax.set_xlabel(label)
         ax.grid(axis="x", alpha=0.3)
     axes[0].axvline(0, color="grey", lw=0.8)
     axes[0].axvline(1, color="grey", lw=0.8)
+    lo, hi = axes[0].get_xlim()
+    axes[0].set_xlim(max(lo, -0.5), min(hi, 1.5))  # a weight beyond that says "not between": no need to see how far
+    # Residuals span decades (a merge's 0.1, an unrelated model's 5): on a linear axis the largest
+    # squeezes every CI near the thresholds into a dot.
+    axes[1].set_xscale("log", nonpositive="clip")
+    axes[1].xaxis.set_major_formatter(ScalarFormatter())  # 0.1, 1, not 10^-1, 10^0
     axes[1].axvline(t.merge_max_residual, color="tab:green", ls="--", lw=0.8, label="merge threshold")
     axes[1].axvline(t.trained_max_residual, color="tab:orange", ls="--", lw=0.8, label="merge+training threshold")
     axes[1].legend(loc="upper right", fontsize=8)
     axes[0].set_yticks(range(len(models)), [f"{m} ({results[m].verdict.replace('_', ' ')})" for m in models])
     axes[0].invert_yaxis()
     fig.suptitle(
-        f"Logit interpolation, {ci_label(evidence.ci_level)} cluster-bootstrap CIs (red: suspects, blue: controls; "
-        "thin line: a_hat as a merge weight, widened by the residual)"
+        f"Logit interpolation, {ci_label(evidence.ci_level)} cluster-bootstrap CIs\n"
+        "red: suspects, blue: controls; thin line: a_hat as a merge weight (merges only), widened by the residual",
+        fontsize=10,
     )
     path = save_figure(fig, out_dir / f"{evidence.instance}_forest.png")
     return [("weights and residual per model, with the verdict thresholds", path)]

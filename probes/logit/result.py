@@ -13,6 +13,9 @@ from pydantic import BaseModel, Field
 
 from harness.evidence import Interval, Number
 
+# The verdicts that read the model as a merge: only these are given a merge weight in the report.
+MERGE_VERDICTS = ("interpolation", "interpolation_plus_training")
+
 
 class ControlCalibration(BaseModel):
     """One statistic of a model placed among the controls' values of it."""

@@ -66,4 +66,24 @@ def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
             f"Its weights are not an interpolation of the parents': cos fit {r.cos_fit:.3f}, not above "
             f"{r.null_cos:.3f} ({r.null_source}); {100 * r.tensors_cos_below_half:.0f}% of tensors fit with cos < 0.5."
         )
-    return ProbeCase(title, "lineage", cells, sentence, parent=r.parent if r.verdict == "derived" else None)
+    parent = r.parent if r.verdict == "derived" else None
+    return ProbeCase(title, "lineage", cells, sentence, parent=parent, plain=_plain(r))
+
+
+def _plain(r: WeightsResult) -> str:
+    """The verdict in words a non-statistician can quote."""
+    if r.verdict == "copy" and r.parent == r.reference and r.reference not in r.weights:
+        return f"Its published weights are those of {r.reference}, the base both parents were made from."
+    if r.verdict == "copy":
+        return f"Its published weights are {r.parent}'s, element for element (up to a change of number format)."
+    if r.verdict == "interpolation":
+        mix = " + ".join(f"{w.value:.2f} x {p}" for p, w in r.weights.items() if w.value is not None)
+        exact = r.rel_residual <= 3 * r.storage_floor
+        return f"Its published weights are {mix}" + (
+            ", to within rounding: a weight merge." if exact else ", plus changes a merge alone does not make."
+        )
+    if r.verdict == "derived":
+        return f"Its published weights are {r.parent}'s, changed by further training."
+    return (
+        "Its published weights are not the parents': a mix of theirs fits it no better than it fits unrelated models."
+    )
