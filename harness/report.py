@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import case, plain
-from harness.analyze import build_probes, power_warnings, suite_of
+from harness.analyze import build_probes, suite_of
 from harness.events import ModelFailed, ModelLoaded, ProbeCollected, ProbeSkipped, RunStart
 from harness.evidence import ProbeEvidence, load_evidence
 from harness.format import ci_label
@@ -75,8 +75,7 @@ def sections(run: RunStore, suite: Suite, evidence: dict[str, Any], fig_dir: Pat
         lines = _probe_section(run, probes[ev.instance], ev, suite, fig_dir)
         out.append(Section(f"probe-{ev.instance}", f"Probe {ev.instance}", lines))
     out.append(Section("methods", "Methods", _methods(run, suite, evidence["stats"], probes, evs)))
-    power = power_warnings(suite, list(probes.values()))
-    out.append(Section("limitations", "Limitations", _limitations(run, evidence, evs, conclusions, power)))
+    out.append(Section("limitations", "Limitations", _limitations(run, evidence, evs, conclusions)))
     out.append(
         Section(
             "reproduce",
@@ -294,15 +293,11 @@ def _span(xs: list[int]) -> str:
 
 
 def _limitations(
-    run: RunStore,
-    evidence: dict[str, Any],
-    evs: list[ProbeEvidence],
-    conclusions: dict[str, case.Conclusion],
-    power: list[str],
+    run: RunStore, evidence: dict[str, Any], evs: list[ProbeEvidence], conclusions: dict[str, case.Conclusion]
 ) -> list[str]:
     """What this report cannot say, collected from the run: a partial collection, probes without
-    controls, tests that could not reach alpha at the sizes asked for, truncated log-probs, models
-    or capabilities that were missing, conflicts."""
+    controls, tests that could not reach alpha at the sizes asked for (each probe's limitations),
+    truncated log-probs, models or capabilities that were missing, conflicts."""
     items: list[str] = []
     if not evidence["collection_complete"]:
         items.append("The collection did not finish: every number rests on the answers collected so far.")
@@ -325,7 +320,6 @@ def _limitations(
         items.append(f"`{s.probe}` skipped on `{s.model}`: {s.reason}")
     for subject, c in conclusions.items():
         items += [f"Conflict on {subject}: {f}" for f in c.flags]
-    items += [f"{x} (at the sizes the suite asked for)" for x in power if x not in items]
     if not items:
         items.append("None recorded by the run beyond what each probe states.")
     return ["## Limitations", "", *[f"- {x}" for x in items], ""]

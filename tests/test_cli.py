@@ -47,6 +47,8 @@ def test_the_case_comes_first_and_concludes_merge_for_the_demo_merge(demo_run):
     assert "| a merge of the parents **(concluded)** | supports: a = 0.6" in case
     assert "Lineage probes (logit interpolation, weights) decide" in case  # the rule is printed
     assert "harness/case.py" not in case  # issue 30: the reader is not sent to the source
+    why = case[case.index("Why the cells read as they do:") :]  # issue 30: each column's reading, in words
+    assert "- logit_interpolation (full): Its word-by-word predictions" in why and "- weights: Its published" in why
 
 
 def test_the_report_opens_in_plain_words_and_gives_merge_weights_to_merges_only(demo_run):
@@ -331,3 +333,31 @@ def test_init_writes_a_suite_that_validates_as_written(zoo, tmp_path, capsys, mo
     assert main(api) == EXIT_BAD_INPUT
     assert "--backend openai needs --url" in capsys.readouterr().err
     assert main(["run", str(out), "--estimate"]) == 0
+
+
+def test_the_forest_plot_shows_the_suspects_interval(demo_run, tmp_path, monkeypatch):
+    """Issue 30: the forest figure's title was clipped at both edges, and the independent model's
+    merge-weight range of about -4.9 to 5.0 and residual of 4.9 set the axes, so the suspect's
+    CI could not be seen. On the demo: the a-axis stays within -0.5 to 1.5, the residuals are on
+    a log axis, and the suspect's residual CI spans at least 2% of its panel; the title fits the
+    figure's width."""
+    from harness.evidence import ProbeEvidence
+    from probes.logit import render
+    from probes.logit.verdict import VerdictThresholds
+
+    figures: list = []
+    monkeypatch.setattr(render, "save_figure", lambda fig, path: figures.append(fig) or path)
+    ev = next(p for p in demo_run["evidence"]["probes"] if p["instance"] == "logit_interpolation")
+    render.figures(ProbeEvidence.model_validate(ev), tmp_path, VerdictThresholds())
+    fig = figures[0]
+    a_axis, resid_axis = fig.axes[:2]
+    lo, hi = a_axis.get_xlim()
+    assert -0.5 <= lo and hi <= 1.5
+    assert resid_axis.get_xscale() == "log"
+    r = ev["per_model"]["suspect"]["residual"]
+    to_px = resid_axis.transData.transform
+    span = to_px((r["hi"], 0))[0] - to_px((r["lo"], 0))[0]
+    assert span >= 0.02 * resid_axis.bbox.width
+    fig.canvas.draw()
+    title = fig._suptitle.get_window_extent()
+    assert 0 <= title.x0 and title.x1 <= fig.bbox.width  # on the canvas, not past its edges
