@@ -38,6 +38,12 @@ CHANGE = {
     "distilled": "evidence of shared weights: the published weights (if any) fitting the parents, or its predictions "
     "on random inputs as close to a parent's as the parents are to each other",
 }
+# How much each kind of evidence may weigh (the rule in harness/case.py), said beside it.
+ROLE = {
+    "lineage": "this can decide",
+    "necessary": "this can only rule explanations out",
+    "circumstantial": "what it says about itself: this never decides",
+}
 UNDECIDED = (
     "more evidence: more texts or prompts, control models of known origin, and the published weights if there are any"
 )
@@ -67,8 +73,9 @@ def summary(
         out += [f"**The answer.** No answer: {conclusion.text}.", ""]
     out += ["**How sure.** " + _how_sure(cases, conclusion, evs), ""]
     out += ["**What it rests on.**", ""]
-    out += [f"- {c.in_plain_words()}" for c in cases]
-    change = "; or ".join(CHANGE[e] for e in left) if left else UNDECIDED
+    for weight in ("lineage", "necessary", "circumstantial"):  # what decides first
+        out += [f"- {c.in_plain_words().rstrip('.')} ({ROLE[weight]})." for c in cases if c.weight == weight]
+    change = "; or ".join(dict.fromkeys(CHANGE[e] for e in left)) if left else UNDECIDED
     out += ["", f"**What would change it.** {_cap(change)}.", ""]
     return out
 

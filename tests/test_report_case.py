@@ -101,6 +101,12 @@ def test_report_html_renders_in_headless_chromium_self_contained(case_run: Path)
         assert plain_text.count(part) == 2, part  # the merge and the impostor
     assert "The answer. A merge of the parents: made by averaging the parents' weights" in plain_text
     assert "about 60% parent_a and 40% parent_b" in plain_text
+    impostor = plain_text[plain_text.index("impostor") :]
+    rests = impostor[impostor.index("What it rests on.") : impostor.index("What would change it.")]
+    lines = [x for x in rests.splitlines()[1:] if x.strip()]
+    # what decides first; the identity claims last, marked as never deciding
+    assert lines[-1].startswith("Without a system prompt it claims vireo") and "this never decides" in lines[-1]
+    assert all("(this can decide)" in x for x in lines[:2])
     # The forest plot is shown whole and large enough to read, not shrunk into the column.
     assert forest is not None and forest["width"] >= 700 and forest["x"] + forest["width"] <= 1280
     assert [c for c in conclusions if c.startswith("Conclusion: ")][:1] == ["Conclusion: a merge of the parents."]
