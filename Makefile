@@ -34,10 +34,12 @@ export TOKENIZERS_PARALLELISM := false
 # mergekit (the zoo's merges) only: `make demo` stops there. The development install adds the
 # test tools and llama.cpp's server, built from source (minutes), without its multimodal library
 # (LLAVA_BUILD=OFF: the tests serve text models; about a quarter of the compile).
+# -qq: pip's errors only (a machine's pip configuration can add a warning per unreachable index
+# for every package, which buries the demo's own output).
 $(ZOO_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[zoo]'
+	$(BIN)/pip install -qq torch==2.13.0
+	$(BIN)/pip install -qq -e '.[zoo]'
 	touch $@
 
 $(STAMP): $(ZOO_STAMP)
