@@ -115,7 +115,9 @@ class Collector:
         backend = make_backend(spec.backend, ModelRef(spec.name, spec.path, spec.options))
         backend.run_dir = self.run.dir
         what = escape(str(spec.path or spec.backend))
-        self.console.print(f"[bold]{escape(spec.name)}[/] ({spec.role}, {spec.backend}): loading {what}")
+        # soft_wrap: a path is never broken across lines (at 80 columns it was, mid-path)
+        head = f"[bold]{escape(spec.name)}[/] ({spec.role}, {spec.backend})"
+        self.console.print(f"{head}: loading {what}", soft_wrap=True)
         try:
             wait = " (a launched server can take minutes)" if backend.launched else ""
             with self.console.status(f"  loading {escape(spec.name)}{wait} ..."):

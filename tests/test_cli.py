@@ -197,11 +197,14 @@ def test_the_console_is_quiet_and_ends_with_the_conclusion(zoo, tmp_path, capsys
     on the tiny zoo with one control: no third-party bar, the run directory whole on one line, the
     conclusion last, "the one control" in the case and the rank's floor in Limitations."""
     run_dir = tmp_path / "a-results-folder-with-a-long-name" / "results" / "r"
+    suspect = tmp_path / "models-kept-in-a-folder-with-a-long-name" / "linear_0.6"  # past 80 columns
+    suspect.parent.mkdir()
+    suspect.symlink_to(zoo / "linear_0.6")
     suite = tmp_path / "s.yaml"
     suite.write_text(
         f"""name: quiet
 models:
-  - {{name: suspect, role: suspect, path: {zoo / "linear_0.6"}}}
+  - {{name: suspect, role: suspect, path: {suspect}}}
   - {{name: parent_a, role: parent, path: {zoo / "parent_a"}}}
   - {{name: parent_b, role: parent, path: {zoo / "parent_b"}}}
   - {{name: a_ft, role: control, path: {zoo / "a_ft"}}}
@@ -215,6 +218,7 @@ cache_dir: {tmp_path / "cache"}
     out, err = capsys.readouterr()
     assert "Loading weights" not in out + err and "it/s]" not in out + err
     assert f"run r -> {run_dir}" in err.splitlines()
+    assert f"suspect (suspect, hf): loading {suspect}" in err.splitlines()  # the path whole
     assert out.rstrip().splitlines()[-1].startswith("conclusion, suspect: ")
     report = (run_dir / "report.md").read_text()
     assert "for the one control" in report and "every control" not in report.split("## Models")[0]
