@@ -98,6 +98,13 @@ def smollm2_gguf() -> Path:
         pytest.fail(str(e))
 
 
+def case_block(report: str, subject: str) -> str:
+    """One suspect's block of the report's case section (the summary in plain words, above it,
+    has a block of the same title)."""
+    case = report.split("\n## The case\n", 1)[1].split("\n## ", 1)[0]
+    return case.split(f"### {subject}\n", 1)[1].split("\n### ", 1)[0]
+
+
 def write_suite(directory: Path, text: str, name: str = "suite.yaml") -> Path:
     path = directory / name
     path.write_text(text)

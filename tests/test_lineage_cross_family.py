@@ -22,6 +22,7 @@ from pathlib import Path
 from harness.cli import main
 from probes.logit.case import logit_case
 from probes.logit.result import LogitResult
+from tests.conftest import case_block
 
 INHERITED = {"merge", "merge_trained", "derived", "sibling", "copy"}
 
@@ -57,7 +58,7 @@ cache_dir: {tmp_path}/cache
     tok = ev["tokenizer"]["per_model"]["other_family"]
     assert all(m["k"] < m["n"] for m in tok["vs_models"] if m["candidate"] in ("model:nex_mini", "model:smollm2"))
     report = (run / "report.md").read_text()
-    block = report.split("### other_family", 1)[1].split("\n### ", 1)[0]
+    block = case_block(report, "other_family")
     conclusion = block.split("**Conclusion: ", 1)[1].split(".**", 1)[0]
     # No logit verdict, and a tokenizer unlike either parent's: what the tokenizer leaves stands.
     assert conclusion.startswith("not a merge, copy or fine-tune of the parents: independent, or distilled"), conclusion

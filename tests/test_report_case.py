@@ -13,7 +13,7 @@ import pytest
 
 from harness.case import EXPLANATIONS
 from harness.cli import main
-from tests.conftest import run_isolated
+from tests.conftest import case_block, run_isolated
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -23,11 +23,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 def case_run(tmp_path_factory, zoo: Path) -> Path:
     """configs/case-tiny.yaml run once: the 0.6 merge and the impostor, three probes."""
     return run_isolated(tmp_path_factory.mktemp("case"), REPO / "configs" / "case-tiny.yaml", "case")
-
-
-def _case_block(report: str, subject: str) -> str:
-    case = report.split("## The case", 1)[1].split("\n## ", 1)[0]
-    return case.split(f"### {subject}\n", 1)[1].split("\n### ", 1)[0]
 
 
 def test_the_merge_is_concluded_a_merge_and_the_impostor_is_flagged_not_a_merge(case_run: Path, manifest: dict):
@@ -42,10 +37,10 @@ def test_the_merge_is_concluded_a_merge_and_the_impostor_is_flagged_not_a_merge(
     assert ev["logit_interpolation"]["per_model"]["impostor"]["verdict"] == "unrelated"
 
     report = (case_run / "report.md").read_text()
-    merge = _case_block(report, "suspect")
+    merge = case_block(report, "suspect")
     assert "**Conclusion: a merge of the parents.**" in merge
     assert "Conflict" not in merge
-    impostor = _case_block(report, "impostor")
+    impostor = case_block(report, "impostor")
     conclusion = re.search(r"\*\*Conclusion: (.*)\.\*\*", impostor)
     assert conclusion and conclusion.group(1).startswith("not a merge, copy or fine-tune of the parents")
     conflict = next(line for line in impostor.splitlines() if line.startswith("> **Conflict:**"))

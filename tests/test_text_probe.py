@@ -21,6 +21,7 @@ from harness.analyze import run_records
 from harness.cli import main
 from probes.text import analysis, equality, likelihood
 from probes.text.probe import TextInterpolationProbe
+from tests.conftest import case_block
 from tests.test_logit_zoo import run_suite, zoo_for_seed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ def test_merge_weights_from_text_alone_and_no_control_is_a_merge(text_run):
     # Issue 26 item 4: the text probe takes part in the case. A suspect with text-only evidence is
     # no longer "not determined": its conclusion names the merge, and the student's imitation of
     # one that text cannot rule out; never a claim about weights text cannot see.
-    block = report.split("### linear_0.6", 1)[1].split("\n### ", 1)[0]
+    block = case_block(report, "linear_0.6")
     conclusion = re.search(r"\*\*Conclusion: (.*)\.\*\*", block)
     assert conclusion and "a merge of the parents" in conclusion.group(1), block[:400]
     assert "distilled from the parents" in conclusion.group(1) and "not determined" not in block

@@ -14,7 +14,7 @@ import yaml
 
 from harness.cli import main
 from probes.weights.checkpoint import open_checkpoint
-from tests.conftest import run_isolated
+from tests.conftest import case_block, run_isolated
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -265,7 +265,7 @@ def test_a_real_fine_tune_of_one_parent_is_no_merge_and_its_fp16_resave_a_copy(t
     assert (pm["nex_fp16"]["verdict"], pm["nex_fp16"]["parent"]) == ("copy", "nex_mini")
     assert "dtype conversion F32 -> F16" in " ".join(pm["nex_fp16"]["reasons"])
     report = (run / "report.md").read_text()
-    assert "**Conclusion: derived from nex_mini (a fine-tune of it).**" in report.split("### nex_ft")[1]
+    assert "**Conclusion: derived from nex_mini (a fine-tune of it).**" in case_block(report, "nex_ft")
 
 
 @pytest.fixture(scope="module")
