@@ -106,7 +106,7 @@ def _how_sure(cases: list[ProbeCase], conclusion: Conclusion, evs: list[ProbeEvi
             "No control models of known origin were compared for " + ", ".join(uncalibrated) + ", so nothing "
             "anchors how unusual its closeness to the parents is: treat that part as indicative."
         )
-    else:
+    elif any(ev.calibrated for ev in evs):
         parts.append("The deciding numbers were compared with control models of known origin, run the same way.")
     level = ci_label(evs[0].ci_level) if evs else "95%"
     parts.append(f"Each number in the sections below comes with its {level} interval or its p-value.")
