@@ -55,17 +55,25 @@ def load_suite(path: str | Path) -> Suite:
     data, lines = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError([Problem(file, 1, "", "a suite must be a YAML mapping (name:, models:, probes:, ...)")])
+    # Every problem in one pass: an unset variable, a schema error, a missing suspect and a bad path
+    # elsewhere in the file are all reported together (a field whose variable is unset is left
+    # out of the later checks, which would only repeat it).
     env_problems: list[Problem] = []
     data = _expand_all(
         data, (), lambda loc, msg: env_problems.append(Problem(file, line_for(lines, loc), format_loc(loc), msg))
     )
-    if env_problems:
-        raise InputError(env_problems)
+    unset = {p.field for p in env_problems}
+
+    def all_of(found: list[Problem]) -> InputError:  # in the file's order
+        every = env_problems + [p for p in found if p.field not in unset]
+        return InputError(sorted(every, key=lambda p: p.line or 0))
+
     try:
         suite = Suite.model_validate(data)
     except ValidationError as e:
         top = problems_from(e, file, lines, model=Suite)
-        raise InputError(top + _entry_problems(data, file, lines, path.resolve().parent, top)) from None
+        top += _missing_suspect(data, file, lines, top)
+        raise all_of(top + _entry_problems(data, file, lines, path.resolve().parent, top)) from None
 
     problems: list[Problem] = []
     base = path.resolve().parent
@@ -130,9 +138,21 @@ def load_suite(path: str | Path) -> Suite:
             )
     resolve_field(suite, "output_dir")
     resolve_field(suite, "cache_dir")
-    if problems:
-        raise InputError(problems)
+    if problems or env_problems:
+        raise all_of(problems)
     return suite
+
+
+def _missing_suspect(data: dict, file: str, lines: dict, reported: list[Problem]) -> list[Problem]:
+    """The suite's own rule (a suspect is needed) runs only once every field validates; say it in
+    the same pass when the models' roles show it already."""
+    models = data.get("models")
+    if not isinstance(models, list) or any(isinstance(m, dict) and m.get("role") == "suspect" for m in models):
+        return []
+    message = "a suite needs at least one model with role: suspect"
+    if any(message in p.message for p in reported):
+        return []
+    return [Problem(file, line_for(lines, ("models",)), "models", message)]
 
 
 def _entry_problems(data: dict, file: str, lines: dict, base: Path, reported: list[Problem]) -> list[Problem]:

@@ -366,11 +366,11 @@ def test_a_top_level_error_does_not_hide_entry_problems(tmp_path, capsys):
     )
     assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.splitlines()
-    assert [err[0], err[2]] == [
-        f"error: {suite}:7: stats.alpha: Input should be less than 1",
+    assert [err[1], err[2]] == [  # every problem, in the file's order
         f"error: {suite}:6: probes[0].params.max_tokens: Input should be greater than or equal to 4",
+        f"error: {suite}:7: stats.alpha: Input should be less than 1",
     ]
-    assert err[1].startswith(f"error: {suite}:4: models[1].options.bogus: unknown key 'bogus' valid keys: "), err[1]
+    assert err[0].startswith(f"error: {suite}:4: models[1].options.bogus: unknown key 'bogus' valid keys: "), err[0]
 
 
 def test_a_model_rebuilt_at_the_same_path_gets_a_new_content_signature(tmp_path):

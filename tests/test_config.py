@@ -198,3 +198,38 @@ def test_the_json_schema_checks_probe_params_and_backend_options():
     assert not [p for p in paths if p[:2] in (("models", 2), ("probes", 2))]
     assert any("'dtyp' was unexpected" in m for _, m in errors)
     assert any("'max_question' was unexpected" in m for _, m in errors)
+
+
+def test_every_problem_of_a_suite_in_one_pass(tmp_path, capsys, monkeypatch):
+    """Issue 30: an unset ${VAR} in output_dir hid everything else, a schema error hid a missing
+    model path in another entry, and a missing suspect appeared only once a name error was fixed.
+    Six problems on six lines: validate reports all six, in the file's order, each at its line."""
+    monkeypatch.delenv("UNSET_VAR_FOR_THE_TEST", raising=False)
+    (tmp_path / "there").mkdir()
+    (tmp_path / "there" / "config.json").write_text("{}")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        """name: pf
+models:
+  - {name: a, role: parent, path: there, optionz: {}}
+  - {name: b, role: parent, path: nowhere}
+  - {name: "bad name", role: control, path: there}
+probes:
+  - kind: logit_interpolation
+    params: {max_text: 3}
+output_dir: ${UNSET_VAR_FOR_THE_TEST}/results
+"""
+    )
+    assert main(["validate", str(suite)]) == EXIT_BAD_INPUT
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    where = [line.split(": ")[1:3] for line in err]
+    assert where == [
+        [f"{suite}:2", "models"],
+        [f"{suite}:3", "models[0].optionz"],
+        [f"{suite}:4", "models[1].path"],
+        [f"{suite}:5", "models[2].name"],
+        [f"{suite}:8", "probes[0].params.max_text"],
+        [f"{suite}:9", "output_dir"],
+    ], err
+    assert "a suite needs at least one model with role: suspect" in err[0]
+    assert "UNSET_VAR_FOR_THE_TEST is not set" in err[-1]
