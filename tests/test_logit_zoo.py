@@ -105,10 +105,10 @@ def test_controls_seed0(seed0, instance):
     for c in CONTROLS:
         assert per[c]["verdict"] not in ("interpolation", "interpolation_plus_training"), (c, per[c]["reasons"])
     for ft, parent in (("a_ft", "parent_a"), ("b_ft", "parent_b")):
-        if instance == "full64":
-            assert (per[ft]["verdict"], per[ft]["parent"]) == ("derived_from_one_parent", parent), per[ft]["reasons"]
-        else:  # top-k data can rule inherited weights out, never in: no lineage word, and never "unrelated"
-            assert per[ft]["verdict"] == "inconclusive" and per[ft]["lineage_signal"] == "undecided", per[ft]
+        # Issue 26: in every teacher-forced mode, top-k included (the lineage signal reads the actual
+        # token's log-prob, which top-k data carry exactly): a fine-tune reads "derived from" its parent.
+        assert (per[ft]["verdict"], per[ft]["parent"]) == ("derived_from_one_parent", parent), per[ft]["reasons"]
+        assert per[ft]["lineage_signal"] == "inherited", per[ft]
 
 
 def own_initialisations(zoo: Path) -> list[str]:
@@ -133,9 +133,11 @@ def assert_lineage_claims(per: dict, zoo: Path) -> None:
 def test_lineage_claims_seed0(seed0, instance):
     per = seed0["evidence"][instance]["per_model"]
     assert_lineage_claims(per, seed0["zoo"])
-    if instance == "full64":  # full vocabulary: every own initialisation is seen as one
-        for m in own_initialisations(seed0["zoo"]):
-            assert per[m]["verdict"] == "unrelated" and per[m]["lineage_signal"] == "own", (m, per[m]["reasons"])
+    # Every own initialisation is seen as one, in top-20 data too (issue 26: the students sat at the
+    # parents' own distance on the top-k head, and were "inconclusive"; the actual tokens'
+    # log-probs put them 3.8 to 6.0 parents' distances away).
+    for m in own_initialisations(seed0["zoo"]):
+        assert per[m]["verdict"] == "unrelated" and per[m]["lineage_signal"] == "own", (m, per[m]["reasons"])
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -204,3 +206,25 @@ def test_a_superfluous_known_parent_is_not_supported_and_the_verdict_rests_on_th
     report = (tmp_path / "results" / "r" / "report.md").read_text()
     assert "Not supported by the evidence (no weight): parent_c" in report
     print(f"\nseed {seed}: " + "; ".join(f"{m} {r['verdict']} on {r['parents'] or 'all'}" for m, r in per.items()))
+
+
+def test_next_token_mode_scores_the_task_free_inputs_teacher_forced(tmp_path):
+    """Issue 26: next-token mode (chat answers' first tokens) has a lineage signal where the backend
+    can also score a prompt: the task-free inputs are scored teacher-forced, as in top-k mode. A
+    student distilled from parent_a into its own initialisation is then "unrelated" there too (it
+    was "inconclusive": no task-free inputs in next-token mode), and the fine-tune of parent_a
+    shows inherited weights, but gets no "derived" from next-token data (one position per prompt
+    cannot rule out a merge the merge rule missed)."""
+    zoo = zoo_for_seed(0)
+    models = [
+        {"name": n, "role": r, "path": n}
+        for n, r in [("parent_a", "parent"), ("parent_b", "parent"), ("student_a", "suspect"), ("a_ft", "suspect")]
+    ]
+    params = {"mode": "next_token", "top_k": 20, "max_texts": 24, "task_free_texts": 12}
+    ev = run_suite(tmp_path, zoo, [{"kind": "logit_interpolation", "params": params}], models)
+    per = ev["logit_interpolation"]["per_model"]
+    assert ev["logit_interpolation"]["mode"] == "next_token"
+    student, ft = per["student_a"], per["a_ft"]
+    assert (student["verdict"], student["lineage_signal"], student["n_task_free"]) == ("unrelated", "own", 12), student
+    assert ft["lineage_signal"] == "inherited" and ft["verdict"] == "inconclusive", ft["reasons"]
+    assert any("next-token data" in x for x in ft["reasons"]), ft["reasons"]

@@ -61,17 +61,21 @@ def test_rio_mini_case_end_to_end(smol_zoo, vllm_python, tmp_path, monkeypatch, 
         for control in ("sibling", "nex_ft"):
             assert per[f"{control}{suffix}"]["verdict"] not in MERGE_VERDICTS, (probe, control)
         sib, nex_ft = per[f"sibling{suffix}"], per[f"nex_ft{suffix}"]
-        if probe == "logit_hf_full":  # full vocabulary: the task-free inputs show inherited weights
-            assert (nex_ft["verdict"], nex_ft["parent"]) == ("derived_from_one_parent", "nex_mini_hf"), nex_ft
-            # Issue 26: the sibling descends from smollm2 (the parents' base); never attributed to nex_mini
-            assert sib["verdict"] in ("sibling", "related", "derived_from_one_parent"), sib["reasons"]
-            assert sib["parent"] in (None, "smollm2_hf"), sib["reasons"]
-            # models of their own initialisation (a student of nex_mini, an impostor on its data)
+        # Issue 26: the lineage signal reads the actual tokens' log-probs, which full and top-20 data
+        # carry alike, so both modes show the inherited weights and draw the same lineage words.
+        parent = "nex_mini_hf" if probe == "logit_hf_full" else "nex_mini"
+        assert (nex_ft["verdict"], nex_ft["parent"]) == ("derived_from_one_parent", parent), nex_ft["reasons"]
+        assert nex_ft["lineage_signal"] == sib["lineage_signal"] == "inherited", (nex_ft, sib)
+        # The sibling descends from smollm2 (the parents' base); never attributed to nex_mini. Its
+        # residual (0.73, CI from 0.70) is within a merge trained further's (0.75), so it may be left
+        # without a lineage word, and then the reasons say why.
+        assert sib["verdict"] in ("sibling", "related", "derived_from_one_parent", "inconclusive"), sib["reasons"]
+        assert sib["parent"] in (None, "smollm2_hf", "smollm2"), sib["reasons"]
+        if sib["verdict"] == "inconclusive":
+            assert any("a merge trained further is not ruled out" in x for x in sib["reasons"]), sib["reasons"]
+        if probe == "logit_hf_full":  # models of their own initialisation (a student of nex_mini, an impostor)
             for own in ("student_mini_hf", "impostor_mini_hf"):
                 assert per[own]["verdict"] == "unrelated" and per[own]["lineage_signal"] == "own", per[own]
-        else:  # top-20 data can rule inherited weights out, never in: no lineage word for either
-            for r in (sib, nex_ft):
-                assert r["verdict"] == "inconclusive" and r["lineage_signal"] == "undecided", r["reasons"]
 
     # Identity: without a system prompt it speaks as nex_mini's persona and never as Rio; with
     # the Rio prompt, Rio dominates.

@@ -26,8 +26,8 @@ from harness.suite import Suite
 from probes.base import Record, uncalibrated_note
 from probes.logit import render
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
-from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats, weighted_gram
-from probes.logit.lineage import excess, is_task_free, relative_distances
+from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats
+from probes.logit.lineage import excess, is_task_free, relative_distances, token_gram
 from probes.logit.params import LogitParams
 from probes.logit.power import controls_note, selection_note
 from probes.logit.result import MERGE_VERDICTS, ControlCalibration, Interval, LogitResult
@@ -57,7 +57,9 @@ class Data:
     mode: str
     ids: list[str]
     candidates: list[str] = field(default_factory=list)  # a pool to select parents from, per model
-    task_free: list[str] = field(default_factory=list)  # ids of the task-free inputs every model answered
+    task_free: list[str] = field(
+        default_factory=list
+    )  # ids of the task-free inputs every parent (and candidate) answered
     screened_out: dict[str, str] = field(default_factory=dict)  # candidates not shortlisted, with why
 
 
@@ -136,7 +138,7 @@ class LogitAnalysis:
             self.ev.status, self.ev.reason = "skipped", "no suspect or control was scored"
             return None
         involved = list(dict.fromkeys([*parents, *candidates, *others]))
-        modes = {request_mode(r.request) for m in involved for r in main[m].values()}
+        modes = {request_mode(r.request) for m in involved for t, r in main[m].items() if not is_task_free(t)}
         if self.params.mode != "auto":
             modes.add(self.params.mode)
         if "next_token" in modes and modes != {"next_token"}:
@@ -150,7 +152,10 @@ class LogitAnalysis:
         if len(ids) < 4:
             self.ev.status, self.ev.reason = "skipped", f"only {len(ids)} texts were answered by every model"
             return None
-        return Data(parents, others, main, reps, mode, ids, candidates, [t for t in answered if is_task_free(t)])
+        # The task-free inputs the parents (and candidates) all answered: a subject that answered none (a
+        # backend that only chats) has no lineage signal, and does not take it from the others.
+        task_free = sorted(set.intersection(*(set(main[m]) for m in [*parents, *candidates])))
+        return Data(parents, others, main, reps, mode, ids, candidates, [t for t in task_free if is_task_free(t)])
 
     def fit(self, data: Data) -> dict[str, LogitResult] | None:
         """Every model placed against ``data.parents``: per-text statistics, the noise floor,
@@ -171,7 +176,7 @@ class LogitAnalysis:
             return None
         controls = [m for m in data.others if self.suite.model(m).role == "control"]
         results, point, boot = self.estimate(data, per_text, noise)
-        self.lineage_signal(results, data, point, boot)
+        self.lineage_signal(results, data)
         calibrate(results, controls, boot, point)
         self.decide(results, data)
         return results
@@ -410,68 +415,71 @@ class LogitAnalysis:
         self,
         results: dict[str, LogitResult],
         data: Data,
-        point: dict[str, dict[str, float]],
-        boot: dict[str, dict[str, np.ndarray]],
     ) -> None:
         """Each model's distance to each parent on the task-free inputs, in units of the parents'
-        own distance there, and its excess over the natural-text distance (``lineage.py``), with
-        bootstrap CIs. The task-free texts are resampled on their own and paired replicate by
-        replicate with the natural texts' replicates (``boot``): the two are independent samples."""
-        if len(data.task_free) < 4 or data.mode == "next_token":  # see lineage.py: no signal from chat answers
+        own distance there, and its excess over the same distance on the natural texts
+        (``lineage.py``), with cluster-bootstrap CIs. The statistic is the actual token's log-prob,
+        which every teacher-forced scoring reports exactly, so it reads the same in every mode (in
+        next-token mode the task-free inputs are still scored teacher-forced; the excess, which
+        needs the natural texts' actual tokens, is left out there). The task-free inputs and the
+        natural texts are resampled on their own (two independent samples) and their replicates
+        paired by index for the excess."""
+        if len(data.task_free) < 4:  # none scored: params.task_free_texts 0, or a backend that only chats
             return
         parents, alpha = data.parents, self.suite.stats.alpha
-        per_text: dict[str, np.ndarray] = {}
-        for m in data.others:
-            rows = []
-            for t in data.task_free:
-                results_t = [data.main[x][t].result for x in (m, *parents)]
-                tokens = [as_kind(r, ScoreResult).token_ids for r in results_t]
-                if any(not np.array_equal(ids, tokens[0]) for ids in tokens[1:]):
-                    continue  # an input the models tokenise differently is left out
-                lp, w = align(results_t, data.mode, self.params.top_k)
-                rows.append(weighted_gram(centred(lp, w), w).ravel())
-            if len(rows) >= 4:
-                per_text[m] = np.stack(rows)
-        if not per_text:
-            return
         k = len(parents) + 1
-        tf_boot = paired_bootstrap(
-            per_text,
-            lambda v: {"d": relative_distances(v.reshape(*v.shape[:-1], k, k))},
-            self.suite.stats.bootstrap,
-            self.rng,
-        )
-        for m, rows_m in per_text.items():
+
+        def rows(m: str, ids: list[str]) -> np.ndarray | None:
+            grams = [
+                token_gram([as_kind(data.main[x][t].result, ScoreResult) for x in (m, *parents)])
+                for t in ids
+                if t in data.main[m]
+            ]
+            kept = [g for g in grams if g is not None]  # an input the models tokenise differently is left out
+            return np.stack(kept) if len(kept) >= 4 else None
+
+        def distances(v: np.ndarray) -> dict[str, np.ndarray]:
+            return {"d": relative_distances(v.reshape(*v.shape[:-1], k, k))}
+
+        for m in data.others:
+            tf_rows = rows(m, data.task_free)
+            if tf_rows is None:
+                continue
             r = results[m]
-            tf_point = relative_distances(rows_m.sum(0).reshape(k, k))
-            i = parents.index(r.nearest_parent)
-            nat_point = np.array([point[m][f"distance[{x}]"] for x in parents])
-            nat_rep = np.stack([boot[m][f"distance[{x}]"] for x in parents], axis=-1)
-            ex_point = excess(nat_point, tf_point)
-            ex_rep = excess(nat_rep, tf_boot[m]["d"])
+            tf_point = relative_distances(tf_rows.sum(0).reshape(k, k))
+            tf_rep = paired_bootstrap({m: tf_rows}, distances, self.suite.stats.bootstrap, self.rng)[m]["d"]
             for j, x in enumerate(parents):
-                lo, hi = percentile_ci(tf_boot[m]["d"][:, j], alpha)
+                lo, hi = percentile_ci(tf_rep[:, j], alpha)
                 r.task_free_distance[x] = Interval(value=float(tf_point[j]), lo=lo, hi=hi)
-                lo, hi = percentile_ci(ex_rep[:, j], alpha)
-                r.lineage_excess[x] = Interval(value=float(ex_point[j]), lo=lo, hi=hi)
-            r.n_task_free = len(rows_m)
-            near = parents[i]
+            # The excess needs the natural texts' actual tokens: teacher-forced modes only.
+            nat_rows = rows(m, data.ids) if data.mode != "next_token" else None
+            if nat_rows is not None:
+                nat_point = relative_distances(nat_rows.sum(0).reshape(k, k))
+                nat_rep = paired_bootstrap({m: nat_rows}, distances, self.suite.stats.bootstrap, self.rng)[m]["d"]
+                ex_rep = excess(nat_rep, tf_rep)
+                for j, x in enumerate(parents):
+                    lo, hi = percentile_ci(ex_rep[:, j], alpha)
+                    r.lineage_excess[x] = Interval(value=float(excess(nat_point, tf_point)[j]), lo=lo, hi=hi)
+            r.n_task_free = len(tf_rows)
+            near = r.nearest_parent
             for name, iv, how in (
                 (
                     f"task_free_distance[{near}]",
                     r.task_free_distance[near],
-                    "RMS distance of centred log-probs to the nearest parent on the task-free inputs, in units of "
-                    "the parents' distance on the same inputs; cluster bootstrap over those inputs "
+                    "RMS difference of the actual tokens' log-probs from the nearest parent's on the task-free inputs, "
+                    "in units of the parents' difference on the same inputs; cluster bootstrap over those inputs "
                     f"({self.suite.stats.bootstrap})",
                 ),
                 (
                     f"lineage_excess[{near}]",
-                    r.lineage_excess[near],
-                    "log(task-free distance / natural-text distance) to the nearest parent, each in units of the "
-                    "parents' distance on the same inputs; independent cluster bootstraps over task-free inputs and "
-                    f"natural texts ({self.suite.stats.bootstrap})",
+                    r.lineage_excess.get(near),
+                    "log(task-free distance / natural-text distance) to the nearest parent, both on the actual tokens' "
+                    "log-probs in units of the parents' distance on the same inputs; independent cluster bootstraps "
+                    f"over task-free inputs and natural texts ({self.suite.stats.bootstrap})",
                 ),
             ):
+                if iv is None:
+                    continue
                 self.ev.estimates.append(
                     Estimate(
                         name=name,
@@ -480,7 +488,7 @@ class LogitAnalysis:
                         ci_low=iv.lo,
                         ci_high=iv.hi,
                         ci_level=1 - alpha,
-                        n=len(rows_m),
+                        n=len(tf_rows),
                         method=how + "; probes/logit/lineage.py",
                     )
                 )

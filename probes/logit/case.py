@@ -52,7 +52,7 @@ def logit_case(title: str, r: LogitResult, parents: list[str], level: float) -> 
     resid, near = f"residual {r.residual.text()}", f"nearest parent {r.nearest_parent_distance.text()}"
     ex = r.lineage_excess.get(r.nearest_parent)
     tf = r.task_free_distance.get(r.nearest_parent)
-    signal = f"task-free distance {tf.text()}, excess {ex.text()}" if ex is not None and tf is not None else ""
+    signal = "" if tf is None else f"task-free distance {tf.text()}" + (f", excess {ex.text()}" if ex else "")
     numbers = {
         "merge": f"{weights}, {resid}",
         "merge_trained": resid,
@@ -152,7 +152,7 @@ def _sentence(r: LogitResult, parents: list[str], level: float) -> str:
 def _signal_sentence(r: LogitResult, lab: str) -> str:
     """The lineage signal in words: inherited weights, or an initialisation of its own."""
     tf, ex = r.task_free_distance.get(r.nearest_parent), r.lineage_excess.get(r.nearest_parent)
-    if tf is None or ex is None:
+    if tf is None:
         return " No task-free inputs were scored, so nothing here tells inherited weights from imitation."
     meaning = {
         "unrelated": "its own initialisation, not inherited weights",
@@ -162,6 +162,7 @@ def _signal_sentence(r: LogitResult, lab: str) -> str:
     }.get(r.verdict, "")
     return (
         f" On task-free inputs (random words and characters, {r.n_task_free} of them) it is {fmt(tf.value)} "
-        f"parents' distances from {r.nearest_parent} ({lab} CI {fmt_range(tf.lo, tf.hi)}), an excess of "
-        f"{fmt(ex.value)} over natural text" + (f": {meaning}." if meaning else ".")
+        f"parents' distances from {r.nearest_parent} ({lab} CI {fmt_range(tf.lo, tf.hi)})"
+        + (f", an excess of {fmt(ex.value)} over natural text" if ex is not None else "")
+        + (f": {meaning}." if meaning else ".")
     )

@@ -17,35 +17,47 @@ every model sees the same strings in every mode and the cache key is stable:
 * ``chars``: random strings of letters, digits, punctuation and the corpus's CJK characters
   (they tokenise into near-random token sequences).
 
-The verdict reads one statistic (:func:`weight_descent`): the model's RMS distance to its nearest
+The verdict reads one statistic (:func:`weight_descent`): the model's distance to its nearest
 parent on these inputs, in units of the parents' own distance on the same inputs, with a
-cluster-bootstrap CI over inputs. The yardstick comes from the data: relatives that inherited
-weights stay within the parents' own distance of a parent, an initialisation of its own sits
-beyond it. Measured on the tiny zoo (seed 0, full vocabulary; top-20 in brackets): merges
-0.26-0.60 (0.25-0.60), fine-tunes of a parent 0.70-0.72 (0.63-0.67), the sibling 1.05
-(1.00), students distilled into their own initialisation 3.66 and 4.39 (1.18, 1.10), the
-independent model 5.91 (1.91), the impostor 2.48 (1.63).
+cluster-bootstrap CI over inputs. The distance is the RMS difference of the **actual token's
+log-prob** at every position (:func:`token_gram`). Why that number: it is normalised over the
+whole vocabulary, and every teacher-forced mode reports it exactly (full, top-k, compact full, an
+API's echoed prompt log-probs), so the signal reads the same in every one of them. On task-free
+inputs the actual token is mostly one no model ranks highly, so the number measures the tail of
+the distribution, which imitation of the head does not reproduce. A distance over the tokens
+every model ranks highest (the top-k head, centred) does not have that property: a good
+imitator reproduces the head (tiny zoo seed 2, top-20: a student of parent_a sat at 0.93, CI
+0.89-0.97, from it, inside the parents' own distance).
+
+The yardstick comes from the data: relatives that inherited weights stay within the parents'
+own distance of a parent, an initialisation of its own sits beyond it. Measured (the same
+numbers in full and top-20 data; tiny zoo seeds 0, 1, 2, 24 inputs): merges 0.25-0.80 (merge
+trained further 0.71-0.80), fine-tunes of a parent 0.72-0.85 (CI upper at most 0.94), the
+sibling 0.89-1.11 (CI 0.79-1.24), students distilled into their own initialisation 3.75-6.03 (CI
+lower at least 2.92), the impostor 2.06-2.45 (at least 1.87), the independent model 6.17-9.34.
+Smol family (full vocabulary, `hf`): the merge 0.49, the merge trained further 0.27, the sibling
+0.67, the fine-tune of nex_mini 0.57, the student 5.43 (CI 4.52-6.41), the impostor 5.11 (4.41-5.89).
 
 Beside it the report gives the **excess**, log(task-free distance / natural-text distance),
-per parent: about 0 for models that inherited weights, positive for an imitator whose closeness
-on natural text the task-free inputs do not bear out (the student on an unseen family: DESIGN.md).
-On the tiny zoo it is small for every member (-0.02 to 0.22), so it does not decide.
+per parent, both on the actual tokens' log-probs. It does not decide.
 
-In top-k data the signal can only rule inherited weights out (:func:`weight_descent`). Only
-teacher-forced modes (full, top-k) score these inputs: in next-token mode an input is a
-chat message, and the first token of an answer after a chat template is exactly what training
-shaped (tiny zoo: fine-tunes of a parent sat 1.07-1.10 parents' distances away, a merge 1.08),
-so no lineage signal is claimed there.
+These inputs are always scored teacher-forced, never sent as chat messages: the first token of
+an answer after a chat template is exactly what training shaped (tiny zoo: fine-tunes of a
+parent sat 1.07-1.10 parents' distances away there, a merge 1.08). In next-token mode they are
+scored where the backend can score a prompt (vLLM, llama.cpp, in process); a backend that only
+chats gives no lineage signal.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
+from harness.backends.base import ScoreResult
 from harness.data import Item
 from harness.evidence import Interval
 from probes.shared.corpus import CORPUS
@@ -91,6 +103,19 @@ def is_task_free(item_id: str) -> bool:
     return item_id.startswith(PREFIX)
 
 
+def token_gram(results: Sequence[ScoreResult]) -> np.ndarray | None:
+    """(M*M,) Gram of the actual tokens' log-probs of one input, models in ``results`` order, or
+    None when the models tokenise it differently. Not centred: the log-prob of the token that
+    follows is already normalised over the whole vocabulary. Positions any model gives no finite
+    log-prob are left out."""
+    tokens = [r.token_ids for r in results]
+    if any(not np.array_equal(t, tokens[0]) for t in tokens[1:]):
+        return None
+    lp = np.stack([np.asarray(r.token_logprobs, dtype=float) for r in results], axis=1)
+    lp = lp[np.isfinite(lp).all(axis=1)]
+    return (lp.T @ lp).ravel()
+
+
 def pair_distances(gram: np.ndarray) -> np.ndarray:
     """(..., M, M) summed Gram of centred log-probs -> (..., M, M) squared distances."""
     d = np.diagonal(gram, axis1=-2, axis2=-1)
@@ -114,33 +139,24 @@ def excess(natural: np.ndarray, task_free: np.ndarray) -> np.ndarray:
         return np.log(task_free) - np.log(natural)
 
 
-def weight_descent(tf: Interval | None, own_min: float, mode: str = "full") -> tuple[str, str]:
+def weight_descent(tf: Interval | None, own_min: float) -> tuple[str, str]:
     """Does the model share the nearest parent's weights? ("inherited" | "own" | "undecided" |
     "absent", the reason in words), from ``tf``, its distance to that parent on the task-free
     inputs in units of the parents' own distance there.
 
     * **inherited**: the CI lies at or below 1: on inputs training never touched, it is no
-      farther from the parent than the parents are from each other (a yardstick the data gives).
-      Full-vocabulary data only: top-k data compare the few tokens every model ranks highest,
-      which a good imitator reproduces (tiny zoo seed 2, top-20: a student of parent_a sat at
-      0.93, CI 0.89-0.97, from it), so there the signal can rule inherited weights out, never in;
+      farther from the parent than the parents are from each other (a yardstick the data gives);
     * **own** initialisation: the CI lies above ``own_min``;
-    * **undecided** between the two. A sibling fine-tuned as far as the parents were sits at the
-      yardstick itself (tiny zoo: 1.05, CI 1.00-1.10 in full mode), and so, in top-k data, does a
-      poor imitator (a student of one parent: 1.10, CI 1.05-1.14): distance alone cannot say
-      which, so the verdict says neither;
+    * **undecided** between the two: a sibling fine-tuned further than the parents were sits at
+      the yardstick or just past it (tiny zoo seed 0: 1.11, CI 1.01-1.24), where distance alone
+      cannot say whether weights are shared, so the verdict says neither;
     * **absent**: no task-free inputs were scored.
     """
     if tf is None or tf.lo is None or tf.hi is None or not np.isfinite([tf.lo, tf.hi]).all():
         return "absent", "no task-free inputs were scored (teacher-forced modes only; params.task_free_texts)"
     nums = f"task-free distance {tf.text()} parents' distances"
-    if tf.hi <= 1 and mode == "full":
+    if tf.hi <= 1:
         return "inherited", f"{nums}: within the parents' own distance on inputs training never touched"
     if tf.lo > own_min:
         return "own", f"{nums}: beyond {own_min:g}, farther than relatives get on inputs training never touched"
-    if tf.hi <= 1:
-        return "undecided", (
-            f"{nums}: within the parents' own distance, but from {mode} data, where a close imitator sits there too "
-            "(only full-vocabulary data can show inherited weights)"
-        )
     return "undecided", f"{nums}: between the parents' own distance (1) and {own_min:g}"

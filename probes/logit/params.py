@@ -48,9 +48,10 @@ class LogitParams(ProbeParams):
         24,
         ge=0,
         description="Task-free inputs (shuffled words, word salad, random characters; probes/logit/lineage.py) "
-        "scored besides the corpus in teacher-forced modes: the lineage signal that tells inherited weights from "
-        "imitation. Without them (0, or next-token mode) no verdict that claims or denies shared weights short of "
-        "a merge or a copy (derived, sibling, related, unrelated) is drawn.",
+        "scored teacher-forced besides the corpus (in next-token mode too, where the backend can score a prompt): "
+        "the lineage signal that tells inherited weights from imitation. Without them (0, or a backend that only "
+        "chats) no verdict that claims or denies shared weights short of a merge or a copy (derived, sibling, "
+        "related, unrelated) is drawn.",
     )
     disagreement_tau: float = Field(1.0, gt=0, description="Parents 'disagree' where centred log-probs differ by more.")
     cv_splits: int = Field(50, ge=5, description="Random half splits of the cross-validated test.")

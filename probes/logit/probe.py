@@ -88,14 +88,24 @@ class LogitInterpolationProbe(Probe):
             return Skip(f"backend '{model.backend}' offers no {self.params.mode} log-probs")
         natural = self._items()
         p = self.params
-        if mode == "next_token":  # no task-free inputs: a chat answer's first token is what training shaped
+        if mode == "next_token":
             k = min(p.top_k, caps.max_top_k) if caps.max_top_k else p.top_k
-            return [
+            chat = [
                 Planned(
                     GenerateRequest(messages=[{"role": "user", "content": it.text}], max_new_tokens=1, top_logprobs=k),
                     {"id": it.id, "group": it.group},
                 )
                 for it in natural
+            ]
+            # The lineage signal's task-free inputs are scored teacher-forced, never as chat
+            # messages (a chat answer's first token is what training shaped; lineage.py), so only
+            # where the backend can also score a prompt: the same requests top-k mode sends.
+            if not (caps.has(Capability.TOPK_LOGPROBS) or caps.has(Capability.FULL_LOGPROBS)):
+                return chat
+            tf = {"mode": "topk", "top_k": k, "max_tokens": p.max_tokens}
+            return chat + [
+                Planned(ScoreRequest(text=it.text, **tf), {"id": it.id, "group": it.group})
+                for it in task_free_items(p.task_free_texts)
             ]
         items = [*natural, *task_free_items(p.task_free_texts)]
         req: dict[str, Any] = {"mode": mode, "top_k": p.top_k if mode == "topk" else 0, "max_tokens": p.max_tokens}

@@ -89,7 +89,7 @@ def report_section(evidence: ProbeEvidence, parents: list[str], t: VerdictThresh
             w += f" (on {', '.join(r.parents)}; not supported: {', '.join(r.unsupported)})"
         btw = r.betweenness.text() if r.betweenness else "n/a"
         tf, ex = r.task_free_distance.get(r.nearest_parent), r.lineage_excess.get(r.nearest_parent)
-        signal = f"{tf.text()}; {ex.text()} ({r.n_task_free} inputs)" if tf and ex else "n/a"
+        signal = f"{tf.text()}; {ex.text() if ex else 'n/a'} ({r.n_task_free} inputs)" if tf else "n/a"
         out.append(
             f"| {m} | {r.role} | **{_verdict(r)}** | {w} | {r.residual.text()} | "
             f"{r.nearest_parent} {r.nearest_parent_distance.text()} | "

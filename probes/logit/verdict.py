@@ -21,12 +21,22 @@ So the rule combines, in this order:
    before 2 and 3 too: a model that sits near the parents' line on natural text but not on
    task-free inputs imitates a merge (a student distilled from it) and is no merge.
 5. **derived from one parent** X: not a merge, the lineage signal says the weights are
-   inherited (full-vocabulary data only: in top-k data a close imitator looks inherited), and X
-   is singled out: the distance to X divided by the distance to the farther
-   parent has a CI upper bound <= ``derived_max_ratio``.
-6. **sibling** (shares the parents' base, descends from neither): inherited weights, and neither
-   parent singled out (that ratio's CI lower bound above ``derived_max_ratio``).
-7. **related**: inherited weights, derived from one parent or a sibling, which is not resolved.
+   inherited (the signal reads the actual token's log-prob, which every teacher-forced scoring
+   reports exactly), and X is singled out: the distance to X divided by the distance to the
+   farther parent has a CI upper bound <= ``derived_max_ratio``. "Not a merge" is ruled in by the
+   data, not read off a merge rule that failed: the CV gain lies below ``min_cv_gain``, and either
+   the residual's CI lower bound above ``merge_max_residual`` or every other parent's weight CI
+   reaches below ``a_margin`` (where a merge needs more) (tiny zoo, top-20, seed 1: a
+   task-arithmetic merge at CV gain 0.28, residual 0.48, missed the merge rule and was otherwise
+   "derived from parent_a").
+6. **sibling** (shares the parents' base, descends from neither): inherited weights, neither
+   parent singled out (that ratio's CI lower bound above ``derived_max_ratio``), and off the
+   parents' line beyond any merge trained further (residual CI lower bound above
+   ``trained_max_residual``).
+7. **related**: inherited weights, derived from one parent or a sibling, which is not resolved
+   (the ratio's CI straddles ``derived_max_ratio``); the residual as for a sibling.
+   Rules 5-7 need teacher-forced data: from next-token data (one position per prompt) merges
+   that miss the merge rule read as fine-tunes or siblings.
 8. **inconclusive** otherwise, also whenever the lineage signal is undecided or absent: nearness
    on natural text alone is likeness, not lineage (DESIGN.md, "Lineage is not likeness": a
    distilled student sits as close to a parent as a fine-tune does), so no verdict that claims
@@ -35,8 +45,9 @@ So the rule combines, in this order:
 Known limit: a student distilled from a merge into a fresh initialisation can meet the residual
 bound of a merge trained further (tiny zoo, top-20: residual 1.04 against merge_ft's 0.54; a
 closer imitator gets nearer). The lineage signal withdraws that verdict when it says "own"
-(rule 4); where it does not say "inherited" the verdict carries a caveat and its case names both
-"merge, trained further" and "distilled" (``probes/logit/case.py``).
+(rule 4); where it does not say "inherited" (next-token data, or no task-free inputs) the verdict
+carries a caveat and its case names both "merge, trained further" and "distilled"
+(``probes/logit/case.py``).
 
 ``derived_max_ratio``, ``min_cv_gain``, the residual bounds and ``own_min_task_free`` are constants,
 parameters (``params.verdict``) a user can change and the report prints; their error rates on
@@ -100,6 +111,11 @@ def decide(
             "no scored position shares a token with both parents' reported top-k (undefined residual and "
             "distances): these data carry no logit evidence either way; use a richer data mode"
         )
+        # The task-free inputs are scored on their own; they can still show an initialisation of its own.
+        signals = {x: weight_descent(tf, t.own_min_task_free) for x, tf in r.task_free_distance.items()}
+        if signals and all(d == "own" for d, _ in signals.values()):
+            r.lineage_signal = "own"
+            return "unrelated", None, [why, *(f"lineage signal to {x}: own ({w})" for x, (_, w) in signals.items())]
         return "inconclusive", None, [why]
     near_hi = float(near.hi)  # type: ignore[arg-type]  # finite() checked
     resid, resid_hi = float(r.residual.value), r.residual.hi
@@ -107,7 +123,7 @@ def decide(
     if near_hi <= copy_limit:
         reasons.append(f"nearest-parent distance CI upper {near_hi:.3f} <= {copy_limit:.3f}")
         return "copy", r.nearest_parent, reasons
-    descent, why_descent = weight_descent(r.task_free_distance.get(r.nearest_parent), t.own_min_task_free, mode)
+    descent, why_descent = weight_descent(r.task_free_distance.get(r.nearest_parent), t.own_min_task_free)
     r.lineage_signal = descent
 
     cv_p_adj = r.cv_p_adjusted if r.cv_p_adjusted is not None else r.cv_p
@@ -146,14 +162,46 @@ def decide(
             "likeness, not lineage: no claim of shared or separate weights is drawn"
         )
         return "inconclusive", None, reasons
+    if mode == "next_token":
+        reasons.append(
+            "inherited weights, but next-token data (one position per prompt) cannot rule out a merge the merge "
+            "rule missed (tiny zoo: merges there read as fine-tunes or siblings in 4 of 27 cases), so no claim "
+            "short of a merge is drawn; teacher-forced data (full or top-k) can"
+        )
+        return "inconclusive", None, reasons
+    # Each claim below says "not a merge": the data must rule a merge out, not merely fail to confirm one.
+    resid_lo = r.residual.lo if r.residual.lo is not None else -np.inf
+    no_gain = r.cv_gain < t.min_cv_gain
     ratio = r.distance_ratio
     if ratio is not None and ratio.hi is not None and ratio.hi <= t.derived_max_ratio:
         reasons.append(f"d(nearer)/d(farther) CI upper {ratio.hi:.3f} <= {t.derived_max_ratio}: {r.nearest_parent}")
-        return "derived_from_one_parent", r.nearest_parent, reasons
+        # At the parent's end of the line: every other parent's weight CI reaches below the margin a merge needs.
+        at_end = all(w.lo is not None and w.lo <= t.a_margin for x, w in r.weights.items() if x != r.nearest_parent)
+        if no_gain and (resid_lo > t.merge_max_residual or at_end):
+            why = (
+                f"residual CI lower {resid_lo:.3f} > {t.merge_max_residual}"
+                if resid_lo > t.merge_max_residual
+                else f"the other parents' weight CIs reach below {t.a_margin}"
+            )
+            reasons.append(f"a merge leaning to {r.nearest_parent} ruled out: {why}, and CV gain below {t.min_cv_gain}")
+            return "derived_from_one_parent", r.nearest_parent, reasons
+        reasons.append(
+            f"but a merge leaning to {r.nearest_parent} is not ruled out (it needs a CV gain below {t.min_cv_gain} and "
+            f"a residual CI lower bound above {t.merge_max_residual} or the other parents' weights within "
+            f"{t.a_margin} of 0): no claim short of a merge"
+        )
+        return "inconclusive", None, reasons
+    if resid_lo <= t.trained_max_residual:
+        reasons.append(
+            f"between the parents with a residual CI lower bound {resid_lo:.3f} <= {t.trained_max_residual}: a merge "
+            "trained further is not ruled out, so neither 'sibling' nor 'related' is claimed"
+        )
+        return "inconclusive", None, reasons
     if ratio is not None and ratio.lo is not None and ratio.lo > t.derived_max_ratio:
         reasons.append(
-            f"d(nearer)/d(farther) CI lower {ratio.lo:.3f} > {t.derived_max_ratio}: no parent singled out, so it "
-            "shares the parents' base without descending from either (when one parent is the other's base, that "
+            f"d(nearer)/d(farther) CI lower {ratio.lo:.3f} > {t.derived_max_ratio}: no parent singled out, and "
+            f"off the parents' line beyond any merge (residual CI lower {resid_lo:.3f} > {t.trained_max_residual}), so "
+            "it shares the parents' base without descending from either (when one parent is the other's base, that "
             "base is the parent it descends from)"
         )
         return "sibling", None, reasons
