@@ -57,9 +57,8 @@ class Data:
     mode: str
     ids: list[str]
     candidates: list[str] = field(default_factory=list)  # a pool to select parents from, per model
-    task_free: list[str] = field(
-        default_factory=list
-    )  # ids of the task-free inputs every parent (and candidate) answered
+    # ids of the task-free inputs every parent (and candidate) answered
+    task_free: list[str] = field(default_factory=list)
     screened_out: dict[str, str] = field(default_factory=dict)  # candidates not shortlisted, with why
 
 
@@ -441,25 +440,28 @@ class LogitAnalysis:
         def distances(v: np.ndarray) -> dict[str, np.ndarray]:
             return {"d": relative_distances(v.reshape(*v.shape[:-1], k, k))}
 
+        def point_and_replicates(m: str, per_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(k-1,) distances to each parent over every input, and (replicates, k-1) bootstrapped."""
+            reps = paired_bootstrap({m: per_input}, distances, self.suite.stats.bootstrap, self.rng)[m]["d"]
+            return distances(per_input.sum(0))["d"], reps
+
         for m in data.others:
             tf_rows = rows(m, data.task_free)
             if tf_rows is None:
                 continue
             r = results[m]
-            tf_point = relative_distances(tf_rows.sum(0).reshape(k, k))
-            tf_rep = paired_bootstrap({m: tf_rows}, distances, self.suite.stats.bootstrap, self.rng)[m]["d"]
+            tf_point, tf_rep = point_and_replicates(m, tf_rows)
             for j, x in enumerate(parents):
                 lo, hi = percentile_ci(tf_rep[:, j], alpha)
                 r.task_free_distance[x] = Interval(value=float(tf_point[j]), lo=lo, hi=hi)
             # The excess needs the natural texts' actual tokens: teacher-forced modes only.
             nat_rows = rows(m, data.ids) if data.mode != "next_token" else None
             if nat_rows is not None:
-                nat_point = relative_distances(nat_rows.sum(0).reshape(k, k))
-                nat_rep = paired_bootstrap({m: nat_rows}, distances, self.suite.stats.bootstrap, self.rng)[m]["d"]
-                ex_rep = excess(nat_rep, tf_rep)
+                nat_point, nat_rep = point_and_replicates(m, nat_rows)
+                ex_point, ex_rep = excess(nat_point, tf_point), excess(nat_rep, tf_rep)
                 for j, x in enumerate(parents):
                     lo, hi = percentile_ci(ex_rep[:, j], alpha)
-                    r.lineage_excess[x] = Interval(value=float(excess(nat_point, tf_point)[j]), lo=lo, hi=hi)
+                    r.lineage_excess[x] = Interval(value=float(ex_point[j]), lo=lo, hi=hi)
             r.n_task_free = len(tf_rows)
             near = r.nearest_parent
             for name, iv, how in (
