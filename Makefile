@@ -32,8 +32,9 @@ export TOKENIZERS_PARALLELISM := false
 # torch is pinned here, first, so pip takes the CPU build on local disk instead of pulling a
 # multi-GB CUDA build; the package itself only asks for a range. The demo needs the package and
 # mergekit (the zoo's merges) only: `make demo` stops there. The development install adds the
-# test tools and llama.cpp's server, built from source (minutes), without its multimodal library
-# (LLAVA_BUILD=OFF: the tests serve text models; about a quarter of the compile).
+# test tools and llama.cpp's server, built from source (minutes, once per machine: see
+# LLAMA_WHEELS below), without its multimodal library (LLAVA_BUILD=OFF: the tests serve text
+# models; about a quarter of the compile).
 # -qq: pip's errors only (a machine's pip configuration can add a warning per unreachable index
 # for every package, which buries the demo's own output).
 $(ZOO_STAMP): pyproject.toml
@@ -42,8 +43,27 @@ $(ZOO_STAMP): pyproject.toml
 	$(BIN)/pip install -qq -e '.[zoo]'
 	touch $@
 
+# llama.cpp's server is compiled once into a wheel kept in the build cache under a key over its
+# version and compile flags (pip's own wheel cache keys a built sdist by its URL alone, so a
+# change of flags would never reach a machine that built it before). The flags: AVX2, not
+# -march=native: on a Xeon with AMX inside a VM that does not enable AMX's tile state, a native
+# build dies with a general protection fault at its first batched matrix product (`ldtilecfg`
+# in ggml's AMX kernel; seen on this project's CI-like machines), while AVX2 runs on any x86-64
+# machine these tests meet. Without the build cache (PARENTAGE_BUILD_CACHE=off, or a store that
+# cannot be written) the wheel is kept in the clone's .cache/.
+LLAMA_CPP    := llama-cpp-python==0.3.36
+LLAMA_CMAKE  ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_KEY    := $(shell printf '%s\n' '$(LLAMA_CPP)' '$(LLAMA_CMAKE)' "$$($(PY) -c 'import sys; print(sys.version)')" | sha256sum | cut -c1-24)
+LLAMA_STORE  := $(shell d='$(PARENTAGE_BUILD_CACHE)'; [ "$$d" != off ] && mkdir -p "$$d" 2>/dev/null && [ -w "$$d" ] && echo "$$d" || echo '$(CURDIR)/.cache')
+LLAMA_WHEELS := $(LLAMA_STORE)/llama-wheel-$(LLAMA_KEY)
+
 $(STAMP): $(ZOO_STAMP)
-	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(BIN)/pip install -q -e '.[dev]'
+	test -n "$$(ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl 2>/dev/null)" || { \
+	  mkdir -p $(LLAMA_STORE) && tmp=$$(mktemp -d $(LLAMA_WHEELS).XXXXXX) && \
+	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip wheel -q --no-cache-dir --no-deps -w $$tmp '$(LLAMA_CPP)' && \
+	  { mv -T $$tmp $(LLAMA_WHEELS) 2>/dev/null || rm -rf $$tmp; }; }
+	$(BIN)/pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
+	$(BIN)/pip install -q --find-links $(LLAMA_WHEELS) -e '.[dev]'
 	touch $@
 
 install: $(STAMP)
@@ -121,8 +141,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two test workers (pytest-xdist), each pinned to its own share of the cores (tests/conftest.py),
+# a module per worker at a time so module fixtures are built once: the slowest modules start
+# first (conftest's SLOW_FIRST) and their order is kept. `make test TEST_WORKERS=1` runs serially.
+TEST_WORKERS ?= 2
 test: test-data lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: test-data
 	$(BIN)/python benchmarks/bench_hf_scoring.py

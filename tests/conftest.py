@@ -12,6 +12,44 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pin_xdist_worker() -> None:
+    """Under `pytest -n N` (pytest-xdist, as `make test` runs), give each worker its own share of
+    the cores, before torch is imported. torch's OpenMP threads, vLLM's CPU engine (it binds to
+    the CPUs the process may use) and llama.cpp each use every core they can see; two workers
+    that both see both cores spin against each other (two tiny-zoo builds side by side ran 6x
+    slower), while pinned workers each run at one core's full speed. Children (the servers a
+    test starts) inherit the share. Nothing changes in a plain `pytest` run."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    share = cpus[int(worker.removeprefix("gw")) % count :: count] or cpus
+    os.sched_setaffinity(0, share)
+    os.environ["OMP_NUM_THREADS"] = str(len(share))
+
+
+pin_xdist_worker()
+
+# The modules that take longest (`--durations` of the last full run), collected first so that
+# under `pytest -n 2 --dist loadfile` a long module starts early instead of leaving one worker
+# busy at the end while the other waits. Order only: the rest follow in pytest's own order.
+SLOW_FIRST = (  # seconds per module under `-n 2` at the last measurement (2026-12-07)
+    "test_text_rio_mini.py",  # 469
+    "test_vllm_real.py",  # 465
+    "test_rio_mini.py",  # 374
+    "test_logit_zoo.py",  # 256
+    "test_pool.py",  # 182
+    "test_text_probe.py",  # 168
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: within a module, as written
+
+
 os.environ.setdefault("PARENTAGE_HOME", str(REPO / ".cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -187,7 +225,8 @@ def serve_gguf(gguf: Path, alias: str, log: Path, chat_format: str | None = None
         pytest.fail("llama-cpp-python[server] is not installed: run `make test-data` (the dev install builds it)")
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--seed", "0"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--seed", "0"]
+    cmd += ["--n_threads", str(len(os.sched_getaffinity(0)))]  # the cores this test worker may use
     cmd += ["--chat_format", chat_format] if chat_format else []
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
