@@ -48,11 +48,14 @@ RULE = """\
 3. Circumstantial evidence (identity claims) never decides. Where it contradicts an explanation
    the lineage evidence leaves open, or supports none of them, the conflict is flagged and the
    conclusion rests on the lineage evidence.
-4. Lineage probes that support no common explanation are a conflict: flagged, no conclusion.
+4. Lineage probes that support no common explanation are a conflict: flagged, no conclusion;
+   except where each supports a merge, some with training after it and some without (one data
+   mode can see the training that another cannot): then both merges are named.
    Without any lineage verdict the case is not determined, unless a necessary condition rules out
    every explanation in which the model shares the parents' weights: then what it leaves stands.
 """
 SHARED_WEIGHTS = {"merge", "merge_trained", "derived", "sibling", "copy"}
+MERGES = {"merge", "merge_trained"}
 
 
 @dataclass
@@ -116,8 +119,17 @@ def conclude(cases: list[ProbeCase]) -> Conclusion:
             return Conclusion(_ordered(left), _wording(left), flags, [note])
         return Conclusion([], "not determined: no lineage evidence (logits or weights) reached a verdict", flags)
     left = set.intersection(*(c.supported() for c in lineage))
+    notes: list[str] = []
+    said = "; ".join(f"{c.probe}: {', '.join(EXPLANATIONS[e] for e in _ordered(c.supported()))}" for c in lineage)
+    if not left and all(c.supported() & MERGES for c in lineage):
+        # A merge trained lightly is both: a mode with one position per text, or one that sees only
+        # the head of the distribution, reads how far off the line it is differently.
+        left = set(MERGES)
+        notes.append(
+            f"Every lineage probe reads it as a merge of the parents, but they differ on training after the merge "
+            f"({said}): both are named."
+        )
     if not left:
-        said = "; ".join(f"{c.probe}: {', '.join(EXPLANATIONS[e] for e in _ordered(c.supported()))}" for c in lineage)
         flags.append(f"The lineage probes disagree ({said}).")
         return Conclusion([], "conflicting lineage evidence: no conclusion", flags)
     for c in cases:
@@ -134,9 +146,9 @@ def conclude(cases: list[ProbeCase]) -> Conclusion:
                 "initialisation claims the parent's name too. The conclusion rests on the lineage evidence."
             )
     if not left:
-        return Conclusion([], "conflicting evidence: no conclusion", flags)
+        return Conclusion([], "conflicting evidence: no conclusion", flags, notes)
     named = {c.parent for c in lineage if "derived" in c.supported()}
-    return Conclusion(_ordered(left), _wording(left, named.pop() if len(named) == 1 else None), flags)
+    return Conclusion(_ordered(left), _wording(left, named.pop() if len(named) == 1 else None), flags, notes)
 
 
 def _ordered(es: set[str]) -> list[str]:

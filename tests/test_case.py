@@ -94,6 +94,24 @@ def test_lineage_probes_that_disagree_give_no_conclusion_and_identity_never_deci
         ]
     )
     assert disagree.explanations == [] and "disagree" in disagree.flags[0]
+    # A merge that one mode reads as trained further (tiny zoo dare_ties and ties in next-token
+    # data) is still a merge in every probe: both are named, as a note, not a conflict.
+    mixed = conclude(
+        [
+            logit_case("full", logit("interpolation"), PARENTS, 0.95),
+            logit_case("next-token", logit("interpolation_plus_training", residual=0.6), PARENTS, 0.95),
+        ]
+    )
+    assert mixed.explanations == ["merge", "merge_trained"] and not mixed.flags, mixed
+    assert mixed.text.startswith("one of: a merge of the parents; a merge, trained further") and mixed.notes
+    # ... but a merge beside anything else is still a conflict
+    other = conclude(
+        [
+            logit_case("full", logit("interpolation_plus_training", residual=0.6), PARENTS, 0.95),
+            logit_case("next-token", logit("derived_from_one_parent"), PARENTS, 0.95),
+        ]
+    )
+    assert other.explanations == [] and "disagree" in other.flags[0]
     only_identity = conclude([identity_case("identity", claims(45, 1, 1e-15), ["s"], PARENTS, 0.05)])
     assert only_identity.explanations == [] and only_identity.text.startswith("not determined")
 
