@@ -27,7 +27,7 @@ from harness.backends.base import Capability, GenerateRequest, ModelRef, ScoreRe
 from harness.backends.hf import HFBackend
 from harness.backends.vllm import VLLMBackend
 from harness.errors import BackendError
-from tests.conftest import REPO, VLLM_CPU_OPTIONS, default_sigint, free_port, wait_http, write_suite
+from tests.conftest import INTERRUPTED, REPO, VLLM_CPU_OPTIONS, default_sigint, free_port, wait_http, write_suite
 
 SERVED = "smollm2"
 FAMILY = (("rio_mini", "suspect"), ("nex_mini", "parent"), ("smollm2", "parent"), ("sibling", "control"))
@@ -320,7 +320,7 @@ def test_family_through_vllm_agrees_with_hf_and_survives_ctrl_c_kill_and_resume(
     timings["start to first answer"] = time.monotonic() - t0
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=300)[0].decode()  # stopping vLLM's engine is slow on a loaded machine
-    assert proc.returncode == 130, out[-3000:]
+    assert proc.returncode in INTERRUPTED, out[-3000:]
     assert "--resume" in out
     assert_all_servers_gone(run_dir)
     log = (run_dir / "servers" / "vllm-rio_mini.log").read_text()
