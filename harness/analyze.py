@@ -16,10 +16,10 @@ from pydantic import TypeAdapter, ValidationError
 from harness.backends.base import Request
 from harness.cache import Cache
 from harness.errors import InputError, Problem
-from harness.events import Analysis, CollectEnd, ModelFailed, ProbeCollected, ProbeSkipped, now
+from harness.events import Analysis, CollectEnd, ModelBuilt, ModelFailed, ProbeCollected, ProbeSkipped, now
 from harness.evidence import EVIDENCE_SCHEMA_VERSION, EvidenceFile, ProbeEvidence
 from harness.runstore import RunStore
-from harness.suite import StatsSpec, Suite
+from harness.suite import ModelSpec, StatsSpec, Suite
 from probes import PROBES, probe_class
 from probes.base import Probe, Record
 
@@ -53,6 +53,17 @@ def power_warnings(suite: Suite, probes: list[Probe]) -> list[str]:
     """Every test that cannot reach alpha at the configured sizes (``Probe.power``), named by probe:
     what ``validate`` and ``run`` warn of before anything is sent and the report's Limitations list."""
     return [f"`{p.instance}`: {note}" for p in probes for note in p.power(suite.for_probe(p.spec))]
+
+
+def probe_view(run: RunStore, suite: Suite, probe: Probe) -> Suite:
+    """The suite as ``probe`` sees it (``Suite.for_probe``), with the models it built in this run
+    (``ModelBuilt``: role rebuild), whose records its analysis reads like any model's."""
+    view = suite.for_probe(probe.spec)
+    built = {e.model["name"]: e.model for e in run.events(ModelBuilt) if e.probe == probe.instance}
+    if not built:
+        return view
+    # model_construct: a built model's role (BUILT_ROLE) is not one a suite file may give
+    return view.model_copy(update={"models": [*view.models, *(ModelSpec.model_construct(**m) for m in built.values())]})
 
 
 def load_records(run: RunStore, cache: Cache, suite: Suite, probe: Probe) -> dict[str, list[Record]]:
@@ -103,7 +114,7 @@ def run_records(run_dir: Path, instance: int = 0) -> tuple[Probe, dict[str, list
     suite = suite_of(run)
     probe = build_probes(suite)[instance]
     cache = Cache(Path(run.start_event().cache_dir), create=False)
-    return probe, load_records(run, cache, suite.for_probe(probe.spec), probe), cache
+    return probe, load_records(run, cache, probe_view(run, suite, probe), probe), cache
 
 
 def analyze_run(
@@ -130,7 +141,7 @@ def analyze_run(
     probes_ev: list[ProbeEvidence] = []
     try:
         for probe, ss in zip(build_probes(suite), seeds):
-            view = suite.for_probe(probe.spec)
+            view = probe_view(run, suite, probe)
             records = load_records(run, cache, view, probe)
             if not records and probe.needs_backend:
                 probes_ev.append(

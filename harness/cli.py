@@ -212,7 +212,7 @@ def _print_estimate(suite: Suite, probes: list[Probe]) -> int:
         "cached are not subtracted. File-reading probes (weights) send nothing."
     )
     for probe in probes:
-        if (line := probe.file_reads(suite.for_probe(probe.spec))) is not None:
+        if (line := probe.estimate_note(suite.for_probe(probe.spec))) is not None:
             console.print(escape(line))
     more = totals(rows, "if shortlisted")
     if more["requests"]:

@@ -9,7 +9,10 @@ repeating a request.
 
 from __future__ import annotations
 
+import shutil
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +24,7 @@ from harness.cache import Cache, cache_key
 from harness.errors import BackendError, CapabilityMissing, PartialBatch
 from harness.events import (
     CollectEnd,
+    ModelBuilt,
     ModelDone,
     ModelFailed,
     ModelLoaded,
@@ -30,7 +34,7 @@ from harness.events import (
 )
 from harness.runstore import RunStore
 from harness.suite import ModelSpec, Suite
-from probes.base import Probe, Skip
+from probes.base import Build, Probe, Skip
 
 
 @dataclass
@@ -82,6 +86,10 @@ class Collector:
         # Stage two: the staged models each probe kept, planned on stage one's answers (loaded again).
         for spec, wanted in self._shortlisted(probes, staged):
             self._model(spec, wanted, None)
+        # Models probes build (merges of the parents), in rounds until each has what it needs.
+        for probe in probes:
+            if probe.builds_models:
+                self._build_rounds(probe)
         s = self.stats
         self.run.event(CollectEnd(requests=s.requests, cache_hits=s.cache_hits, computed=s.computed))
         return s
@@ -108,6 +116,50 @@ class Collector:
             for m in kept:
                 todo.setdefault(m, []).append(probe)
         return [(spec, todo[spec.name]) for spec in self.suite.models if spec.name in todo]
+
+    def _build_rounds(self, probe: Probe) -> None:
+        """Build, serve and score what ``probe.builds`` asks for, then ask again with the new
+        answers; each built model is deleted once scored unless the probe keeps it. A round that
+        asks only for models already built (a resumed run) ends the loop."""
+        from harness.analyze import load_records, probe_view
+
+        done: set[str] = set()
+        build_dir = self.cache.path.parent / "rebuilds"  # beside the response cache
+        while True:
+            view = probe_view(self.run, self.suite, probe)
+            records = load_records(self.run, self.cache, view, probe)
+            todo = [b for b in probe.builds(view, records, build_dir) if b.spec.name not in done]
+            if not todo:
+                return
+            for b in todo:
+                done.add(b.spec.name)
+                self._build_one(probe, b, records)
+
+    def _build_one(self, probe: Probe, build: Build, records: dict) -> None:
+        from harness.merging import folder_bytes, run_mergekit
+
+        path = Path(build.spec.path or "")
+        start = time.perf_counter()
+        if not (path / "config.json").is_file():
+            with self.console.status(f"  building {escape(build.spec.name)} with mergekit ..."):
+                run_mergekit(build.recipe, path)
+        size = folder_bytes(path)
+        self.run.event(
+            ModelBuilt(
+                probe=probe.instance,
+                model=build.spec.model_dump(mode="json"),
+                recipe=build.recipe,
+                seconds=round(time.perf_counter() - start, 3),
+                bytes=size,
+                kept=build.keep,
+            )
+        )
+        self.stage_one[probe.instance] = records
+        try:
+            self._model(build.spec, [probe], None)
+        finally:
+            if not build.keep:
+                shutil.rmtree(path, ignore_errors=True)
 
     def _model(self, spec: ModelSpec, probes: list[Probe], staged: dict[str, list[str]] | None) -> None:
         """Load one model, run every probe on it, free it (also when a probe fails). ``staged``

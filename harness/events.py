@@ -75,6 +75,18 @@ class Screened(EventBase):
     why: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModelBuilt(EventBase):
+    """A probe built a model from the suite's (a merge of the parents) to serve and score it."""
+
+    event: Literal["model_built"] = "model_built"
+    probe: str
+    model: dict[str, Any] = Field(description="Its suite entry (role: rebuild), as the probe's analysis reads it.")
+    recipe: dict[str, Any] = Field(description="The mergekit configuration it was built from.")
+    seconds: float
+    bytes: int
+    kept: bool = Field(description="False: deleted once scored.")
+
+
 class ModelDone(EventBase):
     event: Literal["model_done"] = "model_done"
     model: str
@@ -134,6 +146,7 @@ Event = Annotated[
     | ProbeSkipped
     | ProbeCollected
     | Screened
+    | ModelBuilt
     | ModelDone
     | ModelFailed
     | RunInterrupted

@@ -90,7 +90,8 @@ def _how_sure(cases: list[ProbeCase], conclusion: Conclusion, evs: list[ProbeEvi
     if not deciding:
         parts.append("No probe that can decide (the model's predictions, or its weights) was run.")
     elif left and len(agree) == len(deciding):
-        kinds = "Both kinds" if len(deciding) == 2 else f"All {len(deciding)}" if len(deciding) > 2 else "The one kind"
+        n = len(deciding)
+        kinds = "Both kinds" if n == 2 else f"All {n} kinds" if n > 2 else "The one kind"
         parts.append(f"{kinds} of evidence that can decide point this way, each on its own.")
     elif left:
         parts.append(f"{len(agree)} of the {len(deciding)} probes that can decide point this way; the others do not.")

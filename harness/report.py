@@ -19,7 +19,7 @@ from typing import Any
 
 from harness import case, plain
 from harness.analyze import build_probes, suite_of
-from harness.events import ModelFailed, ModelLoaded, ProbeCollected, ProbeSkipped, RunStart
+from harness.events import ModelBuilt, ModelFailed, ModelLoaded, ProbeCollected, ProbeSkipped, RunStart
 from harness.evidence import ProbeEvidence, load_evidence
 from harness.format import ci_label
 from harness.runstore import RunStore
@@ -211,6 +211,18 @@ def _models(run: RunStore, suite: Suite, probes: list[Probe]) -> list[str]:
             f"| {m.name} | {m.role} | {m.backend} | {status} | {_short(fp.get('weights_sha256'))} | "
             f"{fp.get('dtype', '-')} | {_short(fp.get('chat_template_sha256'))} | {m.notes or ''} |"
         )
+    built = run.events(ModelBuilt)
+    if built:  # what the rebuild probe spent: merges written, served and (unless kept) deleted
+        size = sum(e.bytes for e in built)
+        seconds = sum(e.seconds for e in built)
+        kept = sum(e.kept for e in built)
+        backends = sorted({e.model.get("backend", "?") for e in built})
+        out += [
+            "",
+            f"Models built by probes (merges of the parents, mergekit): {len(built)}, {size / 1e9:.2f} GB written "
+            f"in {seconds:.0f} s, served by {', '.join(backends)}; {kept} kept, {len(built) - kept} deleted once "
+            "scored. Each one's recipe and size is in `run.jsonl` (`model_built`).",
+        ]
     pins = [(m.name, attr, pin) for m in suite.models for attr, pin in m.hub.items()]
     if pins:
         out += ["", "Models named by Hub id, pinned to the commit tested:", ""]

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from harness.hub import HubPin
 
 Role = Literal["suspect", "parent", "control", "candidate"]
+# The role of a model a probe built and served (the rebuild probe's merges): never in a suite
+# file, so not a Role; such a ModelSpec is made with model_construct and lives in the probe's view.
+BUILT_ROLE: Any = "rebuild"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

@@ -18,6 +18,7 @@ PROBES: dict[str, str] = {
     "tokenizer": "probes.tokenizer.probe:TokenizerProbe",
     "weights": "probes.weights.probe:WeightsProbe",
     "text_interpolation": "probes.text.probe:TextInterpolationProbe",
+    "rebuild": "probes.rebuild.probe:RebuildProbe",
 }
 
 

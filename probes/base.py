@@ -52,6 +52,17 @@ class Shortlist:
     why: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Build:
+    """A model a probe builds from the suite's own (a merge of the parents, by mergekit) and wants
+    served and scored: ``spec`` says where it goes and which backend serves it, ``recipe`` is the
+    mergekit configuration, and it is deleted after scoring unless ``keep``."""
+
+    spec: ModelSpec
+    recipe: dict[str, Any]
+    keep: bool = False
+
+
 @dataclass
 class Record:
     """A raw record as analysis sees it: the request, its bookkeeping and the backend's answer.
@@ -132,14 +143,26 @@ class Probe(ABC):
         them under Limitations. Pure, like ``plan``. The default finds none."""
         return []
 
-    def file_reads(self, suite: Suite) -> str | None:
-        """For `run --estimate`, a probe that reads files instead of asking models (weights): what
-        it will read, in one line. The default reads none."""
+    def estimate_note(self, suite: Suite) -> str | None:
+        """For `run --estimate`, work beyond the requests the table counts, in one line: the files
+        a probe reads instead of asking a model (weights), the models it builds (rebuild). The
+        default does none."""
         return None
 
     @abstractmethod
     def plan(self, suite: Suite, model: ModelSpec, caps: Capabilities) -> list[Planned] | Skip:
         """What to ask ``model``. Pure: no model access."""
+
+    # ------------------------------------------------------------------ models it builds (optional)
+    builds_models: ClassVar[bool] = False
+
+    def builds(self, suite: Suite, records: dict[str, list[Record]], build_dir: Path) -> list[Build]:
+        """After the stages, in rounds: the models this probe wants built (under ``build_dir``),
+        served and scored next, given every record so far (the earlier rounds' builds are in
+        ``suite`` with role "rebuild", and in ``records``); [] once it has what it needs. Collect
+        builds each, plans it with ``plan`` and calls again. Deterministic given the records,
+        like ``shortlist``: analysis sees the same builds. Only where ``builds_models``."""
+        return []
 
     # ------------------------------------------------------------------ two stages (optional)
     def staged(self, suite: Suite, model: ModelSpec) -> bool:

@@ -59,7 +59,7 @@ def test_the_report_opens_in_plain_words_and_gives_merge_weights_to_merges_only(
     plain = report[report.index("## In plain words") : report.index("## The case")]
     assert report.index("## In plain words") < report.index("## The case")
     assert "**The answer.** A merge of the parents: made by averaging the parents' weights" in plain
-    assert "Both kinds of evidence that can decide point this way" in plain  # logits and weights
+    assert "All 3 kinds of evidence that can decide point this way" in plain  # logits, weights, the rebuild
     assert "about 60% parent_a and 40% parent_b" in plain  # a = 0.601, truly 0.6
     assert "Its published weights are 0.60 x parent_a + 0.40 x parent_b, to within rounding" in plain
     assert "**What would change it.**" in plain
@@ -78,7 +78,7 @@ def test_run_records_provenance(demo_run):
     assert start["suite"]["stats"]["seed"] == 20260601
     assert start["environment"]["packages"]["torch"] and "git" in start["environment"]
     loaded = [e for e in events if e["event"] == "model_loaded"]
-    assert [e["model"] for e in loaded] == [
+    assert [e["model"] for e in loaded][:7] == [
         "suspect",
         "parent_a",
         "parent_b",
@@ -87,6 +87,10 @@ def test_run_records_provenance(demo_run):
         "independent",
         "student",
     ]
+    # then the merges the rebuild probe built, each logged with its recipe before it was loaded
+    built = {e["model"]["name"]: e for e in events if e["event"] == "model_built"}
+    assert built and [e["model"] for e in loaded][7:] == list(built)
+    assert all(e["role"] == "rebuild" for e in loaded[7:])
     for e in loaded:
         fp = e["fingerprint"]
         assert fp["weights_sha256"] and fp["chat_template_sha256"] and fp["dtype"] == "float32"
@@ -180,9 +184,9 @@ def test_the_estimate_cuts_no_name_and_shows_stages_only_where_there_are(zoo, ca
     err = capsys.readouterr().err
     rows = [line.split() for line in err.splitlines() if line.strip().startswith(("parent_", "independent"))]
     assert [r[:3] for r in rows] == [
-        ["parent_a", "hf", "logit_interpolation"],
-        ["parent_b", "hf", "logit_interpolation"],
-        ["independent", "hf", "logit_interpolation"],
+        [name, "hf", probe]
+        for name in ("parent_a", "parent_b", "independent")
+        for probe in ("logit_interpolation", "rebuild")
     ]
     assert "…" not in err and "stage" not in err
     assert main(["run", str(repo / "configs" / "text-tiny.yaml"), "--estimate"]) == 0

@@ -93,6 +93,7 @@ KERNEL_MODULES = {
     "harness.evidence",
     "harness.format",
     "harness.hub",
+    "harness.merging",
     "harness.provenance",
     "harness.stats",
     "harness.suite",

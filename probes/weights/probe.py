@@ -153,7 +153,7 @@ class WeightsProbe(Probe):
         return []  # nothing to ask a backend: analysis reads the checkpoints
 
     # ------------------------------------------------------------------ analysis
-    def file_reads(self, suite: Suite) -> str | None:
+    def estimate_note(self, suite: Suite) -> str | None:
         """For `run --estimate`: the bytes the pass will read (all, or the sampled share)."""
         opened, problems = self._checkpoints(suite)
         if problems:

@@ -1,0 +1,158 @@
+"""The rebuild probe over the calibration zoos: the weight-space a it finds for every merge
+(against the truth in ``zoo.json``, written when the zoo was built), how often its CI covers the
+truth, the equality verdict of every member and control, and what it cost.
+
+    python benchmarks/bench_rebuild.py [--seeds 0 1 2] [--smol] [--out results/bench-DATE]
+
+Tiny zoo: both parents, every two-parent member as a subject (merges as suspects, the rest as
+controls), in process (hf, full vocabulary). Smol family: nex_mini and smollm2 as parents,
+Rio-mini and Rio-mini trained on-policy after merging, the sibling, the fine-tune and the
+students, in process (hf, compact full vocabulary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from harness.cli import main as cli_main  # noqa: E402
+
+TINY = Path(os.environ.get("PARENTAGE_ZOO", REPO / ".cache" / "zoo" / "tiny"))
+SMOL = Path(os.environ.get("PARENTAGE_ZOO_SMOL", REPO / ".cache" / "zoo" / "smol"))
+SKIP = {"linear3", "homegrown_tokenizer", "base", "parent_c"}  # a third parent / another tokenizer / the base
+
+
+def suite_for(zoo: Path, parents: list[str], out: Path, max_texts: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    members = json.loads((zoo / "zoo.json").read_text())["members"]
+    models = [{"name": p, "role": "parent", "path": str(zoo / p)} for p in parents]
+    for name, m in members.items():
+        if name in parents or name in SKIP or not (zoo / name / "config.json").exists():
+            continue
+        role = "suspect" if str(m.get("kind", "")).startswith("interpolation") else "control"
+        models.append({"name": name, "role": role, "path": str(zoo / name)})
+    suite = {
+        "name": f"rebuild-{zoo.name}",
+        "models": models,
+        "probes": [{"kind": "rebuild", "params": {"max_texts": max_texts}}],
+        "output_dir": str(out),
+    }
+    return suite, members
+
+
+def run_zoo(zoo: Path, parents: list[str], tmp: Path, max_texts: int) -> list[dict[str, Any]]:
+    suite, members = suite_for(zoo, parents, tmp / zoo.name, max_texts)
+    path = tmp / f"{zoo.name}.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    start = time.perf_counter()
+    code = cli_main(["run", str(path)])
+    seconds = time.perf_counter() - start
+    run_dir = sorted((tmp / zoo.name).iterdir())[-1]
+    evidence = json.loads((run_dir / "evidence.json").read_text())
+    built = [json.loads(line) for line in (run_dir / "run.jsonl").read_text().splitlines()]
+    built = [e for e in built if e.get("event") == "model_built"]
+    ev = next(p for p in evidence["probes"] if p["probe"] == "rebuild")
+    rows = []
+    for name, r in ev["per_model"].items():
+        truth = members[name]
+        true_a = (truth.get("parents") or {}).get(parents[0])
+        best = next((f for f in r["fits"] if f["family"] == r["best"]), None)
+        rows.append(
+            {
+                "zoo": zoo.name,
+                "member": name,
+                "truth": f"{truth.get('kind')} {truth.get('method', '')}".strip(),
+                "true_a": true_a,
+                "verdict": r["verdict"],
+                "family": r.get("best"),
+                "a": best["a"] if best else None,
+                "distance": best["distance"] if best else None,
+                "tolerance": best["tolerance"] if best else None,
+                "p": best["p_equal"] if best else None,
+                "rebuilds": r.get("rebuilds"),
+            }
+        )
+    for row in rows:
+        row["run_seconds"], row["builds"], row["exit"] = seconds, len(built), code
+        row["build_bytes"] = sum(e["bytes"] for e in built)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "| zoo | member | truth | true a | verdict | family | a (95% CI) | abs error | CI covers | distance | "
+        "tolerance | p (equal) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a = r["a"]
+        err = cover = ""
+        if a and r["true_a"] is not None and a["value"] is not None:
+            err = f"{abs(a['value'] - r['true_a']):.4f}"
+            cover = "yes" if a["lo"] <= r["true_a"] <= a["hi"] else "no"
+        a_txt = f"{a['value']:.4f} [{a['lo']:.4f}, {a['hi']:.4f}]" if a else ""
+        d = r["distance"]
+        out.append(
+            f"| {r['zoo']} | {r['member']} | {r['truth']} | {r['true_a'] if r['true_a'] is not None else ''} | "
+            f"{r['verdict']} | {r['family'] or ''} | {a_txt} | {err} | {cover} | "
+            f"{d['value']:.3g} | {r['tolerance']:.2g} | {r['p']:.2f} |"
+            if d
+            else f"| {r['zoo']} | {r['member']} | {r['truth']} | | {r['verdict']} | | | | | | | |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    ap.add_argument("--smol", action="store_true")
+    ap.add_argument("--max-texts", type=int, default=32)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--work", type=Path, default=None, help="keep the runs and their cache here (re-analysable)")
+    args = ap.parse_args()
+    rows: list[dict[str, Any]] = []
+    cost: list[str] = []
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+    where = contextlib.nullcontext(str(args.work)) if args.work else tempfile.TemporaryDirectory()
+    with where as tmp:
+        os.environ.setdefault("PARENTAGE_CACHE", str(Path(tmp) / "cache"))
+        tiny = [TINY if s == 0 else TINY.with_name(f"{TINY.name}-seed{s}") for s in args.seeds]
+        zoos = [(z, ["parent_a", "parent_b"]) for z in tiny]
+        if args.smol:
+            zoos.append((SMOL, ["nex_mini", "smollm2"]))
+        for zoo, parents in zoos:
+            got = run_zoo(zoo, parents, Path(tmp), args.max_texts)
+            rows += got
+            g = got[0]
+            gb, minutes = g["build_bytes"] / 1e9, g["run_seconds"] / 60
+            cost.append(f"| {zoo.name} | {len(got)} | {g['builds']} | {gb:.2f} | {minutes:.1f} |")
+            print(table(got), flush=True)
+    text = "\n".join(
+        [
+            table(rows),
+            "",
+            "| zoo | subjects | merges built | GB written | minutes (whole run, 2 cores) |",
+            "|---|---|---|---|---|",
+            *cost,
+        ]
+    )
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rebuild.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The rebuild probe's rule: what one family's equality test and curve say about a subject."""
+
+from __future__ import annotations
+
+from probes.rebuild.result import FamilyFit, Verdict
+
+
+def pinned(f: FamilyFit) -> bool:
+    """Whether the weight is known to within the search's last bracket: equality is claimed only
+    then (a flat curve's wide CI would excuse any distance)."""
+    return f.a.lo is not None and f.a.hi is not None and f.a.hi - f.a.lo <= f.resolution
+
+
+def verdict_of(fit: FamilyFit, alpha: float) -> Verdict:
+    """The rule (one family): equal within tolerance inside (0, 1) is a rebuild; equal at an end is
+    the parent there (a copy); otherwise it differs, nearer than both parents or not."""
+    lo, hi = fit.a.lo, fit.a.hi
+    inside = lo is not None and hi is not None and lo > 0 and hi < 1
+    # Equality is claimed only where the weight is pinned to within the search's own last bracket:
+    # a flat curve (a model no merge comes near) has a wide CI, and the weight error it would excuse
+    # (curvature x half-width^2) is no evidence of anything.
+    if fit.p_equal > alpha and pinned(fit):
+        return "rebuilt" if inside else "copy"
+    # "Trained after merging" needs a minimum the search can tell from a parent: at least one last
+    # bracket from either end (a parent converted to bfloat16 bottoms out at a = 0.9996).
+    away = fit.a.value is not None and fit.resolution <= fit.a.value <= 1 - fit.resolution
+    near = inside and away and fit.nearer_than_parents and fit.distance.hi is not None and fit.distance.hi < 1
+    return "near" if near else "differs"
