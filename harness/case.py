@@ -41,8 +41,9 @@ Stance = Literal["supports", "contradicts", "silent"]
 Weight = Literal["lineage", "necessary", "circumstantial"]
 
 RULE = """\
-1. Lineage probes (logit interpolation, weights) decide: the conclusion is the set of explanations
-   that every lineage probe with a verdict supports.
+1. Lineage probes (logit interpolation, weights, rebuild) decide: the conclusion is the set of
+   explanations that every lineage probe with a verdict supports. A merge that a rebuild
+   reproduced is concluded with its recipe.
 2. A necessary condition (the tokenizer) removes every explanation it contradicts, whatever the
    lineage probes say; if that leaves nothing, the evidence conflicts and no conclusion is drawn.
 3. Circumstantial evidence (identity claims) never decides. Where it contradicts an explanation
@@ -73,6 +74,8 @@ class ProbeCase:
     cells: dict[str, Cell]
     sentence: str = ""  # plain language with the deciding numbers
     parent: str | None = None  # the parent its evidence singles out for "derived", if any
+    # A recipe that reproduced the suspect (the rebuild probe's equality held), in words
+    reproduced: str = ""
     # What it found, for a reader who is not a statistician (the report's summary in plain words,
     # and why the table's cells read as they do); the sentence where the probe gives none.
     plain: str = ""
@@ -148,7 +151,11 @@ def conclude(cases: list[ProbeCase]) -> Conclusion:
     if not left:
         return Conclusion([], "conflicting evidence: no conclusion", flags, notes)
     named = {c.parent for c in lineage if "derived" in c.supported()}
-    return Conclusion(_ordered(left), _wording(left, named.pop() if len(named) == 1 else None), flags, notes)
+    text = _wording(left, named.pop() if len(named) == 1 else None)
+    recipes = sorted({c.reproduced for c in lineage if c.reproduced})
+    if left == {"merge"} and recipes:
+        text += ", reproduced by " + " and by ".join(recipes)
+    return Conclusion(_ordered(left), text, flags, notes)
 
 
 def _ordered(es: set[str]) -> list[str]:

@@ -35,7 +35,10 @@ def test_analyze_reruns_offline_with_another_alpha(demo_run, capsys, monkeypatch
     out = capsys.readouterr().out
     assert "**suspect: interpolation**. a_hat = " in out
     # the case's conclusion is the last thing printed, word for word as the report's case states it
-    assert out.rstrip().splitlines()[-1] == "conclusion, suspect: a merge of the parents"
+    assert out.rstrip().splitlines()[-1] == (
+        "conclusion, suspect: a merge of the parents, reproduced by merging parent_a 0.600 + parent_b 0.400 "
+        "(linear) with mergekit"
+    )
 
 
 def test_the_case_comes_first_and_concludes_merge_for_the_demo_merge(demo_run):
@@ -43,9 +46,11 @@ def test_the_case_comes_first_and_concludes_merge_for_the_demo_merge(demo_run):
     report = (demo_run["dir"] / "report.md").read_text()
     case = report[report.index("## The case") : report.index("## Models")]
     assert report.index("## The case") < report.index("## Probe")
-    assert "### suspect" in case and "**Conclusion: a merge of the parents.**" in case
+    assert (
+        "### suspect" in case and "**Conclusion: a merge of the parents, reproduced by merging parent_a 0.600" in case
+    )
     assert "| a merge of the parents **(concluded)** | supports: a = 0.6" in case
-    assert "Lineage probes (logit interpolation, weights) decide" in case  # the rule is printed
+    assert "Lineage probes (logit interpolation, weights, rebuild) decide" in case  # the rule is printed
     assert "harness/case.py" not in case  # issue 30: the reader is not sent to the source
     why = case[case.index("Why the cells read as they do:") :]  # issue 30: each column's reading, in words
     assert "- logit_interpolation (full): Its word-by-word predictions" in why and "- weights: Its published" in why

@@ -126,7 +126,8 @@ def test_the_report_gives_the_recipe_the_curve_and_the_case(rebuild_run):
     assert "merge_method: linear" in report and "merge_method: slerp" in report
     assert list((rebuild_run["dir"] / "figures").glob("rebuild_curves.png"))
     block = case_block(report, "linear_0.6")
-    assert "**Conclusion: a merge of the parents.**" in block
+    conclusion = "**Conclusion: a merge of the parents, reproduced by merging parent_a 0.600 + parent_b 0.400 (linear)"
+    assert conclusion + " with mergekit.**" in block
     assert "Rebuilt: merging parent_a 0.600" in block
     built = sum(e["event"] == "model_built" for e in rebuild_run["events"])
     assert f"Models built by probes (merges of the parents, mergekit): {built}, " in report

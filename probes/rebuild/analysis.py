@@ -231,8 +231,9 @@ class Search:
         self, subject: str, models: dict[float, str], at: float, others: list[float]
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """The Gauss-Newton step from the rebuild at ``at`` (the finite difference taken to the
-        nearest other served point), and its per-text terms scaled to units of a."""
-        near = min((a for a in [*others, *models] if a != at and a in models), key=lambda a: abs(a - at))
+        nearest of ``others``), and its per-text terms scaled to units of a. Collection and analysis
+        pass the same ``others``, so the step, and the rebuild it asks for, do not drift."""
+        near = min((a for a in others if a != at and a in models), key=lambda a: abs(a - at))
         num, den = self.curves.step_terms(subject, models[at], models[near], self.ids)
         h = near - at
         num, den = num / h, den / h**2  # g per unit of a
@@ -391,7 +392,7 @@ class RebuildAnalysis:
                 continue
             best = min(fits, key=lambda f: f.distance.value if f.distance.value is not None else np.inf)
             verdict = verdict_of(best, alpha)
-            used = {m for f in self.params.families for m in search.family(s, f).models.values()} - set(parents)
+            used = {m for f in fits for m in search.family(s, f.family).models.values()} - set(parents)
             ev.per_model[s] = RebuildResult(
                 verdict=verdict,
                 parents=parents,

@@ -47,7 +47,7 @@ def nearest_parent(r: RebuildResult, f: FamilyFit) -> str | None:
 def rebuild_case(title: str, r: RebuildResult) -> ProbeCase:
     f = best_fit(r)
     everything = set(EXPLANATIONS)
-    d = f"distance {f.distance.value:.2g} parents' ({equality_words(f)})"
+    d = f"distance {f.distance.value:.2g} of the parents' distance; {equality_words(f)}"
     if r.verdict == "rebuilt":
         cells = stances({"merge"}, everything - {"merge"}, dict.fromkeys(everything, d))
         sentence = (
@@ -80,4 +80,5 @@ def rebuild_case(title: str, r: RebuildResult) -> ProbeCase:
         cells = stances(set(), {"merge", "copy"}, dict.fromkeys(everything, d))
         sentence = f"No merge of the parents reproduces it: the nearest, {recipe_words(r, f)}, differs ({d})."
         plain = "No merge of the parents answers as it does, and none comes nearer than the parents themselves."
-    return ProbeCase(title, "lineage", cells, sentence, plain=plain)
+    reproduced = f"merging {recipe_words(r, f)} with mergekit" if r.verdict == "rebuilt" else ""
+    return ProbeCase(title, "lineage", cells, sentence, plain=plain, reproduced=reproduced)
