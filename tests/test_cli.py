@@ -63,7 +63,10 @@ def test_the_report_opens_in_plain_words_and_gives_merge_weights_to_merges_only(
     report = (demo_run["dir"] / "report.md").read_text()
     plain = report[report.index("## In plain words") : report.index("## The case")]
     assert report.index("## In plain words") < report.index("## The case")
-    assert "**The answer.** A merge of the parents: made by averaging the parents' weights" in plain
+    assert (
+        "**The answer.** A merge of the parents, reproduced by merging parent_a 0.600 + parent_b 0.400 (linear) "
+        "with mergekit: made by averaging the parents' weights"
+    ) in plain
     assert "All 3 kinds of evidence that can decide point this way" in plain  # logits, weights, the rebuild
     assert "about 60% parent_a and 40% parent_b" in plain  # a = 0.601, truly 0.6
     assert "Its published weights are 0.60 x parent_a + 0.40 x parent_b, to within rounding" in plain
