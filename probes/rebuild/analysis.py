@@ -159,7 +159,7 @@ class Subject:
     xs: np.ndarray
     per_text: np.ndarray
     unit: np.ndarray
-    golden_done: bool
+    next_point: float | None  # the golden section's next point; None once it has every one
     confirm: float | None  # the parabola's minimiser over the search's points, served first
     refine: float | None  # one Gauss-Newton step from it, served for the equality test
     storage: str
@@ -223,9 +223,7 @@ class Search:
         )
         xs = np.array(sorted(models))
         per_text = np.stack([self.curves.per_text(subject, models[a], self.ids) for a in xs])
-        return Subject(
-            subject, family, xs, per_text, self.unit, nxt is None, confirm, refine, storage, storage_model, models
-        )
+        return Subject(subject, family, xs, per_text, self.unit, nxt, confirm, refine, storage, storage_model, models)
 
     def step(
         self, subject: str, models: dict[float, str], at: float, others: list[float]
@@ -252,8 +250,8 @@ class Search:
         for s in self.subjects():
             for family in self.params.families:
                 sub = self.family(s, family)
-                if not sub.golden_done:
-                    wants.append(self._want(sub))
+                if sub.next_point is not None:
+                    wants.append(Want(s, family, sub.next_point))
                     break
                 assert sub.confirm is not None
                 if sub.confirm not in sub.models:
@@ -270,12 +268,6 @@ class Search:
                 if verdict_of(fit, self.suite.stats.alpha) != "near":
                     break
         return wants
-
-    def _want(self, sub: Subject) -> Want:
-        golden = {a: float(np.nansum(d) / sub.unit.sum()) for a, d in zip(sub.xs, sub.per_text) if 0 < a < 1}
-        _, nxt = golden_points(golden, self.params.search_points)
-        assert nxt is not None
-        return Want(sub.name, sub.family, nxt)
 
     def fit(self, sub: Subject, rng: np.random.Generator, replicates: int) -> FamilyFit:
         """The weight with its bootstrap CI, and the equality test at the refined rebuild."""
