@@ -138,7 +138,7 @@ def test_estimate_counts_the_rebuilds(rebuild_run, capsys):
     assert main(["run", str(rebuild_run["suite"]), "--estimate"]) == 0
     err = capsys.readouterr()
     text = err.out + err.err
-    assert "builds at most 16 merges per subject with mergekit" in " ".join(text.split())
+    assert "builds at most 18 merges per subject with mergekit" in " ".join(text.split())
 
 
 def test_parents_without_weights_are_refused_before_anything_runs(tmp_path, zoo):

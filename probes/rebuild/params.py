@@ -34,8 +34,8 @@ class RebuildParams(ProbeParams):
         6,
         ge=3,
         le=20,
-        description="Golden-section rebuilds per family over the weight's whole range [0, 1]; one more is built "
-        "at the minimiser for the equality test (and one in the suspect's storage dtype, if narrower than float32).",
+        description="Golden-section rebuilds per family over the weight's whole range [0, 1]; three more are built "
+        "at the minimiser: the parabola's, one Gauss-Newton step on (tested) and its rounding twin.",
     )
     keep_rebuilds: bool = Field(False, description="Keep the rebuilt models in the cache after scoring.")
     noise_texts: int = Field(

@@ -92,12 +92,12 @@ class RebuildProbe(Probe):
         dirs = [d for m in parents if (d := self.weights_dir(m)) is not None]
         size = max((folder_bytes(d) for d in dirs), default=0)
         n = len(self.subjects(suite))
-        per_family = self.params.search_points + 2
+        per_family = self.params.search_points + 3
         most = per_family * len(self.params.families)
         texts = len(corpus_items(self.spec.data, self.params.max_texts))
         return (
             f"{self.instance}: builds at most {most} merges per subject with mergekit ({self.params.search_points} "
-            f"golden-section points and up to 2 at the minimiser per family; points shared between the {n} "
+            f"golden-section points and 3 at the minimiser per family; points shared between the {n} "
             f"subjects are built once), each about {size / 1e9:.2f} GB, written to the cache, served like its "
             f"subject and scored on {texts} texts ({texts} requests each), then deleted"
             + (" (kept: keep_rebuilds)" if self.params.keep_rebuilds else "")
@@ -155,7 +155,7 @@ class RebuildProbe(Probe):
                 backend=backend,
                 path=str(build_dir / name),
                 options=options,
-                notes=json.dumps({"family": want.family, "a": want.a, "dtype": want.dtype}),
+                notes=json.dumps({"family": want.family, "a": want.a, "dtype": want.dtype, "math": want.math}),
             )
             if all(b.spec.name != name for b in out):
                 out.append(Build(spec, recipe, keep=self.params.keep_rebuilds))

@@ -36,7 +36,8 @@ class FamilyFit(BaseModel):
     )
     repeat_noise: Number = Field(description="The subject against itself scored twice, in parents' distances.")
     storage_floor: Number = Field(
-        description="The rebuild in float32 against the same rebuild in the subject's storage dtype (0: float32)."
+        description="Rounding: the rebuild against its twin, the same merge written in the subject's storage dtype "
+        "where narrower than float32, else computed in float64 (float32 arithmetic's own rounding)."
     )
     p_equal: Number = Field(description="Bootstrap p of 'the distance is within the tolerance' (large: equal).")
     nearer_than_parents: bool = Field(
