@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,77 +26,28 @@ import numpy as np
 from harness.backends.base import ScoreResult
 from harness.evidence import Interval, ProbeEvidence
 from harness.stats import bootstrap_weights, percentile_ci
-from harness.suite import BUILT_ROLE, ModelSpec, Suite
+from harness.suite import BUILT_ROLE, Suite
 from probes.base import Record
 from probes.rebuild.params import RebuildParams
+from probes.rebuild.plane import Plane, plane_fit, plane_search
+from probes.rebuild.recipes import (
+    BASED,
+    KINKED,
+    ON_CURVE,
+    Want,
+    family_labels,
+    is_twin,
+    split_label,
+    storage_dtype,
+    twin_model,
+    twin_want,
+)
 from probes.rebuild.result import FamilyFit, RebuildResult
-from probes.rebuild.search import GOLDEN, golden_points, point, quadratic_minimum
+from probes.rebuild.search import GOLDEN, golden_points, kink_minimum, point, quadratic_minimum
 from probes.rebuild.verdict import verdict_of
 from probes.shared.align import align
 
 STEERING_REPLICATES = 200  # the bootstrap that decides, during collection, whether to try the next family
-NARROW = ("bfloat16", "float16")
-
-
-@dataclass(frozen=True)
-class Want:
-    """A merge some subject's search needs served next."""
-
-    subject: str
-    family: str
-    a: float
-    dtype: str = "float32"  # the weights as written
-    math: str = "float32"  # the arithmetic: float64 for the twin that measures float32's own rounding
-
-    def recipe(self, dirs: list[str]) -> dict[str, Any]:
-        """The mergekit recipe: ``a`` is the first parent's share (linear weight, slerp's t)."""
-        first, second = dirs
-        out: dict[str, Any] = {"dtype": self.math, "out_dtype": self.dtype}
-        if self.family == "linear":
-            models = [
-                {"model": first, "parameters": {"weight": self.a}},
-                {"model": second, "parameters": {"weight": round(1 - self.a, 6)}},
-            ]
-            return {"merge_method": "linear", "models": models, **out}
-        return {
-            "merge_method": "slerp",
-            "base_model": second,
-            "models": [{"model": second}, {"model": first}],
-            "parameters": {"t": self.a},
-            **out,
-        }
-
-    def model_name(self, backend: str) -> str:
-        twin = "-float64-math" if self.math != "float32" else ""
-        return f"rebuild-{backend}-{self.family}-{self.a:.6f}-{self.dtype}{twin}"
-
-
-def storage_dtype(model: ModelSpec, fallback: ModelSpec) -> str:
-    """The dtype a subject's weights are stored in (its config.json), else the first parent's."""
-    for m in (model, fallback):
-        config = Path(m.path or "") / "config.json"
-        if m.path and config.is_file():
-            try:
-                cfg = json.loads(config.read_text())
-            except (OSError, ValueError):
-                continue
-            dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
-            return dtype if dtype in NARROW else "float32"
-    return "float32"
-
-
-def _twin_want(subject: str, family: str, a: float, storage: str) -> Want:
-    """The rebuild that measures rounding at weight ``a``: written in the subject's storage dtype
-    where narrower than float32; else the same float32 weights computed in float64, whose
-    difference from the float32 rebuild is float32 arithmetic's own rounding (the subject's maker
-    rounded too: measured on Rio-mini, 3.5e-11 of the parents' distance at 2e-6 from its weight)."""
-    if storage != "float32":
-        return Want(subject, family, a, storage)
-    return Want(subject, family, a, "float32", "float64")
-
-
-def _twin(recipe: dict[str, Any]) -> bool:
-    return recipe.get("dtype") != "float32" or recipe.get("math", "float32") != "float32"
 
 
 @dataclass
@@ -149,6 +99,31 @@ class Curves:
         den = np.array([got.get(i, (np.nan, np.nan))[1] for i in ids])
         return num, den
 
+    def plane_terms(
+        self, subject: str, at: str, frame: tuple[str, str, str], ids: list[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per text, the Gauss-Newton sums in two weights: e = the subject's log-probs minus the
+        rebuild's at ``at``, g_i = the change from the frame's first rebuild to its (i + 1)-th (one
+        weight moved each); sum(w e g_i) (texts, 2) and sum(w g_i g_j) (texts, 2, 2), per position."""
+        key = ("plane", subject, at, frame)
+        if key not in self.memo:
+            models = [self.texts(m) for m in (subject, at, *frame)]
+            out = {}
+            for i in set.intersection(*(set(m) for m in models)):
+                lp, w = align([m[i].result_as(ScoreResult) for m in models], self.params.mode, self.params.top_k)
+                e = lp[..., 0] - lp[..., 1]
+                g = np.stack([lp[..., 3] - lp[..., 2], lp[..., 4] - lp[..., 2]])  # (2, P, K)
+                n = max(lp.shape[0], 1)
+                num = np.einsum("pk,ipk,pk->i", w, g, e) / n
+                den = np.einsum("pk,ipk,jpk->ij", w, g, g) / n
+                out[i] = (num, den)
+            self.memo[key] = out
+        got: Any = self.memo[key]
+        nan2, nan22 = np.full(2, np.nan), np.full((2, 2), np.nan)
+        num = np.stack([got[i][0] if i in got else nan2 for i in ids])
+        den = np.stack([got[i][1] if i in got else nan22 for i in ids])
+        return num, den
+
 
 class _MeanDistance(Mapping[float, float]):
     """A subject's mean distance at each served point, computed when the search reads it."""
@@ -187,6 +162,18 @@ class Subject:
         """The rebuild the equality test compares: the refined one, once served."""
         return self.refine if self.refine in self.models else None
 
+    def wanted(self) -> Want | None:
+        """The rebuild this search needs next: a golden-section point, the parabola's minimiser,
+        the Gauss-Newton step from it, and that rebuild's rounding twin; None when it has all."""
+        for a in (self.next_point, self.confirm, self.refine):
+            if a is not None and a not in self.models:
+                return Want(self.name, self.family, a)
+        assert self.refine is not None
+        at_parent = split_label(self.family)[0] in ON_CURVE and self.refine in (0.0, 1.0)
+        if self.storage_model is None and not at_parent:
+            return twin_want(self.name, self.family, self.refine, self.storage)
+        return None
+
 
 class Search:
     """The search state of every subject, replayed from the records (collection and analysis)."""
@@ -200,6 +187,7 @@ class Search:
         memo: dict | None = None,
     ):
         self.suite, self.params, self.records, self.parents = suite, params, records, parents
+        self.base = params.base
         self.curves = Curves(params, records, {} if memo is None else memo)
         ids = [set(self.curves.texts(p)) for p in parents]
         self.ids = sorted(set.intersection(*ids)) if ids else []
@@ -211,38 +199,53 @@ class Search:
     def subjects(self) -> list[str]:
         return [m.name for m in self.suite.models if m.role in ("suspect", "control") and self.curves.texts(m.name)]
 
-    def family(self, subject: str, family: str) -> Subject:
-        available = {1.0: self.parents[0], 0.0: self.parents[1]}
+    def family(self, subject: str, family: str) -> Subject | Plane:
+        """A subject's search in one family, replayed: the points served, and what it needs next."""
+        if family == "task_arithmetic":
+            return plane_search(self, subject)
+        method, _ = split_label(family)
+        available = {1.0: self.parents[0], 0.0: self.parents[1]} if method in ON_CURVE else {}
         for name, recipe in self.rebuilds.items():
-            if recipe.get("family") == family and not _twin(recipe):
+            if recipe.get("family") == family and not is_twin(recipe):
                 available.setdefault(float(recipe["a"]), name)
         # Only the points this subject's search asked for are read (other subjects' are not its curve).
         means = _MeanDistance(self, subject, available)
         asked, nxt = golden_points(means, self.params.search_points)
         used = sorted(a for a in available if a in (0.0, 1.0) or a in asked)
         confirm = refine = None
+        kinked = method in KINKED
         if nxt is None:
-            a_star, _ = quadratic_minimum(np.array(used), np.array([means[a] for a in used]))
+            xs_used, ys_used = np.array(used), np.array([means[a] for a in used])
+            a_star = kink_minimum(xs_used, ys_used)[0][0] if kinked else quadratic_minimum(xs_used, ys_used)[0]
             confirm = point(min(max(a_star, 0.0), 1.0))
-        if confirm is not None and confirm in available:
+        if confirm is not None and confirm in available and kinked:
+            pts = sorted({*used, confirm})
+            refine = point(kink_minimum(np.array(pts), np.array([means[a] for a in pts]))[0][0])
+        elif confirm is not None and confirm in available:
             step, _, _ = self.step(subject, available, confirm, used)
             refine = point(min(max(confirm + step, 0.0), 1.0)) if np.isfinite(step) else confirm
         models = {a: available[a] for a in [*used, confirm, refine] if a is not None and a in available}
-        storage = storage_dtype(self.suite.model(subject), self.suite.model(self.parents[0]))
-        twin = _twin_want(subject, family, refine, storage) if refine is not None else None
-        storage_model = next(
-            (
-                n
-                for n, r in self.rebuilds.items()
-                if twin is not None
-                and (r.get("family"), float(r["a"]), r.get("dtype"), r.get("math", "float32"))
-                == (family, twin.a, twin.dtype, twin.math)
-            ),
-            None,
-        )
+        storage = self.storage(subject)
+        twin = twin_want(subject, family, refine, storage) if refine is not None else None
         xs = np.array(sorted(models))
-        per_text = np.stack([self.curves.per_text(subject, models[a], self.ids) for a in xs])
-        return Subject(subject, family, xs, per_text, self.unit, nxt, confirm, refine, storage, storage_model, models)
+        rows = [self.curves.per_text(subject, models[a], self.ids) for a in xs]
+        per_text = np.array(rows).reshape(len(xs), len(self.ids))
+        return Subject(
+            subject,
+            family,
+            xs,
+            per_text,
+            self.unit,
+            nxt,
+            confirm,
+            refine,
+            storage,
+            twin_model(self.rebuilds, twin),
+            models,
+        )
+
+    def storage(self, subject: str) -> str:
+        return storage_dtype(self.suite.model(subject), self.suite.model(self.parents[0]))
 
     def step(
         self, subject: str, models: dict[float, str], at: float, others: list[float]
@@ -262,41 +265,37 @@ class Search:
         return float(np.nansum(d) / self.unit.sum())
 
     def next_wants(self, rng: np.random.Generator) -> list[Want]:
-        """What each subject's search needs next: a golden-section point, then the rebuild at the
-        minimiser (and in the subject's storage dtype), then the next family when this one did
-        not rebuild the subject but came nearer than the parents are to each other."""
+        """What each subject's search needs next: a search point, then the rebuild at the
+        minimiser (and its rounding twin), then the next family when this one did not rebuild the
+        subject but came nearer than the parents are to each other."""
         wants: list[Want] = []
         for s in self.subjects():
-            for family in self.params.families:
+            for family in self.families():
                 sub = self.family(s, family)
-                if sub.next_point is not None:
-                    wants.append(Want(s, family, sub.next_point))
+                want = sub.wanted()
+                if want is not None:
+                    wants.append(want)
                     break
-                assert sub.confirm is not None
-                if sub.confirm not in sub.models:
-                    wants.append(Want(s, family, sub.confirm))
-                    break
-                assert sub.refine is not None
-                if sub.refine not in sub.models:
-                    wants.append(Want(s, family, sub.refine))
-                    break
-                if sub.storage_model is None and 0 < sub.refine < 1:
-                    wants.append(_twin_want(s, family, sub.refine, sub.storage))
-                    break
-                fit = self.fit(sub, rng, STEERING_REPLICATES)
-                if verdict_of(fit, self.suite.stats.alpha) != "near":
+                if verdict_of(self.fit(sub, rng, STEERING_REPLICATES), self.suite.stats.alpha) != "near":
                     break
         return wants
 
-    def fit(self, sub: Subject, rng: np.random.Generator, replicates: int) -> FamilyFit:
+    def families(self) -> list[str]:
+        """The families searched: those needing the base only when the probe has one."""
+        return [f for f in family_labels(self.params) if self.base or split_label(f)[0] not in BASED]
+
+    def fit(self, sub: Subject | Plane, rng: np.random.Generator, replicates: int) -> FamilyFit:
         """The weight with its bootstrap CI, and the equality test at the refined rebuild."""
+        if isinstance(sub, Plane):
+            return plane_fit(self, sub, rng, replicates)
         alpha = self.suite.stats.alpha
         served = sub.served
         assert served is not None
         keep = np.isfinite(sub.per_text).all(axis=0) & np.isfinite(sub.unit)
         y, unit = sub.per_text[:, keep], sub.unit[keep]
         curve = y.sum(axis=1) / unit.sum()
-        at = int(np.flatnonzero(sub.xs == served)[0])
+        if split_label(sub.family)[0] in KINKED:
+            return self.kink_fit(sub, keep, rng, replicates)
         # The weight: one more Gauss-Newton step from the rebuild served. Converging quadratically,
         # its error is far below the step itself, which widens the CI (the bootstrap over texts
         # cannot see an error every text shares).
@@ -315,18 +314,6 @@ class Search:
         c, c_b = float(den.sum() / unit.sum()), (w @ den) / (w @ unit)
         # A plain merge at any weight in the CI is at most this far (in a) from the rebuild served.
         half = max(abs(served - lo), abs(hi - served)) if np.isfinite(lo) else float("nan")
-        curves_b = (w @ y.T) / (w @ unit)[:, None]  # (replicates, points)
-        d_b = curves_b[:, at]
-        s = self.subject_noise(sub.name, keep)
-        storage = 0.0
-        if sub.storage_model is not None:
-            sd = self.curves.per_text(sub.models[served], sub.storage_model, self.ids)[keep]
-            storage = float(np.nansum(sd) / unit.sum())
-        tol = s + storage + c * half**2
-        p = float(np.mean(d_b <= s + storage + c_b * half**2))
-        ends = [i for i, a in enumerate(sub.xs) if a in (0.0, 1.0)]
-        nearer = bool(np.mean(np.all(d_b[:, None] < curves_b[:, ends], axis=1)) >= 1 - alpha)
-        dlo, dhi = percentile_ci(d_b, alpha)
         return FamilyFit(
             family=sub.family,
             a=Interval(value=a_hat, lo=lo, hi=hi),
@@ -335,13 +322,79 @@ class Search:
             points=[float(a) for a in sub.xs],
             curve=[float(v) for v in curve],
             confirm_a=served,
-            distance=Interval(value=float(curve[at]), lo=dlo, hi=dhi),
-            tolerance=tol,
-            repeat_noise=s,
-            storage_floor=storage,
-            p_equal=p,
-            nearer_than_parents=nearer,
+            **self.equality(sub.name, sub.models[served], sub.storage_model, keep, w, c * half**2, c_b * half**2),
         )
+
+    def kink_fit(self, sub: Subject, keep: np.ndarray, rng: np.random.Generator, replicates: int) -> FamilyFit:
+        """ties and dare_ties: the weight from the V through the best points (one more V step, from
+        every rebuild served, the tested one included), its CI by bootstrap over texts widened by
+        that step, and what the CI excuses: the V's slope x the half-width."""
+        served = sub.served
+        assert served is not None
+        y, unit = sub.per_text[:, keep], sub.unit[keep]
+        curve = y.sum(axis=1) / unit.sum()
+        a_hat, slope = (float(v[0]) for v in kink_minimum(sub.xs, curve))
+        w = bootstrap_weights(len(unit), replicates, rng)
+        curves_b = (w @ y.T) / (w @ unit)[:, None]
+        a_b, slope_b = kink_minimum(sub.xs, curves_b)
+        lo, hi = percentile_ci(a_b, self.suite.stats.alpha)
+        step = abs(a_hat - served)
+        lo, hi = min(lo, a_hat) - step, max(hi, a_hat) + step
+        # Were the subject this family's merge, its weight would be within d / s of the rebuild
+        # served (d: the distance there; s: the shallower of the V's arms next to it): below the
+        # golden section's scale, the flips are few and the V's arms uneven.
+        at = int(np.flatnonzero(sub.xs == served)[0])
+        arms = [(curve[n] - curve[at]) / abs(sub.xs[n] - served) for n in (at - 1, at + 1) if 0 <= n < len(sub.xs)]
+        shallow = min((s for s in arms if s > 0), default=0.0)
+        reach = curve[at] / shallow if shallow > 0 else 0.0
+        lo, hi = min(lo, served - reach), max(hi, served + reach)
+        half = max(abs(served - lo), abs(hi - served))
+        return FamilyFit(
+            family=sub.family,
+            a=Interval(value=a_hat, lo=lo, hi=hi),
+            resolution=GOLDEN ** (self.params.search_points - 1),
+            curvature=0.0,
+            slope=slope,
+            points=[float(a) for a in sub.xs],
+            curve=[float(v) for v in curve],
+            confirm_a=served,
+            **self.equality(sub.name, sub.models[served], sub.storage_model, keep, w, slope * half, slope_b * half),
+        )
+
+    def equality(
+        self,
+        subject: str,
+        served: str,
+        storage_model: str | None,
+        keep: np.ndarray,
+        w: np.ndarray,
+        allowance: float,
+        allowance_b: np.ndarray,
+    ) -> dict[str, Any]:
+        """The equality test at the rebuild ``served``: its distance to the subject (bootstrap
+        ``w`` over the texts kept), against repeat noise + rounding (the rebuild against its twin
+        ``storage_model``) + ``allowance`` (what the weight's CI excuses; per replicate
+        ``allowance_b``); and whether it is nearer than both parents."""
+        alpha = self.suite.stats.alpha
+        unit = self.unit[keep]
+        d = self.curves.per_text(subject, served, self.ids)[keep]
+        d_b = (w @ d) / (w @ unit)
+        parents = np.stack([self.curves.per_text(subject, p, self.ids)[keep] for p in self.parents])
+        parents_b = (w @ parents.T) / (w @ unit)[:, None]
+        s = self.subject_noise(subject, keep)
+        storage = 0.0
+        if storage_model is not None:
+            sd = self.curves.per_text(served, storage_model, self.ids)[keep]
+            storage = float(np.nansum(sd) / unit.sum())
+        dlo, dhi = percentile_ci(d_b, alpha)
+        return {
+            "distance": Interval(value=float(d.sum() / unit.sum()), lo=dlo, hi=dhi),
+            "tolerance": s + storage + allowance,
+            "repeat_noise": s,
+            "storage_floor": storage,
+            "p_equal": float(np.mean(d_b <= s + storage + allowance_b)),
+            "nearer_than_parents": bool(np.mean(np.all(d_b[:, None] < parents_b, axis=1)) >= 1 - alpha),
+        }
 
     def subject_noise(self, subject: str, keep: np.ndarray) -> float:
         """The subject against itself, scored twice (repeat noise), over the texts repeated."""
@@ -387,14 +440,19 @@ class RebuildAnalysis:
             return ev
         search = Search(self.suite, self.params, records, parents)
         alpha = self.suite.stats.alpha
+        untried = [
+            f"{f}: needs the parents' base (params.base)"
+            for f in family_labels(self.params)
+            if f not in search.families()
+        ]
         for s in search.subjects():
             fits = []
-            for family in self.params.families:
+            for family in search.families():
                 sub = search.family(s, family)
                 if sub.served is None:
                     continue
                 fit = search.fit(sub, self.rng, self.suite.stats.bootstrap)
-                fit.recipe = Want(s, family, fit.confirm_a).recipe(dirs)
+                fit.recipe = Want(s, family, fit.confirm_a, fit.confirm_b).recipe(dirs, self.params.base)
                 fits.append(fit)
             if not fits:
                 ev.per_model[s] = RebuildResult(
@@ -411,6 +469,7 @@ class RebuildAnalysis:
                 fits=fits,
                 texts=len(search.ids),
                 rebuilds=len(used),
+                untried=untried if verdict in ("near", "differs") else [],
             ).model_dump(mode="json")
         ev.summary = "; ".join(f"{m}: {r['verdict']}" for m, r in ev.per_model.items())
         return ev

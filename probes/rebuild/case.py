@@ -11,6 +11,7 @@ parent). All three stay open, and the other probes decide between them.
 from __future__ import annotations
 
 from harness.case import EXPLANATIONS, ProbeCase, stances
+from probes.rebuild.recipes import ON_CURVE, split_label
 from probes.rebuild.result import FamilyFit, RebuildResult
 from probes.rebuild.verdict import pinned
 
@@ -26,16 +27,23 @@ def best_fit(r: RebuildResult) -> FamilyFit:
 
 def recipe_words(r: RebuildResult, f: FamilyFit) -> str:
     first, second = r.parents
-    if f.family == "linear":
+    method, density = split_label(f.family)
+    if method == "linear":
         return f"{first} {f.confirm_a:.3f} + {second} {1 - f.confirm_a:.3f} (linear)"
-    return f"slerp from {second} toward {first}, t = {f.confirm_a:.3f}"
+    if method == "slerp":
+        return f"slerp from {second} toward {first}, t = {f.confirm_a:.3f}"
+    if method == "task_arithmetic":
+        return (
+            f"the base + {f.confirm_a:.3f} x ({first} - base) + {f.confirm_b:.3f} x ({second} - base) (task arithmetic)"
+        )
+    return f"{first} {f.confirm_a:.3f} + {second} {1 - f.confirm_a:.3f} ({method}, density {density:g}, on the base)"
 
 
 def nearest_parent(r: RebuildResult, f: FamilyFit) -> str | None:
     """The parent the curve bottoms out at: the weight's CI reaches an end of [0, 1], or the
     weight is within the search's last bracket of it."""
     a = f.a.value
-    if a is None:
+    if a is None or split_label(f.family)[0] not in ON_CURVE:
         return None
     if ((f.a.hi is not None and f.a.hi >= 1) or a >= 1 - f.resolution) and a >= 0.5:
         return r.parents[0]

@@ -22,6 +22,8 @@ from probes.base import Build, Planned, Probe, Record, Skip
 from probes.rebuild.analysis import RebuildAnalysis, next_builds
 from probes.rebuild.case import rebuild_case
 from probes.rebuild.params import RebuildParams
+from probes.rebuild.plane import PLANE_BUILDS
+from probes.rebuild.recipes import BASED, family_labels, split_label
 from probes.rebuild.render import figures, report_section
 from probes.rebuild.result import RebuildResult
 from probes.shared.corpus import corpus_items
@@ -35,6 +37,7 @@ class RebuildProbe(Probe):
     version: ClassVar[str] = "1"
     description: ClassVar[str] = "rebuild the suspect by merging the parents (mergekit) and test the two for equality"
     key_params: ClassVar[tuple[str, ...]] = ("mode", "max_texts", "families", "search_points")
+    path_params: ClassVar[tuple[str, ...]] = ("base",)
     requires: ClassVar[tuple[Capability, ...]] = (Capability.FULL_LOGPROBS, Capability.TOPK_LOGPROBS)
     builds_models: ClassVar[bool] = True
     Params = RebuildParams
@@ -76,6 +79,13 @@ class RebuildProbe(Probe):
                     "(name two under params.parents)",
                 )
             )
+        if self.params.base and not (Path(self.params.base) / "config.json").is_file():
+            problems.append(
+                (
+                    ("base",),
+                    f"no config.json in {self.params.base}: the base must be a folder of weights mergekit reads",
+                )
+            )
         for m in parents:
             if self.weights_dir(m) is None:
                 problems.append(
@@ -92,12 +102,14 @@ class RebuildProbe(Probe):
         dirs = [d for m in parents if (d := self.weights_dir(m)) is not None]
         size = max((folder_bytes(d) for d in dirs), default=0)
         n = len(self.subjects(suite))
-        per_family = self.params.search_points + 3
-        most = per_family * len(self.params.families)
+        labels = [f for f in family_labels(self.params) if self.params.base or split_label(f)[0] not in BASED]
+        most = sum(PLANE_BUILDS if f == "task_arithmetic" else self.params.search_points + 3 for f in labels)
         texts = len(corpus_items(self.spec.data, self.params.max_texts))
         return (
-            f"{self.instance}: builds at most {most} merges per subject with mergekit ({self.params.search_points} "
-            f"golden-section points and 3 at the minimiser per family; points shared between the {n} "
+            f"{self.instance}: builds at most {most} merges per subject with mergekit over {len(labels)} "
+            f"families ({self.params.search_points} golden-section points and 3 at the minimiser per "
+            f"one-weight family, {PLANE_BUILDS} for task arithmetic; a family only when the one before came "
+            f"near; points shared between the {n} "
             f"subjects are built once), each about {size / 1e9:.2f} GB, written to the cache, served like its "
             f"subject and scored on {texts} texts ({texts} requests each), then deleted"
             + (" (kept: keep_rebuilds)" if self.params.keep_rebuilds else "")
@@ -145,7 +157,7 @@ class RebuildProbe(Probe):
                 if backend == subject.backend
                 else {}
             )
-            recipe = want.recipe([str(dirs[parents[0].name]), str(dirs[parents[1].name])])
+            recipe = want.recipe([str(dirs[parents[0].name]), str(dirs[parents[1].name])], self.params.base)
             name = want.model_name(backend)
             # model_construct: "rebuild" is no role a suite file may give (harness.suite.BUILT_ROLE)
             spec = ModelSpec.model_construct(
@@ -155,7 +167,9 @@ class RebuildProbe(Probe):
                 backend=backend,
                 path=str(build_dir / name),
                 options=options,
-                notes=json.dumps({"family": want.family, "a": want.a, "dtype": want.dtype, "math": want.math}),
+                notes=json.dumps(
+                    {"family": want.family, "a": want.a, "b": want.b, "dtype": want.dtype, "math": want.math}
+                ),
             )
             if all(b.spec.name != name for b in out):
                 out.append(Build(spec, recipe, keep=self.params.keep_rebuilds))

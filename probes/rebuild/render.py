@@ -56,6 +56,9 @@ def report_section(evidence: ProbeEvidence) -> str:
             f = best_fit(r)
             recipe = yaml.safe_dump(f.recipe).strip()
             recipes += [f"Recipe for {m} ({recipe_words(r, f)}):", "", "```yaml", recipe, "```", ""]
+    untried = sorted({u for r in results.values() for u in r.untried})
+    if untried:
+        out += ["", "Families not tried for the subjects no family rebuilt: " + "; ".join(untried) + "."]
     return "\n".join([*out, "", *recipes])
 
 

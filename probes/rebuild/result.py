@@ -14,21 +14,30 @@ Verdict = Literal["rebuilt", "copy", "near", "differs", "not_rebuilt"]
 class FamilyFit(BaseModel):
     """One merge family's search for one subject: the curve, its minimiser and the equality test."""
 
-    family: str = Field(description="mergekit merge_method: linear (weight a on the first parent) or slerp (t).")
+    family: str = Field(
+        description="mergekit merge_method: linear (weight a on the first parent), slerp (t), task_arithmetic "
+        "(weights a and b on the two task vectors), ties@d or dare_ties@d (weight a, 1 - a, density d, normalized)."
+    )
     a: Interval = Field(
         description="The weight (or t) of the merge nearest the subject: a Gauss-Newton step on the log-prob "
         "differences from the rebuild served; CI by bootstrap over texts, widened by that step."
     )
+    b: Interval | None = Field(None, description="task_arithmetic: the second task vector's weight, as a is found.")
     resolution: Number = Field(
         description="The golden section's last bracket (0.618^(points - 1)): equality needs the CI narrower."
     )
     curvature: Number = Field(description="The distance's curvature in a (Gauss-Newton), parents' distances per a^2.")
+    slope: float | None = Field(
+        None, description="ties and dare_ties: the slope of the V the distance makes at its minimum (per unit a)."
+    )
     points: list[float] = Field(description="Every weight served, the parents (0, 1) included, ascending.")
+    points_b: list[float] | None = Field(None, description="task_arithmetic: each point's second weight.")
     curve: list[float] = Field(description="Mean distance to the subject at each point, in parents' distances.")
     confirm_a: Number = Field(
         description="The weight of the rebuild the equality test served: the search's parabola minimum, moved by "
         "one Gauss-Newton step (rounded to 6 decimals)."
     )
+    confirm_b: float | None = Field(None, description="task_arithmetic: the tested rebuild's second weight.")
     distance: Interval = Field(description="The subject against the rebuild at confirm_a, in parents' distances.")
     tolerance: Number = Field(
         description="What equality allows: repeat noise + storage rounding + curvature x (the farthest CI end from "
@@ -52,5 +61,8 @@ class RebuildResult(BaseModel):
     parents: list[str] = Field(default_factory=list, description="First parent (a = 1), second parent (a = 0).")
     best: str | None = Field(None, description="The family whose rebuild came nearest.")
     fits: list[FamilyFit] = Field(default_factory=list)
+    untried: list[str] = Field(
+        default_factory=list, description="Families named in params.families that were not tried, with the reason."
+    )
     texts: int = 0
     rebuilds: int = Field(0, description="Merges built and served for this subject (shared ones included).")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from probes.rebuild.recipes import ON_CURVE, split_label
 from probes.rebuild.result import FamilyFit, Verdict
 
 
 def pinned(f: FamilyFit) -> bool:
     """Whether the weight is known to within the search's last bracket: equality is claimed only
     then (a flat curve's wide CI would excuse any distance)."""
-    return f.a.lo is not None and f.a.hi is not None and f.a.hi - f.a.lo <= f.resolution
+    return all(
+        i.lo is not None and i.hi is not None and i.hi - i.lo <= f.resolution for i in (f.a, f.b) if i is not None
+    )
 
 
 def verdict_of(fit: FamilyFit, alpha: float) -> Verdict:
@@ -20,7 +23,9 @@ def verdict_of(fit: FamilyFit, alpha: float) -> Verdict:
     # a flat curve (a model no merge comes near) has a wide CI, and the weight error it would excuse
     # (curvature x half-width^2) is no evidence of anything.
     if fit.p_equal > alpha and pinned(fit):
-        return "rebuilt" if inside else "copy"
+        # Only linear and slerp pass through the parents themselves; a task-arithmetic, ties or dare
+        # merge at a = 1 still differs from the first parent (base + a trimmed task vector).
+        return "rebuilt" if inside or split_label(fit.family)[0] not in ON_CURVE else "copy"
     # "Trained after merging" needs a minimum the search can tell from a parent: at least one last
     # bracket from either end (a parent converted to bfloat16 bottoms out at a = 0.9996).
     away = fit.a.value is not None and fit.resolution <= fit.a.value <= 1 - fit.resolution
