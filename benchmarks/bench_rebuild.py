@@ -2,10 +2,11 @@
 (against the truth in ``zoo.json``, written when the zoo was built), how often its CI covers the
 truth, the equality verdict of every member and control, and what it cost.
 
-    python benchmarks/bench_rebuild.py [--seeds 0 1 2] [--smol] [--out results/bench-DATE]
+    python benchmarks/bench_rebuild.py [--seeds 0 1 2] [--smol] [--densities 0.5 0.8 0.9] [--out results/bench-DATE]
 
 Tiny zoo: both parents, every two-parent member as a subject (merges as suspects, the rest as
-controls), in process (hf, full vocabulary). Smol family: nex_mini and smollm2 as parents,
+controls), in process (hf, full vocabulary), with the zoo's base as params.base (so task
+arithmetic, ties and dare_ties are tried) at the ``--densities`` given. Smol family: nex_mini and smollm2 as parents,
 Rio-mini and Rio-mini trained on-policy after merging, the sibling, the fine-tune and the
 students, in process (hf, compact full vocabulary).
 """
@@ -34,7 +35,9 @@ SMOL = Path(os.environ.get("PARENTAGE_ZOO_SMOL", REPO / ".cache" / "zoo" / "smol
 SKIP = {"linear3", "homegrown_tokenizer", "base", "parent_c"}  # a third parent / another tokenizer / the base
 
 
-def suite_for(zoo: Path, parents: list[str], out: Path, max_texts: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def suite_for(
+    zoo: Path, parents: list[str], out: Path, max_texts: int, densities: list[float]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     members = json.loads((zoo / "zoo.json").read_text())["members"]
     models = [{"name": p, "role": "parent", "path": str(zoo / p)} for p in parents]
     for name, m in members.items():
@@ -42,17 +45,20 @@ def suite_for(zoo: Path, parents: list[str], out: Path, max_texts: int) -> tuple
             continue
         role = "suspect" if str(m.get("kind", "")).startswith("interpolation") else "control"
         models.append({"name": name, "role": role, "path": str(zoo / name)})
+    params: dict[str, Any] = {"max_texts": max_texts, "densities": densities}
+    if (zoo / "base" / "config.json").exists() and "base" not in parents:
+        params["base"] = str(zoo / "base")
     suite = {
         "name": f"rebuild-{zoo.name}",
         "models": models,
-        "probes": [{"kind": "rebuild", "params": {"max_texts": max_texts}}],
+        "probes": [{"kind": "rebuild", "params": params}],
         "output_dir": str(out),
     }
     return suite, members
 
 
-def run_zoo(zoo: Path, parents: list[str], tmp: Path, max_texts: int) -> list[dict[str, Any]]:
-    suite, members = suite_for(zoo, parents, tmp / zoo.name, max_texts)
+def run_zoo(zoo: Path, parents: list[str], tmp: Path, max_texts: int, densities: list[float]) -> list[dict[str, Any]]:
+    suite, members = suite_for(zoo, parents, tmp / zoo.name, max_texts, densities)
     path = tmp / f"{zoo.name}.yaml"
     path.write_text(yaml.safe_dump(suite))
     start = time.perf_counter()
@@ -67,6 +73,7 @@ def run_zoo(zoo: Path, parents: list[str], tmp: Path, max_texts: int) -> list[di
     for name, r in ev["per_model"].items():
         truth = members[name]
         true_a = (truth.get("parents") or {}).get(parents[0])
+        true_b = (truth.get("parents") or {}).get(parents[1])
         best = next((f for f in r["fits"] if f["family"] == r["best"]), None)
         rows.append(
             {
@@ -74,9 +81,12 @@ def run_zoo(zoo: Path, parents: list[str], tmp: Path, max_texts: int) -> list[di
                 "member": name,
                 "truth": f"{truth.get('kind')} {truth.get('method', '')}".strip(),
                 "true_a": true_a,
+                "true_b": true_b,
+                "method": truth.get("method"),
                 "verdict": r["verdict"],
                 "family": r.get("best"),
                 "a": best["a"] if best else None,
+                "b": best.get("b") if best else None,
                 "distance": best["distance"] if best else None,
                 "tolerance": best["tolerance"] if best else None,
                 "p": best["p_equal"] if best else None,
@@ -91,24 +101,27 @@ def run_zoo(zoo: Path, parents: list[str], tmp: Path, max_texts: int) -> list[di
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| zoo | member | truth | true a | verdict | family | a (95% CI) | abs error | CI covers | distance | "
-        "tolerance | p (equal) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| zoo | member | truth | true a | verdict | family | family right | a (95% CI) | abs error | CI covers | "
+        "distance | tolerance | p (equal) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        a = r["a"]
-        err = cover = ""
+        a, b = r["a"], r.get("b")
+        err = cover = right = ""
+        truths = [(a, r["true_a"])] + ([(b, r["true_b"])] if b else [])
         if a and r["true_a"] is not None and a["value"] is not None:
-            err = f"{abs(a['value'] - r['true_a']):.4f}"
-            cover = "yes" if a["lo"] <= r["true_a"] <= a["hi"] else "no"
-        a_txt = f"{a['value']:.4f} [{a['lo']:.4f}, {a['hi']:.4f}]" if a else ""
+            err = " / ".join(f"{abs(x['value'] - t):.4f}" for x, t in truths)
+            cover = "yes" if all(x["lo"] <= t <= x["hi"] for x, t in truths) else "no"
+            right = "yes" if (r["family"] or "").split("@")[0] == r["method"] else "no"
+        a_txt = " / ".join(f"{x['value']:.4f} [{x['lo']:.4f}, {x['hi']:.4f}]" for x, _ in truths) if a else ""
+        true_txt = " / ".join(f"{t:g}" for _, t in truths if t is not None)
         d = r["distance"]
         out.append(
-            f"| {r['zoo']} | {r['member']} | {r['truth']} | {r['true_a'] if r['true_a'] is not None else ''} | "
-            f"{r['verdict']} | {r['family'] or ''} | {a_txt} | {err} | {cover} | "
+            f"| {r['zoo']} | {r['member']} | {r['truth']} | {true_txt} | "
+            f"{r['verdict']} | {r['family'] or ''} | {right} | {a_txt} | {err} | {cover} | "
             f"{d['value']:.3g} | {r['tolerance']:.2g} | {r['p']:.2f} |"
             if d
-            else f"| {r['zoo']} | {r['member']} | {r['truth']} | | {r['verdict']} | | | | | | | |"
+            else f"| {r['zoo']} | {r['member']} | {r['truth']} | | {r['verdict']} | | | | | | | | |"
         )
     return "\n".join(out)
 
@@ -118,6 +131,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--smol", action="store_true")
     ap.add_argument("--max-texts", type=int, default=32)
+    ap.add_argument("--densities", type=float, nargs="+", default=[0.5], help="ties and dare_ties densities tried")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None, help="keep the runs and their cache here (re-analysable)")
     args = ap.parse_args()
@@ -133,7 +147,7 @@ def main() -> None:
         if args.smol:
             zoos.append((SMOL, ["nex_mini", "smollm2"]))
         for zoo, parents in zoos:
-            got = run_zoo(zoo, parents, Path(tmp), args.max_texts)
+            got = run_zoo(zoo, parents, Path(tmp), args.max_texts, args.densities)
             rows += got
             g = got[0]
             gb, minutes = g["build_bytes"] / 1e9, g["run_seconds"] / 60

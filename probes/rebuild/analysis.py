@@ -266,17 +266,21 @@ class Search:
 
     def next_wants(self, rng: np.random.Generator) -> list[Want]:
         """What each subject's search needs next: a search point, then the rebuild at the
-        minimiser (and its rounding twin), then the next family when this one did not rebuild the
-        subject but came nearer than the parents are to each other."""
+        minimiser (and its rounding twin), then the next family while none has rebuilt the subject
+        and one came nearer than the parents (each density is a hypothesis of its own: a ties merge
+        at 0.8 may be "differs" at 0.5)."""
         wants: list[Want] = []
         for s in self.subjects():
+            near = False  # some family so far came nearer than the parents: the next is worth trying
             for family in self.families():
                 sub = self.family(s, family)
                 want = sub.wanted()
                 if want is not None:
                     wants.append(want)
                     break
-                if verdict_of(self.fit(sub, rng, STEERING_REPLICATES), self.suite.stats.alpha) != "near":
+                verdict = verdict_of(self.fit(sub, rng, STEERING_REPLICATES), self.suite.stats.alpha)
+                near = near or verdict == "near"
+                if verdict in ("rebuilt", "copy") or not near:
                     break
         return wants
 
@@ -347,8 +351,10 @@ class Search:
         arms = [(curve[n] - curve[at]) / abs(sub.xs[n] - served) for n in (at - 1, at + 1) if 0 <= n < len(sub.xs)]
         shallow = min((s for s in arms if s > 0), default=0.0)
         reach = curve[at] / shallow if shallow > 0 else 0.0
-        lo, hi = min(lo, served - reach), max(hi, served + reach)
+        # What the CI excuses is taken before that widening: the reach assumes the equality the
+        # test is about (a subject 0.005 from every ties merge would excuse itself).
         half = max(abs(served - lo), abs(hi - served))
+        lo, hi = min(lo, served - reach), max(hi, served + reach)
         return FamilyFit(
             family=sub.family,
             a=Interval(value=a_hat, lo=lo, hi=hi),

@@ -28,7 +28,7 @@ class RebuildParams(ProbeParams):
         ["linear", "slerp", "task_arithmetic", "ties", "dare_ties"],
         min_length=1,
         description="Merge families tried in order; a later one only when no earlier one rebuilt the suspect and "
-        "its best rebuild came nearer than the parents are to each other. task_arithmetic, ties and dare_ties "
+        "some earlier one came nearer than the parents are to each other. task_arithmetic, ties and dare_ties "
         "need the parents' base (params.base); without it they are not tried, and the report says so.",
     )
     base: str | None = Field(

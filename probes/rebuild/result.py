@@ -20,7 +20,9 @@ class FamilyFit(BaseModel):
     )
     a: Interval = Field(
         description="The weight (or t) of the merge nearest the subject: a Gauss-Newton step on the log-prob "
-        "differences from the rebuild served; CI by bootstrap over texts, widened by that step."
+        "differences from the rebuild served (ties, dare_ties: the V through the best points); CI by bootstrap "
+        "over texts, widened by that step (ties, dare_ties: and by the distance at the rebuild over the V's "
+        "shallower arm, the weights a merge of this family could have)."
     )
     b: Interval | None = Field(None, description="task_arithmetic: the second task vector's weight, as a is found.")
     resolution: Number = Field(
