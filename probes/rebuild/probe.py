@@ -108,8 +108,8 @@ class RebuildProbe(Probe):
         return (
             f"{self.instance}: builds at most {most} merges per subject with mergekit over {len(labels)} "
             f"families ({self.params.search_points} golden-section points and 3 at the minimiser per "
-            f"one-weight family, {PLANE_BUILDS} for task arithmetic; the next family only while none rebuilt it and one came "
-            f"near; points shared between the {n} "
+            f"one-weight family, {PLANE_BUILDS} for task arithmetic; the next family only while none "
+            f"rebuilt it and one came near; points shared between the {n} "
             f"subjects are built once), each about {size / 1e9:.2f} GB, written to the cache, served like its "
             f"subject and scored on {texts} texts ({texts} requests each), then deleted"
             + (" (kept: keep_rebuilds)" if self.params.keep_rebuilds else "")
