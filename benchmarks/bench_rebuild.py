@@ -86,7 +86,7 @@ def run_zoo(zoo: Path, parents: list[str], tmp: Path, max_texts: int, densities:
                 "verdict": r["verdict"],
                 "family": r.get("best"),
                 "a": best["a"] if best else None,
-                "b": best.get("b") if best else None,
+                "b": (best.get("weights") or [None, None])[1] if best else None,
                 "distance": best["distance"] if best else None,
                 "tolerance": best["tolerance"] if best else None,
                 "p": best["p_equal"] if best else None,

@@ -29,9 +29,8 @@ from harness.stats import bootstrap_weights, percentile_ci
 from harness.suite import BUILT_ROLE, Suite
 from probes.base import Record
 from probes.rebuild.params import RebuildParams
-from probes.rebuild.plane import Plane, plane_fit, plane_search
+from probes.rebuild.plane import Plane, free_weights, plane_fit, plane_search
 from probes.rebuild.recipes import (
-    BASED,
     KINKED,
     ON_CURVE,
     Want,
@@ -41,6 +40,7 @@ from probes.rebuild.recipes import (
     storage_dtype,
     twin_model,
     twin_want,
+    untried_reason,
 )
 from probes.rebuild.result import FamilyFit, RebuildResult
 from probes.rebuild.search import GOLDEN, golden_points, kink_minimum, point, quadratic_minimum
@@ -100,28 +100,29 @@ class Curves:
         return num, den
 
     def plane_terms(
-        self, subject: str, at: str, frame: tuple[str, str, str], ids: list[str]
+        self, subject: str, at: str, frame: tuple[str, ...], ids: list[str]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Per text, the Gauss-Newton sums in two weights: e = the subject's log-probs minus the
+        """Per text, the Gauss-Newton sums in k weights: e = the subject's log-probs minus the
         rebuild's at ``at``, g_i = the change from the frame's first rebuild to its (i + 1)-th (one
-        weight moved each); sum(w e g_i) (texts, 2) and sum(w g_i g_j) (texts, 2, 2), per position."""
+        weight moved each); sum(w e g_i) (texts, k) and sum(w g_i g_j) (texts, k, k), per position."""
         key = ("plane", subject, at, frame)
+        k = len(frame) - 1
         if key not in self.memo:
             models = [self.texts(m) for m in (subject, at, *frame)]
             out = {}
             for i in set.intersection(*(set(m) for m in models)):
                 lp, w = align([m[i].result_as(ScoreResult) for m in models], self.params.mode, self.params.top_k)
                 e = lp[..., 0] - lp[..., 1]
-                g = np.stack([lp[..., 3] - lp[..., 2], lp[..., 4] - lp[..., 2]])  # (2, P, K)
+                g = np.stack([lp[..., 3 + j] - lp[..., 2] for j in range(k)])  # (k, P, K)
                 n = max(lp.shape[0], 1)
                 num = np.einsum("pk,ipk,pk->i", w, g, e) / n
                 den = np.einsum("pk,ipk,jpk->ij", w, g, g) / n
                 out[i] = (num, den)
             self.memo[key] = out
         got: Any = self.memo[key]
-        nan2, nan22 = np.full(2, np.nan), np.full((2, 2), np.nan)
-        num = np.stack([got[i][0] if i in got else nan2 for i in ids])
-        den = np.stack([got[i][1] if i in got else nan22 for i in ids])
+        nan1, nan2 = np.full(k, np.nan), np.full((k, k), np.nan)
+        num = np.stack([got[i][0] if i in got else nan1 for i in ids])
+        den = np.stack([got[i][1] if i in got else nan2 for i in ids])
         return num, den
 
 
@@ -191,7 +192,11 @@ class Search:
         self.curves = Curves(params, records, {} if memo is None else memo)
         ids = [set(self.curves.texts(p)) for p in parents]
         self.ids = sorted(set.intersection(*ids)) if ids else []
-        self.unit = self.curves.per_text(parents[0], parents[1], self.ids) if self.ids else np.zeros(0)
+        # The unit: the parents' own distance (two parents), or its mean over every pair.
+        pairs = [(x, y) for i, x in enumerate(parents) for y in parents[i + 1 :]]
+        self.unit = (
+            np.mean([self.curves.per_text(x, y, self.ids) for x, y in pairs], axis=0) if self.ids else np.zeros(0)
+        )
         self.rebuilds = {
             m.name: json.loads(m.notes or "{}") for m in suite.models if m.role == BUILT_ROLE and m.name in records
         }
@@ -201,8 +206,8 @@ class Search:
 
     def family(self, subject: str, family: str) -> Subject | Plane:
         """A subject's search in one family, replayed: the points served, and what it needs next."""
-        if family == "task_arithmetic":
-            return plane_search(self, subject)
+        if family == "task_arithmetic" or len(self.parents) > 2:
+            return plane_search(self, subject, family)
         method, _ = split_label(family)
         available = {1.0: self.parents[0], 0.0: self.parents[1]} if method in ON_CURVE else {}
         for name, recipe in self.rebuilds.items():
@@ -286,7 +291,7 @@ class Search:
 
     def families(self) -> list[str]:
         """The families searched: those needing the base only when the probe has one."""
-        return [f for f in family_labels(self.params) if self.base or split_label(f)[0] not in BASED]
+        return [f for f in family_labels(self.params) if untried_reason(f, self.base, len(self.parents)) is None]
 
     def fit(self, sub: Subject | Plane, rng: np.random.Generator, replicates: int) -> FamilyFit:
         """The weight with its bootstrap CI, and the equality test at the refined rebuild."""
@@ -440,16 +445,16 @@ class RebuildAnalysis:
 
     def run(self, records: dict[str, list[Record]]) -> ProbeEvidence:
         parents, ev, dirs = self.parents, self.ev, self.dirs
-        if len(parents) != 2 or not all(p in records for p in parents):
+        if len(parents) < 2 or not all(p in records for p in parents):
             ev.status = "skipped"
-            ev.reason = "the two parents have no answers in this run"
+            ev.reason = "the parents have no answers in this run"
             return ev
         search = Search(self.suite, self.params, records, parents)
         alpha = self.suite.stats.alpha
         untried = [
-            f"{f}: needs the parents' base (params.base)"
+            f"{f}: {reason}"
             for f in family_labels(self.params)
-            if f not in search.families()
+            if (reason := untried_reason(f, self.params.base, len(parents))) is not None
         ]
         for s in search.subjects():
             fits = []
@@ -458,7 +463,8 @@ class RebuildAnalysis:
                 if sub.served is None:
                     continue
                 fit = search.fit(sub, self.rng, self.suite.stats.bootstrap)
-                fit.recipe = Want(s, family, fit.confirm_a, fit.confirm_b).recipe(dirs, self.params.base)
+                free = (fit.confirm_weights or [fit.confirm_a])[: max(1, free_weights(family, len(parents)))]
+                fit.recipe = Want(s, family, free[0], tuple(free[1:])).recipe(dirs, self.params.base)
                 fits.append(fit)
             if not fits:
                 ev.per_model[s] = RebuildResult(

@@ -26,24 +26,30 @@ def best_fit(r: RebuildResult) -> FamilyFit:
 
 
 def recipe_words(r: RebuildResult, f: FamilyFit) -> str:
-    first, second = r.parents
+    first, second = r.parents[:2]
     method, density = split_label(f.family)
+    weights = f.confirm_weights or [f.confirm_a, 1 - f.confirm_a]
     if method == "linear":
-        return f"{first} {f.confirm_a:.3f} + {second} {1 - f.confirm_a:.3f} (linear)"
+        return " + ".join(f"{p} {w:.3f}" for p, w in zip(r.parents, weights)) + " (linear)"
     if method == "slerp":
         return f"slerp from {second} toward {first}, t = {f.confirm_a:.3f}"
     if method == "task_arithmetic":
-        return (
-            f"the base + {f.confirm_a:.3f} x ({first} - base) + {f.confirm_b:.3f} x ({second} - base) (task arithmetic)"
-        )
+        terms = " + ".join(f"{w:.3f} x ({p} - base)" for p, w in zip(r.parents, weights))
+        return f"the base + {terms} (task arithmetic)"
     return f"{first} {f.confirm_a:.3f} + {second} {1 - f.confirm_a:.3f} ({method}, density {density:g}, on the base)"
+
+
+def copied_parent(r: RebuildResult, f: FamilyFit) -> str:
+    """The parent a "copy" verdict names: the one whose weight is (near) 1."""
+    weights = f.confirm_weights or [f.confirm_a, 1 - f.confirm_a]
+    return r.parents[max(range(len(weights)), key=weights.__getitem__)]
 
 
 def nearest_parent(r: RebuildResult, f: FamilyFit) -> str | None:
     """The parent the curve bottoms out at: the weight's CI reaches an end of [0, 1], or the
     weight is within the search's last bracket of it."""
     a = f.a.value
-    if a is None or split_label(f.family)[0] not in ON_CURVE:
+    if a is None or split_label(f.family)[0] not in ON_CURVE or f.weights:
         return None
     if ((f.a.hi is not None and f.a.hi >= 1) or a >= 1 - f.resolution) and a >= 0.5:
         return r.parents[0]
@@ -64,7 +70,7 @@ def rebuild_case(title: str, r: RebuildResult) -> ProbeCase:
         )
         plain = f"We rebuilt it: the merge {recipe_words(r, f)} answers as it does, within measurement noise."
     elif r.verdict == "copy":
-        parent = r.parents[0] if f.confirm_a >= 0.5 else r.parents[1]
+        parent = copied_parent(r, f)
         cells = stances({"copy"}, everything - {"copy"}, dict.fromkeys(everything, d))
         sentence = f"The rebuild that matches it is {parent} itself ({d}): a copy of {parent}."
         plain = f"It answers exactly as {parent} does."

@@ -22,7 +22,10 @@ class RebuildParams(ProbeParams):
         4096, ge=0, description="Full mode: vocabulary entries stored per token (as the logit probe's); 0: all."
     )
     parents: list[str] | None = Field(
-        None, min_length=2, max_length=2, description="The two parents to merge; default: the suite's two parents."
+        None,
+        min_length=2,
+        description="The parents to merge, in order (the first has weight a); default: the suite's parents. With "
+        "three or more, only linear (weights summing to 1) and task_arithmetic are searched.",
     )
     families: list[Literal["linear", "slerp", "task_arithmetic", "ties", "dare_ties"]] = Field(
         ["linear", "slerp", "task_arithmetic", "ties", "dare_ties"],

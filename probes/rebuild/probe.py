@@ -22,8 +22,8 @@ from probes.base import Build, Planned, Probe, Record, Skip
 from probes.rebuild.analysis import RebuildAnalysis, next_builds
 from probes.rebuild.case import rebuild_case
 from probes.rebuild.params import RebuildParams
-from probes.rebuild.plane import PLANE_BUILDS
-from probes.rebuild.recipes import BASED, family_labels, split_label
+from probes.rebuild.plane import MAX_STEPS, plane_builds
+from probes.rebuild.recipes import family_labels, untried_reason
 from probes.rebuild.render import figures, report_section
 from probes.rebuild.result import RebuildResult
 from probes.shared.corpus import corpus_items
@@ -51,7 +51,8 @@ class RebuildProbe(Probe):
     # ------------------------------------------------------------------ inputs
     def parents(self, suite: Suite) -> list[ModelSpec]:
         names = self.params.parents or [m.name for m in suite.by_role("parent")]
-        return [m for m in suite.models if m.name in names]
+        by_name = {m.name: m for m in suite.models}
+        return [by_name[n] for n in dict.fromkeys(names) if n in by_name]  # in the order named
 
     @staticmethod
     def weights_dir(model: ModelSpec) -> Path | None:
@@ -68,15 +69,15 @@ class RebuildProbe(Probe):
         if not mergekit_available():
             problems.append(((), "the rebuild probe needs mergekit: pip install 'parentage[rebuild]'"))
         parents = self.parents(suite)
-        if self.params.parents and len(parents) != 2:
+        if self.params.parents and len(parents) != len(set(self.params.parents)):
             missing = sorted(set(self.params.parents) - {m.name for m in parents})
             problems.append((("parents",), f"not models of this suite: {', '.join(missing)}"))
-        elif len(parents) != 2:
+        elif len(parents) < 2:
             problems.append(
                 (
                     ("parents",),
-                    f"the rebuild probe merges two parents; the suite has {len(parents)} with role: parent "
-                    "(name two under params.parents)",
+                    f"the rebuild probe merges two or more parents; the suite has {len(parents)} with role: "
+                    "parent (name them under params.parents)",
                 )
             )
         if self.params.base and not (Path(self.params.base) / "config.json").is_file():
@@ -102,13 +103,15 @@ class RebuildProbe(Probe):
         dirs = [d for m in parents if (d := self.weights_dir(m)) is not None]
         size = max((folder_bytes(d) for d in dirs), default=0)
         n = len(self.subjects(suite))
-        labels = [f for f in family_labels(self.params) if self.params.base or split_label(f)[0] not in BASED]
-        most = sum(PLANE_BUILDS if f == "task_arithmetic" else self.params.search_points + 3 for f in labels)
+        labels = [f for f in family_labels(self.params) if untried_reason(f, self.params.base, len(parents)) is None]
+        several = [f for f in labels if f == "task_arithmetic" or len(parents) > 2]
+        most = sum(plane_builds(f, len(parents)) if f in several else self.params.search_points + 3 for f in labels)
         texts = len(corpus_items(self.spec.data, self.params.max_texts))
         return (
             f"{self.instance}: builds at most {most} merges per subject with mergekit over {len(labels)} "
             f"families ({self.params.search_points} golden-section points and 3 at the minimiser per "
-            f"one-weight family, {PLANE_BUILDS} for task arithmetic; the next family only while none "
+            f"one-weight family, the frame, up to {MAX_STEPS} Gauss-Newton steps and a twin where there are "
+            f"several weights; the next family only while none "
             f"rebuilt it and one came near; points shared between the {n} "
             f"subjects are built once), each about {size / 1e9:.2f} GB, written to the cache, served like its "
             f"subject and scored on {texts} texts ({texts} requests each), then deleted"
@@ -145,7 +148,7 @@ class RebuildProbe(Probe):
     def builds(self, suite: Suite, records: dict[str, list[Record]], build_dir: Path) -> list[Build]:
         parents = self.parents(suite)
         dirs = {m.name: self.weights_dir(m) for m in parents}
-        if len(parents) != 2 or None in dirs.values():
+        if len(parents) < 2 or None in dirs.values():
             return []
         wanted = next_builds(suite, self.params, records, [m.name for m in parents], self._distances)
         out: list[Build] = []
@@ -157,7 +160,7 @@ class RebuildProbe(Probe):
                 if backend == subject.backend
                 else {}
             )
-            recipe = want.recipe([str(dirs[parents[0].name]), str(dirs[parents[1].name])], self.params.base)
+            recipe = want.recipe([str(dirs[m.name]) for m in parents], self.params.base)
             name = want.model_name(backend)
             # model_construct: "rebuild" is no role a suite file may give (harness.suite.BUILT_ROLE)
             spec = ModelSpec.model_construct(
@@ -168,7 +171,13 @@ class RebuildProbe(Probe):
                 path=str(build_dir / name),
                 options=options,
                 notes=json.dumps(
-                    {"family": want.family, "a": want.a, "b": want.b, "dtype": want.dtype, "math": want.math}
+                    {
+                        "family": want.family,
+                        "a": want.a,
+                        "more": list(want.more),
+                        "dtype": want.dtype,
+                        "math": want.math,
+                    }
                 ),
             )
             if all(b.spec.name != name for b in out):

@@ -11,7 +11,7 @@ import yaml
 from harness.evidence import ProbeEvidence
 from probes.base import save_figure, subplots
 from probes.rebuild.case import best_fit, recipe_words
-from probes.rebuild.result import RebuildResult
+from probes.rebuild.result import FamilyFit, RebuildResult
 from probes.rebuild.verdict import pinned
 
 WORDS = {
@@ -27,16 +27,23 @@ def fmt(x: float, spec: str) -> str:
     return format(x, spec) if math.isfinite(x) else "n/a"
 
 
+def weights_text(f: FamilyFit) -> str:
+    """The weight a, or every parent's weight where the family has several (" / " between them)."""
+    return " / ".join(w.text(4) for w in f.weights) if f.weights else f.a.text(4)
+
+
 def report_section(evidence: ProbeEvidence) -> str:
     results = evidence.results(RebuildResult)
     level = f"{100 * evidence.ci_level:g}% CI"
     out = [
         "Each subject against merges of the parents built with mergekit and served like it. Distances are in "
-        "parents' distances (the two parents against each other = 1); `a` is the first parent's share. "
+        "parents' distances (the two parents against each other = 1; with more, the mean over pairs); `a` is "
+        "the first parent's share. "
         "Equality: the distance at the best rebuild is within repeat noise + storage rounding + what the "
         "weight's CI allows (p large: cannot be told apart).",
         "",
-        f"| model | verdict | family | a ({level}) | distance at the rebuild ({level}) | tolerance | p (equal) "
+        f"| model | verdict | family | a, or every parent's weight ({level}) "
+        f"| distance at the rebuild ({level}) | tolerance | p (equal) "
         "| rebuilds |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -48,7 +55,7 @@ def report_section(evidence: ProbeEvidence) -> str:
         for f in sorted(r.fits, key=lambda f: f.family != r.best):  # the best family first
             head = f"{m} | {WORDS[r.verdict]}" if f.family == r.best else f"{m} | (not the nearest)"
             out.append(
-                f"| {head} | {f.family} | {f.a.text(4)} | {f.distance.text(4)} | {fmt(f.tolerance, '.2g')} | "
+                f"| {head} | {f.family} | {weights_text(f)} | {f.distance.text(4)} | {fmt(f.tolerance, '.2g')} | "
                 f"{fmt(f.p_equal, '.2f')}{'' if pinned(f) else ' (weight not pinned)'} | "
                 f"{r.rebuilds if f.family == r.best else ''} |"
             )

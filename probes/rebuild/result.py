@@ -24,7 +24,11 @@ class FamilyFit(BaseModel):
         "over texts, widened by that step (ties, dare_ties: and by the distance at the rebuild over the V's "
         "shallower arm, the weights a merge of this family could have)."
     )
-    b: Interval | None = Field(None, description="task_arithmetic: the second task vector's weight, as a is found.")
+    weights: list[Interval] | None = Field(
+        None,
+        description="task_arithmetic, and linear over three or more parents: every parent's weight, in the "
+        "parents' order (a is the first); a linear merge's last is 1 minus the others.",
+    )
     resolution: Number = Field(
         description="The golden section's last bracket (0.618^(points - 1)): equality needs the CI narrower."
     )
@@ -33,13 +37,14 @@ class FamilyFit(BaseModel):
         None, description="ties and dare_ties: the slope of the V the distance makes at its minimum (per unit a)."
     )
     points: list[float] = Field(description="Every weight served, the parents (0, 1) included, ascending.")
-    points_b: list[float] | None = Field(None, description="task_arithmetic: each point's second weight.")
     curve: list[float] = Field(description="Mean distance to the subject at each point, in parents' distances.")
     confirm_a: Number = Field(
         description="The weight of the rebuild the equality test served: the search's parabola minimum, moved by "
         "one Gauss-Newton step (rounded to 6 decimals)."
     )
-    confirm_b: float | None = Field(None, description="task_arithmetic: the tested rebuild's second weight.")
+    confirm_weights: list[float] | None = Field(
+        None, description="task_arithmetic, and linear over three or more parents: the tested rebuild's weights."
+    )
     distance: Interval = Field(description="The subject against the rebuild at confirm_a, in parents' distances.")
     tolerance: Number = Field(
         description="What equality allows: repeat noise + storage rounding + curvature x (the farthest CI end from "
