@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import tempfile
-import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +61,18 @@ def run_zoo(zoo: Path, parents: list[str], tmp: Path, max_texts: int, densities:
     suite, members = suite_for(zoo, parents, tmp / zoo.name, max_texts, densities)
     path = tmp / f"{zoo.name}.yaml"
     path.write_text(yaml.safe_dump(suite))
-    start = time.perf_counter()
     code = cli_main(["run", str(path)])
-    seconds = time.perf_counter() - start
-    run_dir = sorted((tmp / zoo.name).iterdir())[-1]
+    return rows_of(sorted((tmp / zoo.name).iterdir())[-1], members, parents, code)
+
+
+def rows_of(run_dir: Path, members: dict[str, Any], parents: list[str], code: int) -> list[dict[str, Any]]:
+    """One table row per subject of a finished run; minutes from the run log's first and last events
+    (an ``analyze`` appends to it, so the collection's end is the first ``run_end``)."""
+    events = [json.loads(line) for line in (run_dir / "run.jsonl").read_text().splitlines()]
+    end = next(e for e in events if e.get("event") == "run_end")
+    seconds = (datetime.fromisoformat(end["time"]) - datetime.fromisoformat(events[0]["time"])).total_seconds()
     evidence = json.loads((run_dir / "evidence.json").read_text())
-    built = [json.loads(line) for line in (run_dir / "run.jsonl").read_text().splitlines()]
-    built = [e for e in built if e.get("event") == "model_built"]
+    built = [e for e in events if e.get("event") == "model_built"]
     ev = next(p for p in evidence["probes"] if p["probe"] == "rebuild")
     rows = []
     for name, r in ev["per_model"].items():
@@ -77,7 +82,7 @@ def run_zoo(zoo: Path, parents: list[str], tmp: Path, max_texts: int, densities:
         best = next((f for f in r["fits"] if f["family"] == r["best"]), None)
         rows.append(
             {
-                "zoo": zoo.name,
+                "zoo": run_dir.parent.name,
                 "member": name,
                 "truth": f"{truth.get('kind')} {truth.get('method', '')}".strip(),
                 "true_a": true_a,
@@ -134,6 +139,11 @@ def main() -> None:
     ap.add_argument("--densities", type=float, nargs="+", default=[0.5], help="ties and dare_ties densities tried")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None, help="keep the runs and their cache here (re-analysable)")
+    ap.add_argument(
+        "--reanalyze",
+        action="store_true",
+        help="with --work: analyse the runs already there again (parentage analyze), and tabulate",
+    )
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     cost: list[str] = []
@@ -147,7 +157,13 @@ def main() -> None:
         if args.smol:
             zoos.append((SMOL, ["nex_mini", "smollm2"]))
         for zoo, parents in zoos:
-            got = run_zoo(zoo, parents, Path(tmp), args.max_texts, args.densities)
+            if args.reanalyze:
+                run_dir = sorted((Path(tmp) / zoo.name).iterdir())[-1]
+                code = cli_main(["analyze", str(run_dir)])
+                members = json.loads((zoo / "zoo.json").read_text())["members"]
+                got = rows_of(run_dir, members, parents, code)
+            else:
+                got = run_zoo(zoo, parents, Path(tmp), args.max_texts, args.densities)
             rows += got
             g = got[0]
             gb, minutes = g["build_bytes"] / 1e9, g["run_seconds"] / 60

@@ -26,6 +26,7 @@ from harness.suite import Suite
 from probes.base import Record, uncalibrated_note
 from probes.logit import render
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
+from probes.logit.genealogy import genealogy, genealogy_rows, in_roots
 from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats
 from probes.logit.lineage import excess, is_task_free, relative_distances, token_gram
 from probes.logit.params import LogitParams
@@ -193,6 +194,19 @@ class LogitAnalysis:
         fit_sets: dict[tuple[str, ...], list[str]] = {}
         rows: list[dict[str, Any]] = []
         t = self.params.verdict
+        alpha = self.suite.stats.alpha
+        pool_all = [*data.parents, *data.candidates]
+        # The pool's own genealogy: which candidates are merges of the others, and of which roots.
+        # Its own random stream: the suspects' selections draw the same splits with or without it.
+        rng = np.random.default_rng([self.suite.stats.seed, 32])
+        lineage = genealogy(
+            suspect_pools(data.main, data.ids, data.mode, self.params.top_k, pool_all, pool_all),
+            rng,
+            alpha,
+            t.min_cv_gain,
+            self.params.cv_splits,
+        )
+        self.ev.tables["genealogy"] = genealogy_rows(lineage)
         for s in data.others:
             pool, g = pools[s].pool, pools[s].gram
             excluded = {
@@ -202,7 +216,7 @@ class LogitAnalysis:
             if len(pool) < 2 or g is None:
                 self.ev.notes.append(f"{s}: fewer than two candidates share its tokenisation; not analysed.")
                 continue
-            sel = select(g, pool, self.rng, self.suite.stats.alpha, t.min_cv_gain, self.params.cv_splits)
+            sel = select(g, pool, self.rng, alpha, t.min_cv_gain, self.params.cv_splits)
             chosen = sorted(sel.selected, key=pool.index)
             if len(chosen) < 2:
                 # No merge of the pool. The numbers are computed against its two nearest candidates,
@@ -211,9 +225,15 @@ class LogitAnalysis:
                 total = g.sum(axis=0)
                 dist = {c: float(sq_distance(total, 0, i + 1)) for i, c in enumerate(pool)}
                 chosen = sorted(sorted(pool, key=dist.__getitem__)[:2], key=pool.index)
+            row = selection_row(s, sel, pool, excluded, t.min_cv_gain, alpha)
+            if len(sel.selected) >= 2 and (roots := in_roots(g, pool, chosen, lineage, rng, alpha)) is not None:
+                row["roots"] = roots
+                in_root_set = [c for c in pool if roots["refit"].get(c, 0.0) > 0]
+                if len(in_root_set) >= 2:
+                    chosen = in_root_set  # a merge of merges of the roots is a merge of the roots
             fit_sets.setdefault(tuple(chosen), []).append(s)
             selections[s] = sel
-            rows.append(selection_row(s, sel, pool, excluded, t.min_cv_gain, self.suite.stats.alpha))
+            rows.append(row)
         results: dict[str, LogitResult] = {}
         for parents, members in fit_sets.items():
             # Placed against this set: its members, and for a selected set (a merge verdict is possible)
@@ -252,7 +272,7 @@ class LogitAnalysis:
                 self.ev.estimates += [e for e in scratch.estimates if e.model == m]
         for row in rows:  # the parents found: a confirmed set on which the verdict is a merge
             res = results.get(row["model"])
-            row["parents_found"] = row["selected"] if res is not None and res.verdict in MERGE_VERDICTS else []
+            row["parents_found"] = res.parents if res is not None and res.verdict in MERGE_VERDICTS else []
             row["verdict"] = res.verdict if res is not None else None
         self.ev.tables["selection"] = rows
         return results

@@ -151,7 +151,8 @@ def _loss(g: np.ndarray, idx: list[int], w: np.ndarray) -> np.ndarray:
     return g[:, 0, 0] - 2 * g[:, 0, idx] @ w + np.einsum("i,tij,j->t", w, cc, w)
 
 
-def _fit(g_sum: np.ndarray, idx: list[int]) -> tuple[np.ndarray, float]:
+def fit_set(g_sum: np.ndarray, idx: list[int]) -> tuple[np.ndarray, float]:
+    """Simplex weights of the candidates ``idx`` (rows of the summed Gram) for row 0, and the residual."""
     cols = [0, *idx]
     sub = g_sum[np.ix_(cols, cols)]
     if len(idx) == 1:
@@ -168,7 +169,7 @@ def _best(g_sum: np.ndarray, pool: list[int], size: int, prev: list[int]) -> tup
         subsets = [[*prev, c] for c in pool if c not in prev]
     best, best_r = subsets[0], math.inf
     for s in subsets:
-        r = _fit(g_sum, s)[1]
+        r = fit_set(g_sum, s)[1]
         if r < best_r:
             best, best_r = s, r
     return best, best_r
@@ -183,18 +184,18 @@ def _cv_gain(g: np.ndarray, small: list[int], big: list[int], rng: np.random.Gen
         perm = rng.permutation(n)
         train, test = perm[: n // 2], perm[n // 2 :]
         gs = g[train].sum(axis=0)
-        loss_small = _loss(g[test], small, _fit(gs, small)[0])
-        loss_big = _loss(g[test], big, _fit(gs, big)[0])
+        loss_small = _loss(g[test], small, fit_set(gs, small)[0])
+        loss_big = _loss(g[test], big, fit_set(gs, big)[0])
         total[test] += 1 - loss_big / np.maximum(loss_small, 1e-300)
         count[test] += 1
     return (total / np.maximum(count, 1))[count > 0]
 
 
-def _holdout_gain(g_sel: np.ndarray, g_test: np.ndarray, small: list[int], big: list[int]) -> np.ndarray:
+def holdout_gain(g_sel: np.ndarray, g_test: np.ndarray, small: list[int], big: list[int]) -> np.ndarray:
     """Per-text relative gain on the test half of ``big`` over ``small``, both fitted on the selection half."""
     gs = g_sel.sum(axis=0)
-    loss_small = _loss(g_test, small, _fit(gs, small)[0])
-    loss_big = _loss(g_test, big, _fit(gs, big)[0])
+    loss_small = _loss(g_test, small, fit_set(gs, small)[0])
+    loss_big = _loss(g_test, big, fit_set(gs, big)[0])
     return 1 - loss_big / np.maximum(loss_small, 1e-300)
 
 
@@ -228,7 +229,7 @@ def select(
     confirmed: dict[str, float] = {}
     removed: dict[str, str] = {}
     if len(chosen) >= 2:
-        ps = {i: wilcoxon_greater(_holdout_gain(g_sel, g_test, [j for j in chosen if j != i], chosen)) for i in chosen}
+        ps = {i: wilcoxon_greater(holdout_gain(g_sel, g_test, [j for j in chosen if j != i], chosen)) for i in chosen}
         adjusted = dict(zip(ps, adjust(list(ps.values()), "holm")))
         for i, pa in adjusted.items():
             if pa < alpha:
@@ -243,7 +244,7 @@ def select(
     equivalent: list[dict] = []
     swaps: dict[str, list[dict]] = {}
     if len(chosen) >= 2:
-        base_loss = _loss(g_test, chosen, _fit(gs, chosen)[0]).sum()
+        base_loss = _loss(g_test, chosen, fit_set(gs, chosen)[0]).sum()
         # Distances in parent-distance units: the RMS distance between the chosen members.
         pairs = list(itertools.combinations(chosen, 2))
         unit = math.sqrt(sum(float(sq_distance(gs, i, j)) for i, j in pairs) / len(pairs))
@@ -253,8 +254,8 @@ def select(
                 if c in chosen:
                     continue
                 swap = sorted([*[j for j in chosen if j != i], c])
-                worse = -_holdout_gain(g_sel, g_test, chosen, swap)  # > 0 where the swap predicts worse
-                loss = _loss(g_test, swap, _fit(gs, swap)[0]).sum()
+                worse = -holdout_gain(g_sel, g_test, chosen, swap)  # > 0 where the swap predicts worse
+                loss = _loss(g_test, swap, fit_set(gs, swap)[0]).sum()
                 alts.append(
                     {
                         "set": [names[j - 1] for j in swap],
@@ -299,7 +300,7 @@ def screen_order(gram: np.ndarray, names: list[str]) -> list[tuple[str, str]]:
     order: dict[str, str] = {}
     for size in sorted(best, reverse=True):
         members, r = best[size]
-        w = _fit(gs, members)[0]
+        w = fit_set(gs, members)[0]
         for i, wi in sorted(zip(members, w), key=lambda t: -t[1]):
             if wi > 0 and names[i - 1] not in order:
                 order[names[i - 1]] = (

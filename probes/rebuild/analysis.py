@@ -356,10 +356,13 @@ class Search:
         arms = [(curve[n] - curve[at]) / abs(sub.xs[n] - served) for n in (at - 1, at + 1) if 0 <= n < len(sub.xs)]
         shallow = min((s for s in arms if s > 0), default=0.0)
         reach = curve[at] / shallow if shallow > 0 else 0.0
-        # What the CI excuses is taken before that widening: the reach assumes the equality the
-        # test is about (a subject 0.005 from every ties merge would excuse itself).
+        # What the CI excuses is taken before that widening, and the CI is widened only where the
+        # equality holds: the reach assumes it (a subject 0.005 from every ties merge would excuse
+        # itself, and a subject no ties merge reproduces would get a CI as wide as its distance).
         half = max(abs(served - lo), abs(hi - served))
-        lo, hi = min(lo, served - reach), max(hi, served + reach)
+        equality = self.equality(sub.name, sub.models[served], sub.storage_model, keep, w, slope * half, slope_b * half)
+        if equality["p_equal"] > self.suite.stats.alpha:
+            lo, hi = min(lo, served - reach), max(hi, served + reach)
         return FamilyFit(
             family=sub.family,
             a=Interval(value=a_hat, lo=lo, hi=hi),
@@ -369,7 +372,7 @@ class Search:
             points=[float(a) for a in sub.xs],
             curve=[float(v) for v in curve],
             confirm_a=served,
-            **self.equality(sub.name, sub.models[served], sub.storage_model, keep, w, slope * half, slope_b * half),
+            **equality,
         )
 
     def equality(
