@@ -119,3 +119,70 @@ def test_screening_scores_in_full_only_the_shortlist_and_still_finds_the_parents
     for c in [m for m in rows if m not in ("linear_0.6", "linear3")]:
         assert rows[c]["parents_found"] == [], (c, rows[c])
     print(f"\nscreening kept {kept}; estimate {stage_one} + at most {all_shortlisted}; sent {sent}")
+
+
+ROOTS_POOL = ["parent_a", "parent_b", "parent_c", "base", "linear_0.25", "linear_0.75"]
+ROOTS_CONTROLS = ["sibling", "a_ft", "student"]
+
+
+def roots_suite(zoo: Path, tmp: Path, parents: list[str] | None = None) -> dict:
+    """linear_0.6 and linear3 against a pool that holds two other merges of parent_a and
+    parent_b (linear_0.25, linear_0.75) beside the parents; with ``parents``, the same models with
+    those given as parents instead (the known-parent mode, on the same cache)."""
+    models = [{"name": s, "role": "suspect", "path": str(zoo / s)} for s in ("linear_0.6", "linear3")]
+    if parents:
+        models = [models[0]] + [{"name": p, "role": "parent", "path": str(zoo / p)} for p in parents]
+    else:
+        models += [{"name": c, "role": "candidate", "path": str(zoo / c)} for c in ROOTS_POOL]
+        models += [{"name": c, "role": "control", "path": str(zoo / c)} for c in ROOTS_CONTROLS]
+    params: dict = {"max_texts": 64} | ({} if parents else {"candidates": ROOTS_CONTROLS})
+    suite = {
+        "name": "pool-roots",
+        "models": models,
+        "probes": [{"kind": "logit_interpolation", "params": params}],
+        "stats": {"seed": 20261130},
+        "output_dir": str(tmp / "results"),
+        "cache_dir": str(tmp / "cache"),
+    }
+    path = tmp / ("known.yaml" if parents else "pool.yaml")
+    path.write_text(yaml.safe_dump(suite))
+    run_id = "known" if parents else "pool"
+    assert main(["run", str(path), "--run-id", run_id]) == 0
+    return json.loads((tmp / "results" / run_id / "evidence.json").read_text())["probes"][0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_intermediate_merges_in_the_pool_are_read_in_roots(tmp_path: Path, seed: int):
+    """Issue 32: linear_0.25 and linear_0.75 are found to be merges of parent_a and parent_b (their
+    weights within 0.05 of zoo.json's); the suspects' parents come out as the true ones in roots,
+    weights within 0.05 (linear_0.6) and 0.1 (linear3), whichever intermediate merges the direct
+    selection took; no control gets a parent; and the known-parent mode on the same records gives
+    linear_0.6 the same verdict and overlapping weight CIs."""
+    zoo = zoo_for_seed(seed)
+    truth = json.loads((zoo / "zoo.json").read_text())["members"]
+    ev = roots_suite(zoo, tmp_path)
+    family = {r["candidate"]: r for r in ev["tables"]["genealogy"]}
+    for merge in ("linear_0.25", "linear_0.75"):
+        assert not family[merge]["root"], family[merge]
+        assert set(family[merge]["in_roots"]) == {"parent_a", "parent_b"}, family[merge]
+        for p, w in truth[merge]["parents"].items():
+            assert abs(family[merge]["in_roots"][p] - w) <= 0.05, (merge, family[merge])
+    assert all(family[c]["root"] for c in ("parent_a", "parent_b", "parent_c"))
+    rows = {r["model"]: r for r in ev["tables"]["selection"]}
+    per = ev["per_model"]
+    for suspect, tol in (("linear_0.6", 0.05), ("linear3", 0.1)):
+        parents = truth[suspect]["parents"]
+        assert sorted(rows[suspect]["parents_found"]) == sorted(parents), rows[suspect]
+        for p, w in parents.items():
+            assert abs(per[suspect]["weights"][p]["value"] - w) <= tol, (suspect, p, per[suspect]["weights"][p])
+    for c in ROOTS_CONTROLS:
+        assert rows[c]["parents_found"] == [], rows[c]
+        assert per[c]["verdict"] not in ("interpolation", "interpolation_plus_training"), per[c]["reasons"]
+    known = roots_suite(zoo, tmp_path, parents=["parent_a", "parent_b"])["per_model"]["linear_0.6"]
+    assert known["verdict"] == per["linear_0.6"]["verdict"]
+    for p in ("parent_a", "parent_b"):
+        k, q = known["weights"][p], per["linear_0.6"]["weights"][p]
+        assert k["lo"] <= q["hi"] and q["lo"] <= k["hi"], (p, k, q)
+    report = (tmp_path / "results" / "pool" / "report.md").read_text()
+    assert "**The pool's genealogy**" in report and "| linear_0.25 |" in report
+    assert (tmp_path / "results" / "pool" / "figures" / "logit_interpolation_genealogy.png").is_file()

@@ -261,4 +261,4 @@ class LogitInterpolationProbe(Probe):
         return render.report_section(evidence, self._parents(suite), self.params.verdict)
 
     def figures(self, evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
-        return render.figures(evidence, out_dir, self.params.verdict)
+        return render.figures(evidence, out_dir, self.params.verdict) + render.genealogy_figure(evidence, out_dir)

@@ -194,7 +194,80 @@ def _selection_section(evidence: ProbeEvidence) -> list[str]:
     out += ["", "Candidates not taken, and why:", ""]
     for r in rows:
         out.append(f"- {r['model']}: " + "; ".join(f"{c}: {why}" for c, why in r["dropped"].items()))
+    return [*out, "", *_genealogy_section(evidence)]
+
+
+def _weights_text(weights: dict[str, float]) -> str:
+    return " + ".join(f"{m} {w:.3f}" for m, w in sorted(weights.items(), key=lambda t: -t[1]))
+
+
+def _genealogy_section(evidence: ProbeEvidence) -> list[str]:
+    """The pool's genealogy (which candidates are merges of which), and each set that had a merge
+    of the pool among its members, in roots."""
+    rows = evidence.tables.get("genealogy", [])
+    merges = [r for r in rows if not r["root"]]
+    out = [
+        "**The pool's genealogy** (`probes/logit/genealogy.py`: each candidate selected from the rest of the "
+        "pool as a suspect is; a merge of the pool is then selected again from the roots alone): "
+        + (
+            f"{len(merges)} of {len(rows)} candidates are merges of the others."
+            if merges
+            else f"none of the {len(rows)} candidates is a merge of the others; every one is a root."
+        ),
+        "",
+    ]
+    if merges:
+        out += ["| candidate | a merge of (direct) | in roots | near-equivalent sets |", "|---|---|---|---|"]
+        for r in merges:
+            equivalent = "; ".join(", ".join(e) for e in r["near_equivalent"][:3]) or "-"
+            roots = _weights_text(r["in_roots"]) if r["in_roots"] else "not resolved in roots"
+            out.append(f"| {r['candidate']} | {_weights_text(r['merge_of'])} | {roots} | {equivalent} |")
+        out += ["", "Roots: " + ", ".join(r["candidate"] for r in rows if r["root"]) + ".", ""]
+    for r in evidence.tables.get("selection", []):
+        roots = r.get("roots")
+        if not roots:
+            continue
+        better = {
+            "direct": f"the direct set predicts them better ({fmt_p(roots['p_direct_better'])})",
+            "roots": f"the roots predict them better ({fmt_p(roots['p_roots_better'])})",
+            "neither": "neither predicts them significantly better",
+        }[roots["predicts_better"]]
+        out.append(
+            f"- {r['model']}: selected {_weights_text(roots['direct'])}; in roots {_weights_text(roots['composed'])} "
+            f"(composed), {_weights_text(roots['refit'])} (refitted). Held-out loss of the roots over the direct "
+            f"set: {roots['held_out_loss_ratio']:.2f}: {better}. Both are one merge; log-probs are not linear in "
+            "the weights, so merges nearer the suspect interpolate it better whatever it was made from. The "
+            "verdict is drawn against the roots."
+        )
     return [*out, ""]
+
+
+def genealogy_figure(evidence: ProbeEvidence, out_dir: Path) -> list[tuple[str, Path]]:
+    """The genealogy as a graph: roots on top, each merge of the pool below, an arrow from each
+    root it is made of, labelled with the weight."""
+    rows = evidence.tables.get("genealogy", [])
+    merges = [r for r in rows if not r["root"] and r["in_roots"]]
+    if not merges:
+        return []
+    roots = [r["candidate"] for r in rows if r["root"]]
+    fig, ax = subplots(figsize=(max(6, 1.3 * max(len(roots), len(merges))), 3.2))
+    top = {m: (i - (len(roots) - 1) / 2, 1.0) for i, m in enumerate(roots)}
+    low = {r["candidate"]: (i - (len(merges) - 1) / 2, 0.0) for i, r in enumerate(merges)}
+    for r in merges:
+        x1, y1 = low[r["candidate"]]
+        for root, w in r["in_roots"].items():
+            x0, y0 = top[root]
+            ax.annotate("", (x1, y1 + 0.08), (x0, y0 - 0.08), arrowprops={"arrowstyle": "->", "alpha": 0.5})
+            ax.text(x0 + 0.65 * (x1 - x0), y0 + 0.65 * (y1 - y0), f"{w:.2f}", fontsize=7, ha="center")
+    for (name, (x, y)), colour in [*((i, "tab:blue") for i in top.items()), *((i, "tab:red") for i in low.items())]:
+        ax.text(
+            x, y, name, ha="center", va="center", fontsize=8, bbox={"boxstyle": "round", "fc": "white", "ec": colour}
+        )
+    ax.set_xlim(-max(len(roots), len(merges)) / 2 - 0.5, max(len(roots), len(merges)) / 2 + 0.5)
+    ax.set_ylim(-0.4, 1.4)
+    ax.axis("off")
+    path = save_figure(fig, out_dir / f"{evidence.instance}_genealogy.png")
+    return [("The pool's genealogy: roots (blue) and the merges of the pool made of them (red), with weights", path)]
 
 
 def figures(evidence: ProbeEvidence, out_dir: Path, t: VerdictThresholds) -> list[tuple[str, Path]]:
