@@ -218,19 +218,24 @@ class LogitAnalysis:
                 continue
             sel = select(g, pool, self.rng, alpha, t.min_cv_gain, self.params.cv_splits)
             chosen = sorted(sel.selected, key=pool.index)
-            if len(chosen) < 2:
-                # No merge of the pool. The numbers are computed against its two nearest candidates,
-                # so "derived" means much nearer to one candidate than to any other, and distances
-                # are in units of the two nearest candidates' distance; no merge verdict is drawn.
-                total = g.sum(axis=0)
-                dist = {c: float(sq_distance(total, 0, i + 1)) for i, c in enumerate(pool)}
-                chosen = sorted(sorted(pool, key=dist.__getitem__)[:2], key=pool.index)
             row = selection_row(s, sel, pool, excluded, t.min_cv_gain, alpha)
-            if len(sel.selected) >= 2 and (roots := in_roots(g, pool, chosen, lineage, rng, alpha)) is not None:
+            roots = in_roots(g, pool, chosen, lineage, rng, alpha) if chosen else None
+            if roots is not None:
                 row["roots"] = roots
                 in_root_set = [c for c in pool if roots["refit"].get(c, 0.0) > 0]
-                if len(in_root_set) >= 2:
-                    chosen = in_root_set  # a merge of merges of the roots is a merge of the roots
+                if len(in_root_set) >= 2:  # a merge of merges of the roots is a merge of the roots
+                    chosen = sel.selected = in_root_set
+            if len(chosen) < 2:
+                # No merge of the pool. The numbers are computed against its two nearest roots (of
+                # the pool, where it has two), so "derived" means much nearer to one candidate than
+                # to any other, and distances are in units of those two's distance; no merge verdict
+                # is drawn. Roots, because a merge of the pool sits close to its own parents and
+                # would make that unit small.
+                total = g.sum(axis=0)
+                dist = {c: float(sq_distance(total, 0, i + 1)) for i, c in enumerate(pool)}
+                roots_here = [c for c in pool if c not in lineage or lineage[c].is_root]
+                among = roots_here if len(roots_here) >= 2 else pool
+                chosen = sorted(sorted(among, key=dist.__getitem__)[:2], key=pool.index)
             fit_sets.setdefault(tuple(chosen), []).append(s)
             selections[s] = sel
             rows.append(row)

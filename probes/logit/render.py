@@ -220,22 +220,22 @@ def _genealogy_section(evidence: ProbeEvidence) -> list[str]:
         out += ["| candidate | a merge of (direct) | in roots | near-equivalent sets |", "|---|---|---|---|"]
         for r in merges:
             equivalent = "; ".join(", ".join(e) for e in r["near_equivalent"][:3]) or "-"
-            roots = _weights_text(r["in_roots"]) if r["in_roots"] else "not resolved in roots"
-            out.append(f"| {r['candidate']} | {_weights_text(r['merge_of'])} | {roots} | {equivalent} |")
+            in_roots = _weights_text(r["in_roots"]) if r["in_roots"] else "not resolved in roots"
+            out.append(f"| {r['candidate']} | {_weights_text(r['merge_of'])} | {in_roots} | {equivalent} |")
         out += ["", "Roots: " + ", ".join(r["candidate"] for r in rows if r["root"]) + ".", ""]
     for r in evidence.tables.get("selection", []):
-        roots = r.get("roots")
-        if not roots:
+        form = r.get("roots")
+        if not form:
             continue
         better = {
-            "direct": f"the direct set predicts them better ({fmt_p(roots['p_direct_better'])})",
-            "roots": f"the roots predict them better ({fmt_p(roots['p_roots_better'])})",
+            "direct": f"the direct set predicts them better ({fmt_p(form['p_direct_better'])})",
+            "roots": f"the roots predict them better ({fmt_p(form['p_roots_better'])})",
             "neither": "neither predicts them significantly better",
-        }[roots["predicts_better"]]
+        }[form["predicts_better"]]
         out.append(
-            f"- {r['model']}: selected {_weights_text(roots['direct'])}; in roots {_weights_text(roots['composed'])} "
-            f"(composed), {_weights_text(roots['refit'])} (refitted). Held-out loss of the roots over the direct "
-            f"set: {roots['held_out_loss_ratio']:.2f}: {better}. Both are one merge; log-probs are not linear in "
+            f"- {r['model']}: selected {_weights_text(form['direct'])}; in roots {_weights_text(form['composed'])} "
+            f"(composed), {_weights_text(form['refit'])} (refitted). Held-out loss of the roots over the direct "
+            f"set: {form['held_out_loss_ratio']:.2f}: {better}. Both are one merge; log-probs are not linear in "
             "the weights, so merges nearer the suspect interpolate it better whatever it was made from. The "
             "verdict is drawn against the roots."
         )
