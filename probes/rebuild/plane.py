@@ -20,7 +20,7 @@ be about 9k). The weights and their CIs come from one more step, as in the one-w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,8 +30,37 @@ from probes.rebuild.recipes import Want, is_twin, twin_model, twin_want
 from probes.rebuild.result import FamilyFit
 from probes.rebuild.search import GOLDEN, point
 
-if TYPE_CHECKING:
-    from probes.rebuild.analysis import Search
+
+class Search(Protocol):
+    """What this search reads of ``analysis.Search`` (a protocol, so the two modules do not import
+    each other): the records' curves, the texts and the unit, the parents and rebuilds served, the
+    families searched, and the equality test."""
+
+    suite: Any
+    params: Any
+    parents: list[str]
+    rebuilds: dict[str, dict]
+    curves: Any
+    ids: list[str]
+    unit: np.ndarray
+
+    def families(self) -> list[str]: ...
+
+    def family(self, subject: str, family: str) -> Any: ...
+
+    def storage(self, subject: str) -> str: ...
+
+    def equality(
+        self,
+        subject: str,
+        served: str,
+        storage_model: str | None,
+        keep: np.ndarray,
+        w: np.ndarray,
+        allowance: float,
+        allowance_b: np.ndarray,
+    ) -> dict[str, Any]: ...
+
 
 FD_STEP = 0.1  # each weight's finite-difference step: the scale over which log-probs are near linear
 LIMITS = (-1.0, 2.0)  # a step is clamped here: merge weights beyond these are not plausible
