@@ -349,6 +349,10 @@ class Search:
         lo, hi = percentile_ci(a_b, self.suite.stats.alpha)
         step = abs(a_hat - served)
         lo, hi = min(lo, a_hat) - step, max(hi, a_hat) + step
+        if not slope > 0:  # no V through the best points (a minimum at the search's edge): the bracket
+            best = int(np.argmin(curve))
+            lo = float(sub.xs[best - 1]) if best > 0 else 0.0
+            hi = float(sub.xs[best + 1]) if best + 1 < len(sub.xs) else 1.0
         # Were the subject this family's merge, its weight would be within d / s of the rebuild
         # served (d: the distance there; s: the shallower of the V's arms next to it): below the
         # golden section's scale, the flips are few and the V's arms uneven.
