@@ -205,6 +205,7 @@ class LogitAnalysis:
             alpha,
             t.min_cv_gain,
             self.params.cv_splits,
+            lambda c, members: self.verdict_against(data, c, members, rng),
         )
         self.ev.tables["genealogy"] = genealogy_rows(lineage)
         for s in data.others:
@@ -281,6 +282,18 @@ class LogitAnalysis:
             row["verdict"] = res.verdict if res is not None else None
         self.ev.tables["selection"] = rows
         return results
+
+    def verdict_against(self, data: Data, model: str, parents: list[str], rng: np.random.Generator) -> str:
+        """The probe's verdict on ``model`` with ``parents`` as its parents, calibrated by the
+        controls (the pool's genealogy asks it of each candidate; its own ``rng``, so the
+        suspects' analyses draw what they would without it)."""
+        controls = [m for m in data.others if self.suite.model(m).role == "control" and m not in (model, *parents)]
+        scratch = ProbeEvidence(
+            probe=self.ev.probe, instance=self.ev.instance, version=self.ev.version, ci_level=self.ev.ci_level
+        )
+        chain = LogitAnalysis(self.params, self.suite, rng, scratch, parents, [])
+        fitted = chain.fit(replace(data, parents=parents, others=[model, *controls], candidates=[]))
+        return fitted[model].verdict if fitted and model in fitted else "not analysed"
 
     def refit(self, data: Data) -> tuple[dict[str, LogitResult] | None, ProbeEvidence]:
         """``fit`` against another parent set, into a scratch evidence (calibrated like ``ev``)

@@ -27,12 +27,14 @@ a model it was not made from. So, before a suspect's set is read:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from harness.stats import wilcoxon_greater
+from probes.logit.result import MERGE_VERDICTS
 from probes.logit.selection import SuspectPool, fit_set, holdout_gain, select
 
 
@@ -45,6 +47,7 @@ class Lineage:
     equivalent: list[list[str]] = field(default_factory=list)  # sets that predict held-out texts as well
     roots: dict[str, float] = field(default_factory=dict)  # its form in roots ({name: 1} for a root)
     roots_equivalent: list[list[str]] = field(default_factory=list)
+    verdict: str | None = None  # the logit verdict against the members selected, where two or more were
 
     @property
     def is_root(self) -> bool:
@@ -65,10 +68,19 @@ def _restrict(gram: np.ndarray, pool: list[str], keep: list[str]) -> tuple[np.nd
 
 
 def genealogy(
-    pools: dict[str, SuspectPool], rng: np.random.Generator, alpha: float, min_gain: float, splits: int
+    pools: dict[str, SuspectPool],
+    rng: np.random.Generator,
+    alpha: float,
+    min_gain: float,
+    splits: int,
+    verdict: Callable[[str, list[str]], str],
 ) -> dict[str, Lineage]:
     """Every candidate's relation to the rest of its pool (``pools``: each candidate's pool, less
-    itself, with its Grams), and each merge's form in the roots."""
+    itself, with its Grams), and each merge's form in the roots. A candidate is a merge of the
+    pool only where ``verdict`` (the logit probe's rule against the members selected, calibrated
+    by the controls, as for a suspect) is a merge: selection alone would make a model distilled
+    from base-like and parent-like teachers "a merge" of them (measured: the tiny zoo's student,
+    seed 1, selected as base 0.67 + a_ft 0.33)."""
     out: dict[str, Lineage] = {}
     for c, p in pools.items():
         if p.gram is None or len(p.pool) < 2:
@@ -77,6 +89,8 @@ def genealogy(
         sel = select(p.gram, p.pool, rng, alpha, min_gain, splits)
         line = Lineage(c, equivalent=[e["set"] for e in sel.equivalent])
         if len(sel.selected) >= 2:
+            line.verdict = verdict(c, sorted(sel.selected, key=p.pool.index))
+        if line.verdict in MERGE_VERDICTS:
             line.merge_of = _weights(p.gram, p.pool, sel.selected)
         else:
             line.roots = {c: 1.0}
@@ -147,6 +161,7 @@ def genealogy_rows(lineage: dict[str, Lineage]) -> list[dict[str, Any]]:
             "near_equivalent": line.equivalent,
             "in_roots": line.roots,
             "roots_near_equivalent": line.roots_equivalent,
+            "verdict": line.verdict,
         }
         for c, line in lineage.items()
     ]

@@ -223,6 +223,14 @@ def _genealogy_section(evidence: ProbeEvidence) -> list[str]:
             in_roots = _weights_text(r["in_roots"]) if r["in_roots"] else "not resolved in roots"
             out.append(f"| {r['candidate']} | {_weights_text(r['merge_of'])} | {in_roots} | {equivalent} |")
         out += ["", "Roots: " + ", ".join(r["candidate"] for r in rows if r["root"]) + ".", ""]
+    vetoed = [r for r in rows if r["root"] and r.get("verdict")]
+    if vetoed:
+        out += [
+            "Selected from the others but not a merge by the verdict rule (so kept as roots): "
+            + "; ".join(f"{r['candidate']} ({r['verdict'].replace('_', ' ')})" for r in vetoed)
+            + ".",
+            "",
+        ]
     for r in evidence.tables.get("selection", []):
         form = r.get("roots")
         if not form:
