@@ -220,23 +220,23 @@ class LogitAnalysis:
             sel = select(g, pool, self.rng, alpha, t.min_cv_gain, self.params.cv_splits)
             chosen = sorted(sel.selected, key=pool.index)
             row = selection_row(s, sel, pool, excluded, t.min_cv_gain, alpha)
-            roots = in_roots(g, pool, chosen, lineage, rng, alpha) if chosen else None
+            roots = (
+                in_roots(g, pool, chosen, lineage, rng, alpha, t.min_cv_gain, self.params.cv_splits) if chosen else None
+            )
             if roots is not None:
                 row["roots"] = roots
                 in_root_set = [c for c in pool if roots["refit"].get(c, 0.0) > 0]
                 if len(in_root_set) >= 2:  # a merge of merges of the roots is a merge of the roots
                     chosen = sel.selected = in_root_set
             if len(chosen) < 2:
-                # No merge of the pool. The numbers are computed against its two nearest roots (of
-                # the pool, where it has two), so "derived" means much nearer to one candidate than
-                # to any other, and distances are in units of those two's distance; no merge verdict
-                # is drawn. Roots, because a merge of the pool sits close to its own parents and
-                # would make that unit small.
+                # No merge of the pool. The numbers are computed against its two nearest candidates,
+                # so "derived" means much nearer to one candidate than to any other, and distances
+                # are in units of the two nearest candidates' distance; no merge verdict is drawn.
+                # (Not its two nearest roots: two unrelated roots, a base and a model trained from
+                # scratch on its data, make a unit in which a third such model reads as a sibling.)
                 total = g.sum(axis=0)
                 dist = {c: float(sq_distance(total, 0, i + 1)) for i, c in enumerate(pool)}
-                roots_here = [c for c in pool if c not in lineage or lineage[c].is_root]
-                among = roots_here if len(roots_here) >= 2 else pool
-                chosen = sorted(sorted(among, key=dist.__getitem__)[:2], key=pool.index)
+                chosen = sorted(sorted(pool, key=dist.__getitem__)[:2], key=pool.index)
             fit_sets.setdefault(tuple(chosen), []).append(s)
             selections[s] = sel
             rows.append(row)
@@ -265,6 +265,16 @@ class LogitAnalysis:
                         r.reasons.append(
                             "the pool selection confirmed fewer than two parents on held-out texts, so no merge "
                             "verdict is drawn from the nearest pair"
+                        )
+                        r.verdict = "inconclusive"
+                    elif r.verdict in ("sibling", "related"):
+                        # Both read the pair as the parents (their base, their distance as the unit),
+                        # and the nearest pair need not share weights at all: the tiny zoo's
+                        # independent model read "sibling" against a base and a model trained from
+                        # scratch on its data (16 candidates, seed 0).
+                        r.reasons.append(
+                            f"'{r.verdict}' reads the pair as parents; the nearest pair of a pool is no parent pair, "
+                            "so it is not drawn"
                         )
                         r.verdict = "inconclusive"
                     note = selection_note(sel.n_select, self.suite.stats.alpha)

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from harness.stats import wilcoxon_greater
-from probes.logit.result import MERGE_VERDICTS
 from probes.logit.selection import SuspectPool, fit_set, holdout_gain, select
 
 
@@ -78,9 +77,11 @@ def genealogy(
     """Every candidate's relation to the rest of its pool (``pools``: each candidate's pool, less
     itself, with its Grams), and each merge's form in the roots. A candidate is a merge of the
     pool only where ``verdict`` (the logit probe's rule against the members selected, calibrated
-    by the controls, as for a suspect) is a merge: selection alone would make a model distilled
-    from base-like and parent-like teachers "a merge" of them (measured: the tiny zoo's student,
-    seed 1, selected as base 0.67 + a_ft 0.33)."""
+    by the controls, as for a suspect) is a plain merge, "interpolation": selection alone made
+    the tiny zoo's distilled student (seed 1) "base 0.67 + a_ft 0.33", and "a merge, trained
+    further" made its base "student 0.50 + independent 0.50" (seed 0, 16 candidates): the base
+    sits between two models trained from scratch on its own data. A merge trained further stays
+    a root of the genealogy: the suspects' own verdicts still read it."""
     out: dict[str, Lineage] = {}
     for c, p in pools.items():
         if p.gram is None or len(p.pool) < 2:
@@ -90,7 +91,7 @@ def genealogy(
         line = Lineage(c, equivalent=[e["set"] for e in sel.equivalent])
         if len(sel.selected) >= 2:
             line.verdict = verdict(c, sorted(sel.selected, key=p.pool.index))
-        if line.verdict in MERGE_VERDICTS:
+        if line.verdict == "interpolation":
             line.merge_of = _weights(p.gram, p.pool, sel.selected)
         else:
             line.roots = {c: 1.0}
@@ -115,6 +116,8 @@ def in_roots(
     lineage: dict[str, Lineage],
     rng: np.random.Generator,
     alpha: float,
+    min_gain: float,
+    splits: int,
 ) -> dict[str, Any] | None:
     """A suspect's set ``chosen`` (names in ``pool``; Grams over [suspect, *pool]) rewritten in the
     pool's roots, or None where every member is a root (or a member's root form is unknown): the
@@ -131,6 +134,12 @@ def in_roots(
     roots = [r for r in pool if composed.get(r, 0.0) > 0]
     if not all(r in pool for r in composed) or len(roots) < 1:
         return None
+    # The roots, selected again (held-out confirmation): two roots that are copies of each other
+    # (a parent and its re-rounded copy, each named by a different merge) are not both kept.
+    sub, names = _restrict(gram, pool, roots)
+    if len(names) >= 2:
+        kept = select(sub, names, rng, alpha, min_gain, splits).selected
+        roots = [r for r in roots if r in kept] if len(kept) >= 2 else roots
     refit = _weights(gram, pool, roots)
     n = gram.shape[0]
     perm = rng.permutation(n)
