@@ -267,11 +267,12 @@ class LogitAnalysis:
                             "verdict is drawn from the nearest pair"
                         )
                         r.verdict = "inconclusive"
-                    elif r.verdict in ("sibling", "related"):
-                        # Both read the pair as the parents (their base, their distance as the unit),
+                    elif r.verdict in ("sibling", "related", "derived_from_one_parent"):
+                        # Each reads the pair as the parents (their base, their distance as the unit),
                         # and the nearest pair need not share weights at all: the tiny zoo's
                         # independent model read "sibling" against a base and a model trained from
-                        # scratch on its data (16 candidates, seed 0).
+                        # scratch on its data (16 candidates, seed 0), and its student "derived from"
+                        # another student of its own initialisation (21 candidates).
                         r.reasons.append(
                             f"'{r.verdict}' reads the pair as parents; the nearest pair of a pool is no parent pair, "
                             "so it is not drawn"
