@@ -214,6 +214,7 @@ def rows_for(ev: Any, members: dict[str, Any], zoo: str, seed: int | str, mode: 
                 "claim_judged": judge(claimed, names.get(case.parent or "", case.parent), true, true_parent),
                 "task_free": tf.text() if tf else "",
                 "excess": ex.text() if ex else "",
+                "tf_residual": r.task_free_residual.text() if r.task_free_residual else "",
             }
         )
     return rows
@@ -347,8 +348,9 @@ def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namesp
         "side, `probes/logit/estimators.merge_weight_range`) contains it.",
         "",
         "| zoo | seed | member | true lineage | true a | mode | verdict | a_hat [95% CI] | CI covers a "
-        "| residual | merge-weight range | range covers a | task-free distance | excess | lineage claim | claim is |",
-        "|---|---|---|---|---:|---|---|---|---|---:|---|---|---|---|---|---|",
+        "| residual | merge-weight range | range covers a | task-free distance | task-free residual | excess "
+        "| lineage claim | claim is |",
+        "|---|---|---|---|---:|---|---|---|---|---:|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a = "" if r["true_a"] is None else f"{r['true_a']:.3f}"
@@ -358,7 +360,8 @@ def render(rows: list, power_rows: list, tput: str | None, args: argparse.Namesp
         member = f"{r['member']} (control)" if r["control"] else r["member"]
         out.append(
             f"| {r['zoo']} | {r['seed']} | {member} | {r['truth']} | {a} | {r['mode']} | {r['verdict']} "
-            f"| {fmt_a(r)} | {cover} | {r['residual']:.3f} | {rng} | {in_rng} | {r['task_free']} | {r['excess']} "
+            f"| {fmt_a(r)} | {cover} | {r['residual']:.3f} | {rng} | {in_rng} | {r['task_free']} "
+            f"| {r.get('tf_residual', '')} | {r['excess']} "
             f"| {r['claim'] or 'none'} | {_judged(r['claim_judged'])} |"
         )
     merges = [r for r in rows if r["true_a"] is not None and r["w_lo"] is not None]

@@ -26,9 +26,9 @@ from harness.suite import Suite
 from probes.base import Record, uncalibrated_note
 from probes.logit import render
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
-from probes.logit.genealogy import genealogy, genealogy_rows, in_roots
+from probes.logit.genealogy import genealogy, genealogy_rows, in_roots, partner_pair
 from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats
-from probes.logit.lineage import excess, is_task_free, relative_distances, token_gram
+from probes.logit.lineage import excess, is_task_free, line_residual, relative_distances, token_gram
 from probes.logit.params import LogitParams
 from probes.logit.power import controls_note, selection_note
 from probes.logit.result import MERGE_VERDICTS, ControlCalibration, Interval, LogitResult
@@ -192,6 +192,7 @@ class LogitAnalysis:
         )
         selections: dict[str, Any] = {}
         fit_sets: dict[tuple[str, ...], list[str]] = {}
+        partnered: dict[str, tuple[str, str, list[str]]] = {}  # read against a pair the pool shows
         rows: list[dict[str, Any]] = []
         t = self.params.verdict
         alpha = self.suite.stats.alpha
@@ -229,14 +230,20 @@ class LogitAnalysis:
                 if len(in_root_set) >= 2:  # a merge of merges of the roots is a merge of the roots
                     chosen = sel.selected = in_root_set
             if len(chosen) < 2:
-                # No merge of the pool. The numbers are computed against its two nearest candidates,
-                # so "derived" means much nearer to one candidate than to any other, and distances
-                # are in units of the two nearest candidates' distance; no merge verdict is drawn.
-                # (Not its two nearest roots: two unrelated roots, a base and a model trained from
-                # scratch on its data, make a unit in which a third such model reads as a sibling.)
-                total = g.sum(axis=0)
-                dist = {c: float(sq_distance(total, 0, i + 1)) for i, c in enumerate(pool)}
-                chosen = sorted(sorted(pool, key=dist.__getitem__)[:2], key=pool.index)
+                # No merge of the pool. Where the candidate that explains it is a root of a plain
+                # merge of the pool, it is read against that root and its partner, the pair the pool
+                # shows to share weights (as were they given as parents). Otherwise the numbers are
+                # computed against its two nearest candidates and no claim short of a merge is
+                # drawn: two unrelated roots, a base and a model trained from scratch on its data,
+                # make a unit in which a third such model reads as a sibling.
+                pair = partner_pair(g, pool, chosen[0], lineage, alpha) if chosen else None
+                if pair is not None:
+                    partnered[s] = pair
+                    chosen = sorted(pair[:2], key=pool.index)
+                else:
+                    total = g.sum(axis=0)
+                    dist = {c: float(sq_distance(total, 0, i + 1)) for i, c in enumerate(pool)}
+                    chosen = sorted(sorted(pool, key=dist.__getitem__)[:2], key=pool.index)
             fit_sets.setdefault(tuple(chosen), []).append(s)
             selections[s] = sel
             rows.append(row)
@@ -244,7 +251,7 @@ class LogitAnalysis:
         for parents, members in fit_sets.items():
             # Placed against this set: its members, and for a selected set (a merge verdict is possible)
             # the controls too, whose residuals calibrate it; a nearest pair draws no merge verdict.
-            selected = any(len(selections[m].selected) >= 2 for m in members)
+            selected = any(len(selections[m].selected) >= 2 or m in partnered for m in members)
             others = [
                 x
                 for x in data.others
@@ -267,7 +274,7 @@ class LogitAnalysis:
                             "verdict is drawn from the nearest pair"
                         )
                         r.verdict = "inconclusive"
-                    elif r.verdict in ("sibling", "related", "derived_from_one_parent"):
+                    elif r.verdict in ("sibling", "related", "derived_from_one_parent") and m not in partnered:
                         # Each reads the pair as the parents (their base, their distance as the unit),
                         # and the nearest pair need not share weights at all: the tiny zoo's
                         # independent model read "sibling" against a base and a model trained from
@@ -282,7 +289,15 @@ class LogitAnalysis:
                     why = "no merge of the pool (one candidate suffices)" if note is None else note
                     if note is not None:
                         self.ev.limitations.append(f"{m}: {why}")
-                    r.reasons.insert(0, f"{why}; placed against its two nearest: " + ", ".join(parents))
+                    if m in partnered:
+                        x, y, joined = partnered[m]
+                        r.reasons.insert(
+                            0,
+                            f"{why}; placed against {x} and {y}, a pair the pool shows to share weights (its plain "
+                            f"merge(s) {', '.join(joined)}), as were they given as parents",
+                        )
+                    else:
+                        r.reasons.insert(0, f"{why}; placed against its two nearest: " + ", ".join(parents))
                 else:
                     r.reasons.insert(0, f"parents selected from the pool: {', '.join(parents)}")
                 results[m] = r
@@ -487,27 +502,36 @@ class LogitAnalysis:
             return np.stack(kept) if len(kept) >= 4 else None
 
         def distances(v: np.ndarray) -> dict[str, np.ndarray]:
-            return {"d": relative_distances(v.reshape(*v.shape[:-1], k, k))}
+            g = v.reshape(*v.shape[:-1], k, k)
+            out = {"d": relative_distances(g)}
+            if k == 3:
+                out["res"] = line_residual(g)
+            return out
 
-        def point_and_replicates(m: str, per_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """(k-1,) distances to each parent over every input, and (replicates, k-1) bootstrapped."""
-            reps = paired_bootstrap({m: per_input}, distances, self.suite.stats.bootstrap, self.rng)[m]["d"]
-            return distances(per_input.sum(0))["d"], reps
+        def point_and_replicates(m: str, per_input: np.ndarray) -> tuple[dict, dict]:
+            """{"d": (k-1,) distances to each parent, "res" (two parents): the line residual} over
+            every input, and the same bootstrapped (replicates first)."""
+            reps = paired_bootstrap({m: per_input}, distances, self.suite.stats.bootstrap, self.rng)[m]
+            return distances(per_input.sum(0)), reps
 
         for m in data.others:
             tf_rows = rows(m, data.task_free)
             if tf_rows is None:
                 continue
             r = results[m]
-            tf_point, tf_rep = point_and_replicates(m, tf_rows)
+            tf, tf_reps = point_and_replicates(m, tf_rows)
+            tf_point, tf_rep = tf["d"], tf_reps["d"]
             for j, x in enumerate(parents):
                 lo, hi = percentile_ci(tf_rep[:, j], alpha)
                 r.task_free_distance[x] = Interval(value=float(tf_point[j]), lo=lo, hi=hi)
+            if "res" in tf:
+                lo, hi = percentile_ci(tf_reps["res"], alpha)
+                r.task_free_residual = Interval(value=float(tf["res"]), lo=lo, hi=hi)
             # The excess needs the natural texts' actual tokens: teacher-forced modes only.
             nat_rows = rows(m, data.ids) if data.mode != "next_token" else None
             if nat_rows is not None:
-                nat_point, nat_rep = point_and_replicates(m, nat_rows)
-                ex_point, ex_rep = excess(nat_point, tf_point), excess(nat_rep, tf_rep)
+                nat, nat_reps = point_and_replicates(m, nat_rows)
+                ex_point, ex_rep = excess(nat["d"], tf_point), excess(nat_reps["d"], tf_rep)
                 for j, x in enumerate(parents):
                     lo, hi = percentile_ci(ex_rep[:, j], alpha)
                     r.lineage_excess[x] = Interval(value=float(ex_point[j]), lo=lo, hi=hi)
@@ -520,6 +544,13 @@ class LogitAnalysis:
                     "RMS difference of the actual tokens' log-probs from the nearest parent's on the task-free inputs, "
                     "in units of the parents' difference on the same inputs; cluster bootstrap over those inputs "
                     f"({self.suite.stats.bootstrap})",
+                ),
+                (
+                    "task_free_residual",
+                    r.task_free_residual,
+                    "distance from the line through the two parents on the task-free inputs (actual tokens' "
+                    "log-probs), in units of the parents' distance there; reported, not read by the verdict; cluster "
+                    f"bootstrap over those inputs ({self.suite.stats.bootstrap})",
                 ),
                 (
                     f"lineage_excess[{near}]",

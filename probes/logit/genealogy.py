@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from harness.stats import wilcoxon_greater
+from probes.logit.interpolation import sq_distance
 from probes.logit.selection import SuspectPool, fit_set, holdout_gain, select
 
 
@@ -158,6 +159,40 @@ def in_roots(
         "predicts_better": "direct" if p_direct < alpha else "roots" if p_roots < alpha else "neither",
         "texts": {"fit": len(half), "test": len(other)},
     }
+
+
+def merge_partners(lineage: dict[str, Lineage]) -> dict[str, dict[str, list[str]]]:
+    """Root -> {other root: the merges of the pool whose form in roots holds both}."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for m, line in lineage.items():
+        if line.is_root:
+            continue
+        roots = [r for r, w in line.roots.items() if w > 0]
+        for r in roots:
+            for q in roots:
+                if q != r:
+                    out.setdefault(r, {}).setdefault(q, []).append(m)
+    return out
+
+
+def partner_pair(
+    gram: np.ndarray, pool: list[str], nearest: str, lineage: dict[str, Lineage], alpha: float
+) -> tuple[str, str, list[str]] | None:
+    """For a suspect one candidate explains (``nearest``; Grams over [suspect, *pool]): (X, Y,
+    the merges that join them) where X is ``nearest`` or a root no farther from the suspect (per
+    text, Wilcoxon at ``alpha``: a parent's re-rounded copy stands in for it) and Y the root it
+    is merged with in the pool, the nearer to the suspect where there are several; None where no
+    such root has a partner."""
+    partners = merge_partners(lineage)
+    per_text = {c: sq_distance(gram, 0, pool.index(c) + 1) for c in pool}
+    total = {c: float(v.sum()) for c, v in per_text.items()}
+    as_near = [c for c in pool if c != nearest and wilcoxon_greater(per_text[c] - per_text[nearest]) >= alpha]
+    for x in [nearest, *sorted(as_near, key=total.__getitem__)]:
+        joined = {y: ms for y, ms in partners.get(x, {}).items() if y in pool}
+        if joined:
+            y = min(joined, key=total.__getitem__)
+            return x, y, joined[y]
+    return None
 
 
 def genealogy_rows(lineage: dict[str, Lineage]) -> list[dict[str, Any]]:

@@ -133,6 +133,17 @@ def relative_distances(gram: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(d2[..., 0, 1:], 0.0) / scale[..., None])
 
 
+def line_residual(gram: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) Gram of [subject, parent 1, parent 2] -> (...,) the subject's distance from the
+    line through the two parents, in units of the parents' distance: about 0 for a merge, the
+    distance itself for a model that moved away from one parent at right angles to the other."""
+    d2 = pair_distances(gram)
+    ab, s1, s2 = d2[..., 1, 2], d2[..., 0, 1], d2[..., 0, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        along = (s2 + ab - s1) / 2  # (s - p2) . (p1 - p2)
+        return np.sqrt(np.maximum(s2 - along**2 / ab, 0.0) / ab)
+
+
 def excess(natural: np.ndarray, task_free: np.ndarray) -> np.ndarray:
     """log(task-free relative distance) - log(natural relative distance), per parent; both (..., k)."""
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -60,6 +60,11 @@ class LogitResult(BaseModel):
         default_factory=dict,
         description="Distance to each parent on the task-free inputs, in units of the parents' distance there.",
     )
+    task_free_residual: Interval | None = Field(
+        None,
+        description="Two parents: distance from the parents' line on the task-free inputs, in units of the parents' "
+        "distance there (reported; the verdict does not read it).",
+    )
     lineage_excess: dict[str, Interval] = Field(
         default_factory=dict,
         description="Per parent: log(task-free distance / natural-text distance), both in parents' distances. "
