@@ -203,3 +203,36 @@ def test_intermediate_merges_in_the_pool_are_read_in_roots(tmp_path: Path, seed:
     report = (tmp_path / "results" / "pool" / "report.md").read_text()
     assert "**The pool's genealogy**" in report and "| linear_0.25 |" in report
     assert (tmp_path / "results" / "pool" / "figures" / "logit_interpolation_genealogy.png").is_file()
+
+
+def test_a_pair_of_merges_is_no_unit_for_a_claim_of_own_weights(tmp_path: Path):
+    """With the parents missing from the pool (screened out, or never on the Hub), a_ft is placed
+    against merges of its parents (linear_0.5, linear_0.75 here; linear_0.25 and linear_0.75, the
+    pair the merge linear_0.5 joins, in the screened pool of 50): relatives a quarter or half the
+    parents' distance apart. In that unit a_ft, a fine-tune of parent_a, sits beyond the lineage
+    signal's bound for an initialisation of its own; "unrelated" would be a wrong lineage claim,
+    so the pool draws none (seed 0, 64 texts)."""
+    zoo = zoo_for_seed(0)
+    models = [
+        {"name": c, "role": "candidate", "path": str(zoo / c)} for c in ("linear_0.25", "linear_0.5", "linear_0.75")
+    ]
+    models += [{"name": c, "role": "control", "path": str(zoo / c)} for c in ("a_ft", "student")]
+    models.append({"name": "linear_0.6", "role": "suspect", "path": str(zoo / "linear_0.6")})
+    suite = {
+        "name": "pool-no-parents",
+        "models": models,
+        "probes": [{"kind": "logit_interpolation", "params": {"max_texts": 64, "candidates": ["a_ft", "student"]}}],
+        "stats": {"seed": 20261130},
+        "output_dir": str(tmp_path / "results"),
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    assert main(["run", str(path), "--run-id", "r"]) == 0
+    ev = json.loads((tmp_path / "results" / "r" / "evidence.json").read_text())["probes"][0]
+    family = {r["candidate"]: r for r in ev["tables"]["genealogy"]}
+    assert not family["linear_0.5"]["root"], family["linear_0.5"]
+    a_ft = ev["per_model"]["a_ft"]
+    print("\n".join(a_ft["reasons"]))
+    assert a_ft["verdict"] == "inconclusive", a_ft["reasons"]
+    assert any("initialisation of its own is not drawn" in x for x in a_ft["reasons"]), a_ft["reasons"]

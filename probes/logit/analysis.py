@@ -28,7 +28,7 @@ from probes.logit import render
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
 from probes.logit.genealogy import genealogy, genealogy_rows, in_roots, partner_pair
 from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats
-from probes.logit.lineage import excess, is_task_free, line_residual, relative_distances, token_gram
+from probes.logit.lineage import excess, is_task_free, line_position, line_residual, relative_distances, token_gram
 from probes.logit.params import LogitParams
 from probes.logit.power import controls_note, selection_note
 from probes.logit.result import MERGE_VERDICTS, ControlCalibration, Interval, LogitResult
@@ -285,6 +285,17 @@ class LogitAnalysis:
                             "so it is not drawn"
                         )
                         r.verdict = "inconclusive"
+                    elif r.verdict == "unrelated":
+                        # The lineage signal's unit is the pair's own distance, and a pool's pair (the
+                        # nearest, or two roots a merge of the pool joins) can be far closer than the
+                        # subject's true relatives: with the parents screened out of a pool of 50, a_ft
+                        # (a fine-tune of parent_a) read "unrelated" against linear_0.25 and linear_0.75.
+                        r.reasons.append(
+                            "'unrelated' reads the task-free distance in units of the pair's own distance, and a "
+                            "pool's pair can be much closer than the subject's true relatives, so a claim of an "
+                            "initialisation of its own is not drawn"
+                        )
+                        r.verdict = "inconclusive"
                     note = selection_note(sel.n_select, self.suite.stats.alpha)
                     why = "no merge of the pool (one candidate suffices)" if note is None else note
                     if note is not None:
@@ -506,6 +517,7 @@ class LogitAnalysis:
             out = {"d": relative_distances(g)}
             if k == 3:
                 out["res"] = line_residual(g)
+                out["pos"] = line_position(g)
             return out
 
         def point_and_replicates(m: str, per_input: np.ndarray) -> tuple[dict, dict]:
@@ -527,6 +539,8 @@ class LogitAnalysis:
             if "res" in tf:
                 lo, hi = percentile_ci(tf_reps["res"], alpha)
                 r.task_free_residual = Interval(value=float(tf["res"]), lo=lo, hi=hi)
+                lo, hi = percentile_ci(tf_reps["pos"], alpha)
+                r.task_free_weight = Interval(value=float(tf["pos"]), lo=lo, hi=hi)
             # The excess needs the natural texts' actual tokens: teacher-forced modes only.
             nat_rows = rows(m, data.ids) if data.mode != "next_token" else None
             if nat_rows is not None:

@@ -144,6 +144,15 @@ def line_residual(gram: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(s2 - along**2 / ab, 0.0) / ab)
 
 
+def line_position(gram: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) Gram of [subject, parent 1, parent 2] -> (...,) where the subject's projection
+    falls on the line through the parents, as parent 1's weight: 1 at parent 1, 0 at parent 2."""
+    d2 = pair_distances(gram)
+    ab, s1, s2 = d2[..., 1, 2], d2[..., 0, 1], d2[..., 0, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (s2 + ab - s1) / (2 * ab)
+
+
 def excess(natural: np.ndarray, task_free: np.ndarray) -> np.ndarray:
     """log(task-free relative distance) - log(natural relative distance), per parent; both (..., k)."""
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -65,6 +65,11 @@ class LogitResult(BaseModel):
         description="Two parents: distance from the parents' line on the task-free inputs, in units of the parents' "
         "distance there (reported; the verdict does not read it).",
     )
+    task_free_weight: Interval | None = Field(
+        None,
+        description="Two parents: where the model's projection falls on the parents' line on the task-free inputs, "
+        "as the first parent's weight (1 at it, 0 at the other).",
+    )
     lineage_excess: dict[str, Interval] = Field(
         default_factory=dict,
         description="Per parent: log(task-free distance / natural-text distance), both in parents' distances. "
