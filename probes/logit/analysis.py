@@ -273,7 +273,7 @@ class LogitAnalysis:
                             "the pool selection confirmed fewer than two parents on held-out texts, so no merge "
                             "verdict is drawn from the nearest pair"
                         )
-                        r.verdict = "inconclusive"
+                        r.verdict, r.parent = "inconclusive", None
                     elif r.verdict in ("sibling", "related", "derived_from_one_parent") and m not in partnered:
                         # Each reads the pair as the parents (their base, their distance as the unit),
                         # and the nearest pair need not share weights at all: the tiny zoo's
@@ -284,7 +284,7 @@ class LogitAnalysis:
                             f"'{r.verdict}' reads the pair as parents; the nearest pair of a pool is no parent pair, "
                             "so it is not drawn"
                         )
-                        r.verdict = "inconclusive"
+                        r.verdict, r.parent = "inconclusive", None
                     elif r.verdict == "unrelated":
                         # The lineage signal's unit is the pair's own distance, and a pool's pair (the
                         # nearest, or two roots a merge of the pool joins) can be far closer than the
@@ -295,7 +295,7 @@ class LogitAnalysis:
                             "pool's pair can be much closer than the subject's true relatives, so a claim of an "
                             "initialisation of its own is not drawn"
                         )
-                        r.verdict = "inconclusive"
+                        r.verdict, r.parent = "inconclusive", None
                     note = selection_note(sel.n_select, self.suite.stats.alpha)
                     why = "no merge of the pool (one candidate suffices)" if note is None else note
                     if note is not None:
