@@ -39,7 +39,12 @@ Smol family (full vocabulary, `hf`): the merge 0.49, the merge trained further 0
 0.67, the fine-tune of nex_mini 0.57, the student 5.43 (CI 4.52-6.41), the impostor 5.11 (4.41-5.89).
 
 Beside it the report gives the **excess**, log(task-free distance / natural-text distance),
-per parent, both on the actual tokens' log-probs. It does not decide.
+per parent, both on the actual tokens' log-probs, and for two parents the **task-free residual**
+off the parents' line and the **position** on it (:func:`line_residual`, :func:`line_position`).
+None of them decides. The residual was measured to see whether task-free inputs could rule a
+merge out where next-token data cannot (tiny zoo, seeds 0-2): linear, slerp and ties merges
+0.09-0.29, dare_ties 0.44-0.48, task arithmetic 0.59-0.70, the merge trained further 0.56-0.65,
+fine-tunes of a parent 0.71-0.85, the sibling 0.81-1.01. The last four overlap, so no rule reads it.
 
 These inputs are always scored teacher-forced, never sent as chat messages: the first token of
 an answer after a chat template is exactly what training shaped (tiny zoo: fine-tunes of a
