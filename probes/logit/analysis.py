@@ -26,9 +26,9 @@ from harness.suite import Suite
 from probes.base import Record, uncalibrated_note
 from probes.logit import render
 from probes.logit.estimators import describe, merge_weight_range, summed_statistics
-from probes.logit.genealogy import genealogy, genealogy_rows, in_roots, partner_pair
+from probes.logit.genealogy import genealogy, genealogy_rows, in_roots, merge_partners, partner_pair
 from probes.logit.interpolation import Layout, centred, cv_gain, sq_distance, text_stats
-from probes.logit.lineage import excess, is_task_free, line_position, line_residual, relative_distances, token_gram
+from probes.logit.lineage import excess, is_task_free, line_fit, relative_distances, token_gram
 from probes.logit.params import LogitParams
 from probes.logit.power import controls_note, selection_note
 from probes.logit.result import MERGE_VERDICTS, ControlCalibration, Interval, LogitResult
@@ -61,6 +61,32 @@ class Data:
     # ids of the task-free inputs every parent (and candidate) answered
     task_free: list[str] = field(default_factory=list)
     screened_out: dict[str, str] = field(default_factory=dict)  # candidates not shortlisted, with why
+
+
+def pool_withdrawal(verdict: str, partnered: bool) -> str | None:
+    """Why a pool subject that no merge of the pool explains does not keep ``verdict`` (None: it
+    keeps it). It was placed against a pair that is no parent pair: its two nearest candidates,
+    or (``partnered``) two roots a plain merge of the pool joins, which do share weights."""
+    if verdict in MERGE_VERDICTS:
+        return (
+            "the pool selection confirmed fewer than two parents on held-out texts, so no merge verdict is drawn "
+            "from the nearest pair"
+        )
+    if verdict in ("sibling", "related", "derived_from_one_parent") and not partnered:
+        # Each reads the pair as the parents (their base, their distance as the unit), and the
+        # nearest pair need not share weights at all: the tiny zoo's independent model read
+        # "sibling" against a base and a model trained from scratch on its data (16 candidates,
+        # seed 0), and its student "derived from" another student of its own initialisation (21).
+        return f"'{verdict}' reads the pair as parents; a pool's nearest pair is no parent pair, so it is not drawn"
+    if verdict == "unrelated":
+        # The lineage signal's unit is the pair's own distance, and either pair can be far closer
+        # than the subject's true relatives: with the parents screened out of a pool of 50, a_ft
+        # (a fine-tune of parent_a) read "unrelated" against linear_0.25 and linear_0.75.
+        return (
+            "'unrelated' reads the task-free distance in units of the pair's own distance, and a pool's pair can be "
+            "much closer than the subject's true relatives, so a claim of an initialisation of its own is not drawn"
+        )
+    return None
 
 
 class LogitAnalysis:
@@ -209,6 +235,7 @@ class LogitAnalysis:
             lambda c, members: self.verdict_against(data, c, members, rng),
         )
         self.ev.tables["genealogy"] = genealogy_rows(lineage)
+        partners = merge_partners(lineage)
         for s in data.others:
             pool, g = pools[s].pool, pools[s].gram
             excluded = {
@@ -236,7 +263,7 @@ class LogitAnalysis:
                 # computed against its two nearest candidates and no claim short of a merge is
                 # drawn: two unrelated roots, a base and a model trained from scratch on its data,
                 # make a unit in which a third such model reads as a sibling.
-                pair = partner_pair(g, pool, chosen[0], lineage, alpha) if chosen else None
+                pair = partner_pair(g, pool, chosen[0], partners, alpha) if chosen else None
                 if pair is not None:
                     partnered[s] = pair
                     chosen = sorted(pair[:2], key=pool.index)
@@ -268,33 +295,9 @@ class LogitAnalysis:
                 r.parents = list(parents)
                 sel = selections[m]
                 if len(sel.selected) < 2:
-                    if r.verdict in MERGE_VERDICTS:
-                        r.reasons.append(
-                            "the pool selection confirmed fewer than two parents on held-out texts, so no merge "
-                            "verdict is drawn from the nearest pair"
-                        )
-                        r.verdict, r.parent = "inconclusive", None
-                    elif r.verdict in ("sibling", "related", "derived_from_one_parent") and m not in partnered:
-                        # Each reads the pair as the parents (their base, their distance as the unit),
-                        # and the nearest pair need not share weights at all: the tiny zoo's
-                        # independent model read "sibling" against a base and a model trained from
-                        # scratch on its data (16 candidates, seed 0), and its student "derived from"
-                        # another student of its own initialisation (21 candidates).
-                        r.reasons.append(
-                            f"'{r.verdict}' reads the pair as parents; the nearest pair of a pool is no parent pair, "
-                            "so it is not drawn"
-                        )
-                        r.verdict, r.parent = "inconclusive", None
-                    elif r.verdict == "unrelated":
-                        # The lineage signal's unit is the pair's own distance, and a pool's pair (the
-                        # nearest, or two roots a merge of the pool joins) can be far closer than the
-                        # subject's true relatives: with the parents screened out of a pool of 50, a_ft
-                        # (a fine-tune of parent_a) read "unrelated" against linear_0.25 and linear_0.75.
-                        r.reasons.append(
-                            "'unrelated' reads the task-free distance in units of the pair's own distance, and a "
-                            "pool's pair can be much closer than the subject's true relatives, so a claim of an "
-                            "initialisation of its own is not drawn"
-                        )
+                    withdrawn = pool_withdrawal(r.verdict, m in partnered)
+                    if withdrawn is not None:
+                        r.reasons.append(withdrawn)
                         r.verdict, r.parent = "inconclusive", None
                     note = selection_note(sel.n_select, self.suite.stats.alpha)
                     why = "no merge of the pool (one candidate suffices)" if note is None else note
@@ -516,13 +519,13 @@ class LogitAnalysis:
             g = v.reshape(*v.shape[:-1], k, k)
             out = {"d": relative_distances(g)}
             if k == 3:
-                out["res"] = line_residual(g)
-                out["pos"] = line_position(g)
+                out["pos"], out["res"] = line_fit(g)
             return out
 
         def point_and_replicates(m: str, per_input: np.ndarray) -> tuple[dict, dict]:
-            """{"d": (k-1,) distances to each parent, "res" (two parents): the line residual} over
-            every input, and the same bootstrapped (replicates first)."""
+            """{"d": (k-1,) distances to each parent; with two parents also "pos" and "res", the
+            position on and residual off their line} over every input, and the same bootstrapped
+            (replicates first)."""
             reps = paired_bootstrap({m: per_input}, distances, self.suite.stats.bootstrap, self.rng)[m]
             return distances(per_input.sum(0)), reps
 

@@ -176,14 +176,13 @@ def merge_partners(lineage: dict[str, Lineage]) -> dict[str, dict[str, list[str]
 
 
 def partner_pair(
-    gram: np.ndarray, pool: list[str], nearest: str, lineage: dict[str, Lineage], alpha: float
+    gram: np.ndarray, pool: list[str], nearest: str, partners: dict[str, dict[str, list[str]]], alpha: float
 ) -> tuple[str, str, list[str]] | None:
     """For a suspect one candidate explains (``nearest``; Grams over [suspect, *pool]): (X, Y,
     the merges that join them) where X is ``nearest`` or a root no farther from the suspect (per
     text, Wilcoxon at ``alpha``: a parent's re-rounded copy stands in for it) and Y the root it
-    is merged with in the pool, the nearer to the suspect where there are several; None where no
-    such root has a partner."""
-    partners = merge_partners(lineage)
+    is merged with in the pool (``partners``: :func:`merge_partners`), the nearer to the suspect
+    where there are several; None where no such root has a partner."""
     per_text = {c: sq_distance(gram, 0, pool.index(c) + 1) for c in pool}
     total = {c: float(v.sum()) for c, v in per_text.items()}
     as_near = [c for c in pool if c != nearest and wilcoxon_greater(per_text[c] - per_text[nearest]) >= alpha]

@@ -40,7 +40,7 @@ Smol family (full vocabulary, `hf`): the merge 0.49, the merge trained further 0
 
 Beside it the report gives the **excess**, log(task-free distance / natural-text distance),
 per parent, both on the actual tokens' log-probs, and for two parents the **task-free residual**
-off the parents' line and the **position** on it (:func:`line_residual`, :func:`line_position`).
+off the parents' line and the **position** on it (:func:`line_fit`).
 None of them decides. The residual was measured to see whether task-free inputs could rule a
 merge out where next-token data cannot (tiny zoo, seeds 0-2): linear, slerp and ties merges
 0.09-0.29, dare_ties 0.44-0.48, task arithmetic 0.59-0.70, the merge trained further 0.56-0.65,
@@ -138,24 +138,17 @@ def relative_distances(gram: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(d2[..., 0, 1:], 0.0) / scale[..., None])
 
 
-def line_residual(gram: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) Gram of [subject, parent 1, parent 2] -> (...,) the subject's distance from the
-    line through the two parents, in units of the parents' distance: about 0 for a merge, the
-    distance itself for a model that moved away from one parent at right angles to the other."""
+def line_fit(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., 3, 3) Gram of [subject, parent 1, parent 2] -> (position, residual), each (...,):
+    where the subject's projection falls on the line through the parents, as parent 1's weight
+    (1 at parent 1, 0 at parent 2), and its distance from that line in units of the parents'
+    distance (about 0 for a merge; the distance itself for a model that moved away from one
+    parent at right angles to the other)."""
     d2 = pair_distances(gram)
     ab, s1, s2 = d2[..., 1, 2], d2[..., 0, 1], d2[..., 0, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        along = (s2 + ab - s1) / 2  # (s - p2) . (p1 - p2)
-        return np.sqrt(np.maximum(s2 - along**2 / ab, 0.0) / ab)
-
-
-def line_position(gram: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) Gram of [subject, parent 1, parent 2] -> (...,) where the subject's projection
-    falls on the line through the parents, as parent 1's weight: 1 at parent 1, 0 at parent 2."""
-    d2 = pair_distances(gram)
-    ab, s1, s2 = d2[..., 1, 2], d2[..., 0, 1], d2[..., 0, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (s2 + ab - s1) / (2 * ab)
+        position = (s2 + ab - s1) / (2 * ab)
+        return position, np.sqrt(np.maximum(s2 / ab - position**2, 0.0))
 
 
 def excess(natural: np.ndarray, task_free: np.ndarray) -> np.ndarray:
