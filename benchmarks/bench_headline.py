@@ -42,10 +42,12 @@ from harness.cache import Cache
 from harness.case import conclude
 from harness.cli import main as cli
 from harness.config import load_suite
+from harness.evidence import ProbeEvidence
 from harness.runstore import RunStore
 from probes.logit.case import logit_case
 from probes.logit.lineage import is_task_free
 from probes.logit.result import LogitResult
+from probes.logit.verdict import VerdictThresholds, decide
 from probes.shared.corpus import corpus_items
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,6 +185,38 @@ def analyse(
     return out
 
 
+def dump(evs: dict[tuple[str, int | None], Any], tmp: Path, tag: str) -> dict[tuple[str, int | None], Any]:
+    """Write each evidence object under ``tmp/evidence`` (``--redecide`` reads them back)."""
+    out = tmp / "evidence"
+    out.mkdir(exist_ok=True)
+    for (probe, n), ev in evs.items():
+        (out / f"{tag}--{probe}--{n}.json").write_text(ev.model_dump_json())
+    return evs
+
+
+def redecide(work: Path, seeds: list[int], smol: bool) -> list:
+    """The accuracy rows again from the evidence a ``--work`` run dumped, with today's verdict rule
+    applied to the stored statistics: a rule change is judged in seconds, not a collection."""
+    rows = []
+    tiny_modes = {f"m{i}": mode for i, mode in enumerate(TINY_MODES)}
+    tags = [(f"t{s}", s) for s in seeds] + ([("smol", "-")] if smol else [])
+    for tag, seed in tags:
+        zoo = TINY if seed in ("-", 0) else TINY.with_name(f"{TINY.name}-seed{seed}")
+        members = json.loads(((SMOL if tag == "smol" else zoo) / "zoo.json").read_text())["members"]
+        members |= {"gemma3": GEMMA3} if tag == "smol" else {}
+        modes = SMOL_MODES if tag == "smol" else tiny_modes
+        for probe, mode in modes.items():
+            n = SMOL_SIZES[probe][-1] if tag == "smol" else TINY_TEXTS
+            ev = ProbeEvidence.model_validate_json((work / "evidence" / f"{tag}--{probe}--{n}.json").read_text())
+            thresholds = VerdictThresholds()
+            for m, r in ev.results(LogitResult).items():
+                r.verdict, r.parent, r.reasons = decide(r, thresholds, 0.05, bool(ev.calibrated), ev.mode or "full")
+                ev.per_model[m] = r.model_dump(mode="json")
+            names = SMOL_NAMES if tag == "smol" else {}
+            rows += rows_for(ev, members, "smol" if tag == "smol" else "tiny", seed, mode, names)
+    return rows
+
+
 def rows_for(ev: Any, members: dict[str, Any], zoo: str, seed: int | str, mode: str, names: dict[str, str]) -> list:
     rows = []
     for model, r in ev.results(LogitResult).items():
@@ -252,7 +286,7 @@ def bench_tiny(seeds: list[int], tmp: Path, power: bool = True) -> tuple[list, l
         members = json.loads((zoo / "zoo.json").read_text())["members"]
         sizes: list[int | None] = [*POWER_SIZES] if seed == 0 and power else [TINY_TEXTS]
         run, suite = collect(tiny_suite(zoo, max(s for s in sizes if s) if seed == 0 else TINY_TEXTS), tmp, f"t{seed}")
-        evs = analyse(run, suite, sizes)
+        evs = dump(analyse(run, suite, sizes), tmp, f"t{seed}")
         for i, mode in enumerate(TINY_MODES):
             rows += rows_for(evs[(f"m{i}", TINY_TEXTS)], members, "tiny", seed, mode, {})
             if seed == 0 and power:
@@ -267,6 +301,8 @@ SMOL_NAMES = {
 }
 
 
+SMOL_SIZES = {"logit_vllm_top20": [6, 12, 24, 48], "logit_hf_full": [6, 12, 24], "logit_vllm_next": [26, 52, 105, 210]}
+SMOL_MODES = {"logit_vllm_top20": "top-20 (vLLM)", "logit_hf_full": "full (hf)", "logit_vllm_next": "next-token (vLLM)"}
 GEMMA3 = {"kind": "unrelated", "family": "Gemma 3 270M (Google)"}
 GEMMA3_PORT = 18932
 
@@ -296,9 +332,8 @@ def bench_smol(tmp: Path) -> tuple[list, list]:
         run, s = collect(suite, tmp, "smol")
     finally:
         server.kill()
-    sizes = {"logit_vllm_top20": [6, 12, 24, 48], "logit_hf_full": [6, 12, 24], "logit_vllm_next": [26, 52, 105, 210]}
-    modes = {"logit_vllm_top20": "top-20 (vLLM)", "logit_hf_full": "full (hf)", "logit_vllm_next": "next-token (vLLM)"}
-    evs = analyse(run, s, sizes)
+    sizes, modes = SMOL_SIZES, SMOL_MODES
+    evs = dump(analyse(run, s, sizes), tmp, "smol")
     rows, power_rows = [], []
     for probe, mode in modes.items():
         rows += rows_for(evs[(probe, sizes[probe][-1])], members, "smol", "-", mode, SMOL_NAMES)
@@ -421,13 +456,24 @@ def main() -> None:
     ap.add_argument("--no-smol", action="store_true", help="skip the smol family (needs vLLM)")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--no-power", action="store_true", help="skip the texts-needed table (analyses 64 texts only)")
+    ap.add_argument("--work", type=Path, help="keep the runs and evidence here (default: a temporary directory)")
+    ap.add_argument("--redecide", action="store_true", help="re-apply the verdict rule to a --work run's evidence")
     ap.add_argument("--out", type=Path, default=REPO / "results" / f"bench-{dt.date.today().isoformat()}")
     args = ap.parse_args()
     start = time.monotonic()
+    if args.redecide:
+        if not args.work:
+            raise SystemExit("bench: --redecide needs the --work directory of an earlier run")
+        rows = redecide(args.work, args.seeds, not args.no_smol)
+        for r in rows:
+            print(" | ".join(str(r[k]) for k in ("zoo", "seed", "mode", "member", "verdict", "claim", "claim_judged")))
+        return
     with tempfile.TemporaryDirectory() as t:
-        rows, power_rows = bench_tiny(args.seeds, Path(t), power=not args.no_power)
+        work = args.work or Path(t)
+        work.mkdir(parents=True, exist_ok=True)
+        rows, power_rows = bench_tiny(args.seeds, work, power=not args.no_power)
         if not args.no_smol:
-            r, p = bench_smol(Path(t))
+            r, p = bench_smol(work)
             rows, power_rows = rows + r, power_rows + p
     tput = None if args.no_throughput else throughput()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,9 @@ RULE = """\
 3. Circumstantial evidence (identity claims) never decides. Where it contradicts an explanation
    the lineage evidence leaves open, or supports none of them, the conflict is flagged and the
    conclusion rests on the lineage evidence.
-4. Lineage probes that support no common explanation are a conflict: flagged, no conclusion;
+4. Where the weights show that the parents share no weights (separate initialisations), the
+   behavioural lineage probes (logit, text), whose unit is the parents' distance, are set aside.
+5. Lineage probes that support no common explanation are a conflict: flagged, no conclusion;
    except where each supports a merge, some with training after it and some without (one data
    mode can see the training that another cannot): then both merges are named.
    Without any lineage verdict the case is not determined, unless a necessary condition rules out
@@ -79,6 +81,11 @@ class ProbeCase:
     # What it found, for a reader who is not a statistician (the report's summary in plain words,
     # and why the table's cells read as they do); the sentence where the probe gives none.
     plain: str = ""
+    # Its lineage words read behaviour in the unit of the parents' own distance (logit, text): a
+    # unit of kinship only where the parents share weights.
+    behavioural: bool = False
+    # Non-empty where this probe showed that the parents share no weights (the weights probe), in words.
+    strangers: str = ""
 
     def in_plain_words(self) -> str:
         return self.plain or self.sentence
@@ -96,6 +103,7 @@ class Conclusion:
     text: str
     flags: list[str] = field(default_factory=list)  # conflicts between probes
     notes: list[str] = field(default_factory=list)  # how the conclusion was reached, where not the usual way
+    set_aside: list[str] = field(default_factory=list)  # probes whose lineage words did not count (RULE 4)
 
 
 def stances(supports: set[str], contradicts: set[str], numbers: dict[str, str]) -> dict[str, Cell]:
@@ -109,6 +117,21 @@ def stances(supports: set[str], contradicts: set[str], numbers: dict[str, str]) 
 
 def conclude(cases: list[ProbeCase]) -> Conclusion:
     """Apply :data:`RULE` to the probes' stances on one suspect."""
+    strangers = next((c.strangers for c in cases if c.strangers), "")
+    aside = [c for c in cases if strangers and c.behavioural and c.weight == "lineage"]
+    out = _conclude([c for c in cases if c not in aside])
+    if aside:
+        out.set_aside = [c.probe for c in aside]
+        out.notes.insert(
+            0,
+            f"{strangers.rstrip('.')}. The parents' distance, the unit the {', '.join(c.probe for c in aside)} probe "
+            "reads lineage in, is then a distance between strangers, within which any model trained on their kind of "
+            "data reads as a relative: its lineage words are set aside.",
+        )
+    return out
+
+
+def _conclude(cases: list[ProbeCase]) -> Conclusion:
     lineage = [c for c in cases if c.weight == "lineage" and c.supported()]
     flags: list[str] = []
     if not lineage:
@@ -187,7 +210,9 @@ def render(subject: str, cases: list[ProbeCase], conclusion: Conclusion) -> list
     if conclusion.flags or conclusion.notes:
         out.append("")
     out += [
-        "| explanation | " + " | ".join(f"{c.probe} ({c.weight})" for c in cases) + " |",
+        "| explanation | "
+        + " | ".join(f"{c.probe} ({c.weight}{', set aside' if c.probe in conclusion.set_aside else ''})" for c in cases)
+        + " |",
         "|---|" + "---|" * len(cases),
     ]
     for e, words in EXPLANATIONS.items():

@@ -1,5 +1,6 @@
 """Issue 26: the logit verdict rule claims "not a merge" (derived, sibling, related) only where the
-data rule a merge out, and only from teacher-forced data.
+data rule a merge out: from teacher-forced natural texts, or, in next-token runs, from the
+task-free inputs (scored teacher-forced there too).
 
 Each case is one model's result as the headline benchmark measured it (tiny zoo, 64 texts; the
 numbers are copied from `results/bench-2026-12-07`), put through :func:`probes.logit.verdict.decide`
@@ -24,8 +25,20 @@ def result(
     cv_gain: float,
     task_free: tuple[float, float, float],
     near: str = "parent_a",
+    line: dict[str, tuple[float, float, float]] | None = None,
 ) -> LogitResult:
+    """One model's result; ``line``: the task-free triangle of a next-token run (distances to
+    parent_a and parent_b, the nearer-over-next ratio, residual off the line and position on it)."""
     iv = lambda v: Interval(value=v[0], lo=v[1], hi=v[2])  # noqa: E731
+    tf = {near: iv(task_free)}
+    extra = {}
+    if line:
+        tf = {"parent_a": iv(line["a"]), "parent_b": iv(line["b"])}
+        extra = {
+            "task_free_ratio": iv(line["ratio"]),
+            "task_free_residual": iv(line["residual"]),
+            "task_free_weight": iv(line["position"]),
+        }
     return LogitResult(
         role="suspect",
         n_texts=64,
@@ -38,7 +51,8 @@ def result(
         cv_gain=cv_gain,
         cv_p=1e-12,
         p_weights_inside=1e-6,
-        task_free_distance={near: iv(task_free)},
+        task_free_distance=tf,
+        **extra,
     )
 
 
@@ -92,9 +106,81 @@ CASES = [
         "inconclusive",
         None,
     ),
+    # The same fine-tune of parent_b without the task-free line: nothing rules a merge out.
     (
-        "b_ft next-token",
+        "b_ft next-token, no task-free line",
         result((0.331, 0.318, 0.344), (0.930, 0.918, 0.942), (0.862, 0.852, 0.873), 0.113, (0.773, 0.690, 0.869)),
+        "next_token",
+        "inconclusive",
+        None,
+    ),
+    # Next-token runs read the task-free inputs' line (scored teacher-forced; results/bench-2026-12-07,
+    # 64 prompts). The fine-tune of parent_b (seed 0): parent_b singled out, off the line, at
+    # parent_b's end of it: derived from parent_b (it was "inconclusive" from next-token data).
+    (
+        "b_ft next-token, task-free line",
+        result(
+            (0.341, 0.322, 0.360),
+            (0.927, 0.903, 0.949),
+            (0.868, 0.851, 0.885),
+            0.119,
+            (0.773, 0.680, 0.875),
+            near="parent_b",
+            line={
+                "a": (1.241, 1.145, 1.346),
+                "b": (0.773, 0.680, 0.875),
+                "ratio": (0.623, 0.572, 0.683),
+                "residual": (0.773, 0.680, 0.874),
+                "position": (0.029, -0.059, 0.125),
+            },
+        ),
+        "next_token",
+        "derived_from_one_parent",
+        "parent_b",
+    ),
+    # The task-arithmetic merge (seed 2, next-token), with its natural nearest parent put at
+    # parent_a so that only the line decides: parent_a singled out (ratio CI upper 0.797) and off
+    # the line (residual CI lower 0.517), but inside it (position 0.63-0.82): a merge, not a
+    # fine-tune, is not ruled out.
+    (
+        "task_arithmetic next-token, task-free line",
+        result(
+            (0.376, 0.304, 0.449),
+            (1.027, 0.920, 1.136),
+            (0.910, 0.858, 0.964),
+            0.099,
+            (0.654, 0.602, 0.710),
+            line={
+                "a": (0.654, 0.602, 0.710),
+                "b": (0.924, 0.827, 1.030),
+                "ratio": (0.708, 0.622, 0.797),
+                "residual": (0.587, 0.517, 0.655),
+                "position": (0.713, 0.631, 0.820),
+            },
+        ),
+        "next_token",
+        "inconclusive",
+        None,
+    ),
+    # The fine-tune of parent_b on seed 2 moved toward parent_a (position 0.065-0.225): a light
+    # merge is not ruled out, so no claim.
+    (
+        "b_ft seed 2 next-token, task-free line",
+        result(
+            (0.242, 0.187, 0.296),
+            (0.916, 0.827, 1.010),
+            (0.797, 0.758, 0.837),
+            0.075,
+            (0.726, 0.656, 0.806),
+            near="parent_b",
+            line={
+                "a": (1.120, 1.052, 1.178),
+                "b": (0.726, 0.656, 0.806),
+                "ratio": (0.648, 0.587, 0.725),
+                "residual": (0.713, 0.644, 0.786),
+                "position": (0.136, 0.065, 0.225),
+            },
+        ),
         "next_token",
         "inconclusive",
         None,

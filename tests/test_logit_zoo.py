@@ -208,23 +208,30 @@ def test_a_superfluous_known_parent_is_not_supported_and_the_verdict_rests_on_th
     print(f"\nseed {seed}: " + "; ".join(f"{m} {r['verdict']} on {r['parents'] or 'all'}" for m, r in per.items()))
 
 
-def test_next_token_mode_scores_the_task_free_inputs_teacher_forced(tmp_path):
+def test_next_token_mode_reads_lineage_on_the_task_free_inputs(tmp_path):
     """Issue 26: next-token mode (chat answers' first tokens) has a lineage signal where the backend
-    can also score a prompt: the task-free inputs are scored teacher-forced, as in top-k mode. A
-    student distilled from parent_a into its own initialisation is then "unrelated" there too (it
-    was "inconclusive": no task-free inputs in next-token mode), and the fine-tune of parent_a
-    shows inherited weights, but gets no "derived" from next-token data (one position per prompt
-    cannot rule out a merge the merge rule missed)."""
+    can also score a prompt: the task-free inputs are scored teacher-forced, as in top-k mode.
+
+    * A student distilled from parent_a into its own initialisation is "unrelated" there too (it
+      was "inconclusive": no task-free inputs in next-token mode).
+    * A fine-tune of either parent is "derived from" that parent: one position per prompt cannot
+      rule out a merge the merge rule missed, but the task-free inputs, every position counted,
+      single the parent out and put the model off the parents' line (before: "inconclusive" for
+      both, from next-token data on every seed).
+    * No merge reads as a fine-tune, the task-arithmetic merge included (7a + 5b over the base, off
+      the line by 0.70 on those inputs, but parent_a not singled out there)."""
     zoo = zoo_for_seed(0)
-    models = [
-        {"name": n, "role": r, "path": n}
-        for n, r in [("parent_a", "parent"), ("parent_b", "parent"), ("student_a", "suspect"), ("a_ft", "suspect")]
-    ]
-    params = {"mode": "next_token", "top_k": 20, "max_texts": 24, "task_free_texts": 12}
+    roles = [("parent_a", "parent"), ("parent_b", "parent"), ("student_a", "suspect"), ("a_ft", "suspect")]
+    roles += [(m, "suspect") for m in ("b_ft", "linear_0.75", "dare_ties", "task_arithmetic")]
+    models = [{"name": n, "role": r, "path": n} for n, r in roles]
+    params = {"mode": "next_token", "top_k": 20, "max_texts": 24}
     ev = run_suite(tmp_path, zoo, [{"kind": "logit_interpolation", "params": params}], models)
     per = ev["logit_interpolation"]["per_model"]
     assert ev["logit_interpolation"]["mode"] == "next_token"
-    student, ft = per["student_a"], per["a_ft"]
-    assert (student["verdict"], student["lineage_signal"], student["n_task_free"]) == ("unrelated", "own", 12), student
-    assert ft["lineage_signal"] == "inherited" and ft["verdict"] == "inconclusive", ft["reasons"]
-    assert any("next-token data" in x for x in ft["reasons"]), ft["reasons"]
+    student = per["student_a"]
+    assert (student["verdict"], student["lineage_signal"], student["n_task_free"]) == ("unrelated", "own", 24), student
+    for ft, parent in (("a_ft", "parent_a"), ("b_ft", "parent_b")):
+        assert (per[ft]["verdict"], per[ft]["parent"]) == ("derived_from_one_parent", parent), per[ft]["reasons"]
+        assert any("task-free inputs (scored teacher-forced)" in x for x in per[ft]["reasons"]), per[ft]["reasons"]
+    for m in ("linear_0.75", "dare_ties", "task_arithmetic"):
+        assert per[m]["verdict"] not in ("derived_from_one_parent", "sibling", "related", "unrelated"), per[m]

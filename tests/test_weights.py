@@ -78,8 +78,13 @@ def test_each_merge_family_is_named_and_non_merges_are_not_interpolations(tiny_r
             assert (got["verdict"], got["parent"]) == ("derived", m["from"]), name
         elif kind == "copy":
             assert (got["verdict"], got["parent"]) == ("copy", m["from"]), name
-        else:  # unrelated: the sibling, independent, impostor, student
+        elif m.get("from") in (None, "independent"):  # own initialisations: independent, impostor, students
+            # No weights of the family at all: near-orthogonal to the reference's and both parents'.
+            assert got["verdict"] == "unrelated", (name, got["reasons"])
+            assert all(abs(c) <= got["kin_bound"] for c in got["kin_to"].values()), got["kin_to"]
+        else:  # the sibling: the parents' base, fine-tuned its own way
             assert got["verdict"] == "not an interpolation", name
+            assert all(c > 0.9 for c in got["kin_to"].values()), got["kin_to"]
     assert {"sibling", "independent", "impostor", "student"} <= set(pm)
 
 

@@ -46,6 +46,17 @@ POWER_NOTE = {
 }
 
 
+# In every report whose lineage signal was measured (README, "The logit-interpolation probe").
+YARDSTICK_LIMIT = (
+    "The lineage signal's yardstick is the parents' own distance on the task-free inputs. It is a unit of kinship "
+    "only where the parents share weights, as a merge's parents do. Parents of separate initialisations make it "
+    "a unit of strangers, within which a model trained on their kind of data reads as inherited, even a merge: "
+    "tiny zoo, with parent_a and a model of its own initialisation given as the parents, a student distilled "
+    "from parent_a read 'interpolation', and parent_b (a sibling of parent_a) 'derived from parent_a'. The "
+    "behaviour alone cannot show which case holds; the weights probe, or the parents' model cards, can."
+)
+
+
 @dataclass(frozen=True)
 class Data:
     """What analysis works on: parents, the models placed against them, answers by text id
@@ -505,6 +516,8 @@ class LogitAnalysis:
             return
         parents, alpha = data.parents, self.suite.stats.alpha
         k = len(parents) + 1
+        if YARDSTICK_LIMIT not in self.ev.limitations:
+            self.ev.limitations.append(YARDSTICK_LIMIT)
 
         def rows(m: str, ids: list[str]) -> np.ndarray | None:
             grams = [
@@ -539,6 +552,11 @@ class LogitAnalysis:
             for j, x in enumerate(parents):
                 lo, hi = percentile_ci(tf_rep[:, j], alpha)
                 r.task_free_distance[x] = Interval(value=float(tf_point[j]), lo=lo, hi=hi)
+            if len(parents) >= 2:  # the nearer parent (by the point estimate) over the next one, per replicate
+                j, j2 = np.argsort(tf_point)[:2]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    lo, hi = percentile_ci(tf_rep[:, j] / tf_rep[:, j2], alpha)
+                r.task_free_ratio = Interval(value=float(tf_point[j] / tf_point[j2]), lo=lo, hi=hi)
             if "res" in tf:
                 lo, hi = percentile_ci(tf_reps["res"], alpha)
                 r.task_free_residual = Interval(value=float(tf["res"]), lo=lo, hi=hi)

@@ -64,7 +64,8 @@ def logit_case(title: str, r: LogitResult, parents: list[str], level: float) -> 
     }
     parent = r.parent if r.verdict == "derived_from_one_parent" else None
     cells = stances(supports, contradicts, numbers)
-    return ProbeCase(title, "lineage", cells, _sentence(r, parents, level), parent=parent, plain=_plain(r, parents))
+    sentence, plain = _sentence(r, parents, level), _plain(r, parents)
+    return ProbeCase(title, "lineage", cells, sentence, parent=parent, plain=plain, behavioural=True)
 
 
 def _pct(x: float | None) -> str:

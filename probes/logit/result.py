@@ -70,6 +70,11 @@ class LogitResult(BaseModel):
         description="Two parents: where the model's projection falls on the parents' line on the task-free inputs, "
         "as the first parent's weight (1 at it, 0 at the other).",
     )
+    task_free_ratio: Interval | None = Field(
+        None,
+        description="Task-free distance to the nearer parent there divided by the distance to the next nearer: "
+        "below 1 when the task-free inputs single one parent out.",
+    )
     lineage_excess: dict[str, Interval] = Field(
         default_factory=dict,
         description="Per parent: log(task-free distance / natural-text distance), both in parents' distances. "

@@ -35,8 +35,10 @@ So the rule combines, in this order:
    ``trained_max_residual``).
 7. **related**: inherited weights, derived from one parent or a sibling, which is not resolved
    (the ratio's CI straddles ``derived_max_ratio``); the residual as for a sibling.
-   Rules 5-7 need teacher-forced data: from next-token data (one position per prompt) merges
-   that miss the merge rule read as fine-tunes or siblings.
+   Rules 5-7 read teacher-forced natural texts: from next-token data (one position per prompt)
+   merges that miss the merge rule read as fine-tunes or siblings. There rules 5 and 6 read the
+   task-free inputs' line instead (:func:`task_free_triangle`: scored teacher-forced in every
+   mode), and "related" is not drawn.
 8. **inconclusive** otherwise, also whenever the lineage signal is undecided or absent: nearness
    on natural text alone is likeness, not lineage (DESIGN.md, "Lineage is not likeness": a
    distilled student sits as close to a parent as a fine-tune does), so no verdict that claims
@@ -163,12 +165,7 @@ def decide(
         )
         return "inconclusive", None, reasons
     if mode == "next_token":
-        reasons.append(
-            "inherited weights, but next-token data (one position per prompt) cannot rule out a merge the merge "
-            "rule missed (tiny zoo: merges there read as fine-tunes or siblings in 4 of 27 cases), so no claim "
-            "short of a merge is drawn; teacher-forced data (full or top-k) can"
-        )
-        return "inconclusive", None, reasons
+        return task_free_triangle(r, t, reasons)
     # Each claim below says "not a merge": the data must rule a merge out, not merely fail to confirm one.
     resid_lo = r.residual.lo if r.residual.lo is not None else -np.inf
     no_gain = r.cv_gain < t.min_cv_gain
@@ -210,3 +207,70 @@ def decide(
         f"{t.derived_max_ratio}: derived from one parent or a sibling from their base, which is not resolved"
     )
     return "related", None, reasons
+
+
+def task_free_triangle(r: LogitResult, t: VerdictThresholds, reasons: list[str]) -> tuple[str, str | None, list[str]]:
+    """Rules 5 and 6 for next-token data, read on the task-free inputs instead of the natural texts.
+
+    Why: one position per prompt cannot rule out a merge the merge rule missed (tiny zoo: merges
+    read as fine-tunes or siblings there in 4 of 27 cases), but the task-free inputs are scored
+    teacher-forced in every mode, every position counted, and there each kind of model has its
+    own place on the parents' line (tiny zoo seeds 0-2, next-token runs): a plain merge lies near
+    the line (residual 0.09-0.29) at its weight; a merge trained further or a task-arithmetic merge
+    lies off it (0.56-0.70) but inside it (position 0.55-0.72); a fine-tune of a parent lies off it
+    by its own training (0.71-0.85) at that parent's end (position 0.96-1.00, or 0.03-0.14).
+
+    So "derived from X" needs all of: X singled out (task-free d(nearer)/d(next) CI upper <=
+    ``derived_max_ratio``); off the line (residual CI lower above ``merge_max_residual``); at X's
+    end of it (the position's CI within ``a_margin`` of X, where a merge needs more weight on the
+    other parent); X the nearer parent on the natural prompts too; and no merge gain there. Both
+    "off" and "at the end" are needed: on natural teacher-forced text the merge rule has already
+    caught what is off the line in the middle, here it has not (the task-arithmetic merge, seed 2:
+    ratio CI upper 0.80, residual CI lower 0.52, but position 0.63-0.82)."""
+    tf, ratio, resid, pos = r.task_free_distance, r.task_free_ratio, r.task_free_residual, r.task_free_weight
+    if len(tf) != 2 or ratio is None or ratio.lo is None or ratio.hi is None or resid is None or resid.lo is None:
+        reasons.append(
+            "inherited weights, but next-token data (one position per prompt) cannot rule out a merge the merge rule "
+            "missed, and no task-free line (two parents) is there to do it: no claim short of a merge"
+        )
+        return "inconclusive", None, reasons
+    near = min(tf, key=lambda x: tf[x].value)
+    first = next(iter(tf))
+    no_gain = r.cv_gain < t.min_cv_gain
+    where = (
+        f"on the task-free inputs (scored teacher-forced): d(nearer)/d(next) {ratio.text()}, residual off the "
+        f"parents' line {resid.text()}" + (f", position {pos.text()} ({first}'s weight)" if pos is not None else "")
+    )
+    if ratio.hi <= t.derived_max_ratio:
+        at_end = (
+            pos is not None
+            and pos.lo is not None
+            and pos.hi is not None
+            and (pos.hi >= 1 - t.a_margin if near == first else pos.lo <= t.a_margin)
+        )
+        off_line = resid.lo > t.merge_max_residual
+        if near == r.nearest_parent and no_gain and off_line and at_end:
+            reasons.append(
+                f"{where}: {near} singled out, off the line and at {near}'s end of it (a merge needs more weight on "
+                "the other parent), no merge gain on the prompts"
+            )
+            return "derived_from_one_parent", near, reasons
+        missing = [
+            *([f"the natural prompts' nearest parent is {r.nearest_parent}"] if near != r.nearest_parent else []),
+            *([f"a CV gain of {r.cv_gain:.2f} on the prompts"] if not no_gain else []),
+            *([f"residual CI lower not above {t.merge_max_residual}"] if not off_line else []),
+            *([f"position not within {t.a_margin} of {near}'s end"] if not at_end else []),
+        ]
+        reasons.append(
+            f"{where}: {near} singled out, but a merge leaning to it is not ruled out ({'; '.join(missing)}): no "
+            "claim short of a merge"
+        )
+        return "inconclusive", None, reasons
+    if ratio.lo > t.derived_max_ratio and resid.lo > t.trained_max_residual and no_gain:
+        reasons.append(
+            f"{where}: no parent singled out and off the line beyond any merge trained further: it shares the "
+            "parents' base without descending from either"
+        )
+        return "sibling", None, reasons
+    reasons.append(f"{where}: neither one parent singled out nor a merge ruled out: no claim short of a merge")
+    return "inconclusive", None, reasons

@@ -50,4 +50,5 @@ def text_case(title: str, r: TextResult, level: float) -> ProbeCase | None:
         f"{gain} (text probe; text cannot tell a model's weights from a student's imitation)."
     )
     parent = r.parent if r.verdict == "derived_from_one_parent" else None
-    return ProbeCase(title, "lineage", stances(supports, contradicts, numbers), sentence, parent=parent)
+    cells = stances(supports, contradicts, numbers)
+    return ProbeCase(title, "lineage", cells, sentence, parent=parent, behavioural=True)

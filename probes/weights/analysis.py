@@ -107,6 +107,23 @@ class WeightsAnalysis:
             results[s].storage = ckpt[s].storage
             cos_of[s] = results[s].cos_fit
             tensor_rows += rows
+        names = [ref_name, *fitted]
+        pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+        kin = dict(zip([f"{names[i]} ~ {names[j]}" for i, j in pairs], an.kinship(stats, pairs)))
+        bound = an.kin_bound(stats)
+        for j, s in enumerate(subjects):
+            r = results[s]
+            r.parents_cos, r.kin_bound = kin, bound
+            r.kin_to = dict(zip(names, an.kinship(stats, [(1 + len(fitted) + j, i) for i in range(len(names))])))
+        strangers = [pair for pair, c in kin.items() if math.isfinite(c) and c <= bound]
+        if strangers:
+            ev.limitations.append(
+                f"{', '.join(strangers)}: median cosine of their weights "
+                + ", ".join(f"{kin[x]:.3f}" for x in strangers)
+                + f", within what separate initialisations give (below {bound:.3f}): these models share no "
+                "weights, so the logit and text probes' unit (the parents' distance) is no unit of kinship, and the "
+                "case sets their lineage words aside"
+            )
         self.calibrate(results, cos_of, stats, fitted, ref_name)
         ev.per_model = {s: r.model_dump(mode="json") for s, r in results.items()}
         ev.calibrated = any(suite.model(s).role == "control" for s in results)

@@ -11,6 +11,8 @@ sibling that fine-tuned their base in its own direction, which stays open).
 
 from __future__ import annotations
 
+import math
+
 from harness.case import EXPLANATIONS, ProbeCase, stances
 from probes.weights.result import WeightsResult
 from probes.weights.verdict import conversion
@@ -50,6 +52,14 @@ def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
             f"a non-merge ({r.null_source}), relative residual {r.rel_residual:.2g} (storage floor "
             f"{r.storage_floor:.2g})."
         )
+    elif r.verdict == "unrelated":
+        shared = {"merge", "merge_trained", "copy", "derived", "sibling"}
+        kin = ", ".join(f"{m} {c:.3f}" for m, c in r.kin_to.items())
+        cells = stances({"original", "distilled"}, shared, dict.fromkeys(everything, f"median cosine {kin}"))
+        sentence = (
+            f"Its weights share nothing with the parents' or their reference's: median matrix cosine {kin}, at or "
+            f"below {r.kin_bound:.3f}, as separate initialisations are."
+        )
     elif r.verdict == "derived":
         cells = stances(
             {"derived"}, {"merge", "copy", "original", "distilled", "sibling"}, dict.fromkeys(everything, number)
@@ -67,7 +77,14 @@ def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
             f"{r.null_cos:.3f} ({r.null_source}); {100 * r.tensors_cos_below_half:.0f}% of tensors fit with cos < 0.5."
         )
     parent = r.parent if r.verdict == "derived" else None
-    return ProbeCase(title, "lineage", cells, sentence, parent=parent, plain=_plain(r))
+    apart = {pair: c for pair, c in r.parents_cos.items() if math.isfinite(c) and c <= r.kin_bound}
+    strangers = (
+        "The weights show that "
+        + ", ".join(f"{pair} share none (median cosine {c:.3f}, below {r.kin_bound:.3f})" for pair, c in apart.items())
+        if apart
+        else ""
+    )
+    return ProbeCase(title, "lineage", cells, sentence, parent=parent, plain=_plain(r), strangers=strangers)
 
 
 def _plain(r: WeightsResult) -> str:
@@ -84,6 +101,8 @@ def _plain(r: WeightsResult) -> str:
         )
     if r.verdict == "derived":
         return f"Its published weights are {r.parent}'s, changed by further training."
+    if r.verdict == "unrelated":
+        return "Its published weights have nothing in common with the parents': a model of its own initialisation."
     return (
         "Its published weights are not the parents': a mix of theirs fits it no better than it fits unrelated models."
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, Field
 
 from harness.evidence import Interval, Number
@@ -93,6 +95,19 @@ class WeightsResult(BaseModel):
             "Share of elements further from the reference's / each parent's than a dtype conversion moves them "
             "(one bf16 ulp relative; fp16's smallest normal absolute for an fp16 subject): 0 is a copy."
         ),
+    )
+    parents_cos: dict[str, Number] = Field(
+        default_factory=dict,
+        description="Median over weight matrices of the cosine between the raw weights of each pair of the reference "
+        "and the parents: near 1 for relatives, near 0 for separate initialisations.",
+    )
+    kin_to: dict[str, Number] = Field(
+        default_factory=dict,
+        description="The same median cosine between the subject's raw weights and the reference's and each parent's.",
+    )
+    kin_bound: Number = Field(
+        math.nan,
+        description="The cosine separate initialisations stay below (5 null standard deviations, 1/sqrt(numel) each).",
     )
     null_cos: Number = Field(description="The cos fit a non-merge reaches here (controls, or the parents' own).")
     null_source: str

@@ -34,6 +34,12 @@ Weights verdict (per subject; R is the shared base or the reference parent):
    suite's other control checkpoints; with a shared base, that of an independent fine-tune of the
    base as alike to each parent as the parents are to each other (sqrt(p c^2 / (1 + (p-1) c)));
    without one, 0.5 (what equal-norm siblings of the parents give). Otherwise: not an interpolation.
+   Before that, **unrelated** (no weights of theirs at all): S's raw weights near-orthogonal to R's
+   and every parent's, as separate initialisations are (the median over weight matrices of the
+   cosine at or below 5 / sqrt(numel), five standard deviations of that cosine between independent
+   random vectors; relatives sit near 1). This needs no null from the suite, and it holds where the
+   fit's does not: against parents that share no weights with each other, an own initialisation's
+   S - R has cosine 1/2 with every P - R through R alone.
 3. Passing 2, a subject is an interpolation when at least two parents' weight shares have CI lower
    bounds above {INSIDE[0]:g} and S's departure from the parent carrying the weight points to the
    others more than a non-merge's does: the cos fit of S - P_top on the P_k - P_top, its CI's lower
@@ -75,6 +81,18 @@ def decide(r: WeightsResult) -> tuple[str, str | None, list[str]]:
             [f"every element within a dtype conversion of {p}'s (|S - {p}|/|S| = {r.distance_to[p]:.2g})"]
             + ([f"a {how}"] if how else [])
             + also,
+        )
+    kin = {m: c for m, c in r.kin_to.items() if math.isfinite(c)}
+    if kin and math.isfinite(r.kin_bound) and all(c <= r.kin_bound for c in kin.values()):
+        return (
+            "unrelated",
+            None,
+            [
+                "its weights are near-orthogonal to every one of theirs, as separate initialisations are: median "
+                "matrix cosine "
+                + ", ".join(f"{m} {c:.3f}" for m, c in kin.items())
+                + f", at or below {r.kin_bound:.3f}: it shares no weights with them"
+            ],
         )
     null = f"null {r.null_cos:.3f} ({r.null_source})"
     if not math.isfinite(r.cos_fit_lo) or r.cos_fit_lo <= r.null_cos:
