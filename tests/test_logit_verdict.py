@@ -162,6 +162,30 @@ CASES = [
         "inconclusive",
         None,
     ),
+    # The smol family's fine-tune of nex_mini (here parent_a; smollm2, nex_mini's own base, is
+    # parent_b), next-token through vLLM, 210 prompts: it forgot some of nex_mini's fine-tuning, so
+    # it sits at 0.72-0.80 on the task-free line, not at nex_mini's end; but the prompts single
+    # nex_mini out too (ratio 0.39-0.43), unlike the task-arithmetic merge's (0.86-0.96).
+    (
+        "smol nex_ft next-token, task-free line",
+        result(
+            (0.871, 0.854, 0.888),
+            (0.362, 0.346, 0.377),
+            (0.407, 0.385, 0.429),
+            -0.395,
+            (0.607, 0.558, 0.653),
+            line={
+                "a": (0.607, 0.558, 0.653),
+                "b": (0.944, 0.908, 0.980),
+                "ratio": (0.643, 0.594, 0.692),
+                "residual": (0.558, 0.510, 0.603),
+                "position": (0.762, 0.724, 0.796),
+            },
+        ),
+        "next_token",
+        "derived_from_one_parent",
+        "parent_a",
+    ),
     # The fine-tune of parent_b on seed 2 moved toward parent_a (position 0.065-0.225): a light
     # merge is not ruled out, so no claim.
     (

@@ -221,12 +221,17 @@ def task_free_triangle(r: LogitResult, t: VerdictThresholds, reasons: list[str])
     by its own training (0.71-0.85) at that parent's end (position 0.96-1.00, or 0.03-0.14).
 
     So "derived from X" needs all of: X singled out (task-free d(nearer)/d(next) CI upper <=
-    ``derived_max_ratio``); off the line (residual CI lower above ``merge_max_residual``); at X's
-    end of it (the position's CI within ``a_margin`` of X, where a merge needs more weight on the
-    other parent); X the nearer parent on the natural prompts too; and no merge gain there. Both
-    "off" and "at the end" are needed: on natural teacher-forced text the merge rule has already
-    caught what is off the line in the middle, here it has not (the task-arithmetic merge, seed 2:
-    ratio CI upper 0.80, residual CI lower 0.52, but position 0.63-0.82)."""
+    ``derived_max_ratio``); off the line (residual CI lower above ``merge_max_residual``); X the
+    nearer parent on the natural prompts too, with no merge gain there; and a second sign that X
+    alone carries the model: at X's end of the line (the position's CI within ``a_margin`` of X,
+    where a merge needs more weight on the other parent), or X singled out on the prompts as well
+    (their d(nearer)/d(farther) CI upper <= ``derived_max_ratio``). Being off the line alone is not
+    enough here: on natural teacher-forced text the merge rule has already caught what is off the
+    line in the middle, in next-token runs it has not (the task-arithmetic merge, tiny seed 2:
+    task-free ratio CI upper 0.80, residual CI lower 0.52, but position 0.63-0.82 and the prompts'
+    ratio 0.86-0.96). A fine-tune can leave its parent's end when it forgets some of the parent's
+    own fine-tuning (smol family: nex_ft sits at 0.72-0.80 toward nex_mini on the line to
+    nex_mini's base, smollm2); the prompts single nex_mini out (ratio 0.39-0.43)."""
     tf, ratio, resid, pos = r.task_free_distance, r.task_free_ratio, r.task_free_residual, r.task_free_weight
     if len(tf) != 2 or ratio is None or ratio.lo is None or ratio.hi is None or resid is None or resid.lo is None:
         reasons.append(
@@ -249,17 +254,25 @@ def task_free_triangle(r: LogitResult, t: VerdictThresholds, reasons: list[str])
             and (pos.hi >= 1 - t.a_margin if near == first else pos.lo <= t.a_margin)
         )
         off_line = resid.lo > t.merge_max_residual
-        if near == r.nearest_parent and no_gain and off_line and at_end:
-            reasons.append(
-                f"{where}: {near} singled out, off the line and at {near}'s end of it (a merge needs more weight on "
-                "the other parent), no merge gain on the prompts"
+        prompts = r.distance_ratio  # d(nearer)/d(farther) on the natural prompts
+        on_prompts = prompts is not None and prompts.hi is not None and prompts.hi <= t.derived_max_ratio
+        if near == r.nearest_parent and no_gain and off_line and (at_end or on_prompts):
+            why = (
+                f"at {near}'s end of it (a merge needs more weight on the other parent)"
+                if at_end
+                else f"{near} singled out on the natural prompts as well (d(nearer)/d(farther) {prompts.text()})"  # type: ignore[union-attr]
             )
+            reasons.append(f"{where}: {near} singled out, off the line and {why}, no merge gain on the prompts")
             return "derived_from_one_parent", near, reasons
         missing = [
             *([f"the natural prompts' nearest parent is {r.nearest_parent}"] if near != r.nearest_parent else []),
             *([f"a CV gain of {r.cv_gain:.2f} on the prompts"] if not no_gain else []),
             *([f"residual CI lower not above {t.merge_max_residual}"] if not off_line else []),
-            *([f"position not within {t.a_margin} of {near}'s end"] if not at_end else []),
+            *(
+                [f"position not within {t.a_margin} of {near}'s end, nor {near} singled out on the prompts"]
+                if not (at_end or on_prompts)
+                else []
+            ),
         ]
         reasons.append(
             f"{where}: {near} singled out, but a merge leaning to it is not ruled out ({'; '.join(missing)}): no "
