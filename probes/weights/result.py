@@ -106,7 +106,7 @@ class WeightsResult(BaseModel):
         description="The same median cosine between the subject's raw weights and the reference's and each parent's.",
     )
     kin_bound: Number = Field(
-        math.nan,
+        default_factory=lambda: math.nan,  # a NaN default would make the JSON Schema unequal to itself
         description="The cosine separate initialisations stay below (5 null standard deviations, 1/sqrt(numel) each).",
     )
     null_cos: Number = Field(description="The cos fit a non-merge reaches here (controls, or the parents' own).")
