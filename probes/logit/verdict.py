@@ -239,7 +239,7 @@ def task_free_triangle(r: LogitResult, t: VerdictThresholds, reasons: list[str])
             "missed, and no task-free line (two parents) is there to do it: no claim short of a merge"
         )
         return "inconclusive", None, reasons
-    near = min(tf, key=lambda x: tf[x].value)
+    near = min(tf, key=lambda x: v if (v := tf[x].value) is not None else np.inf)
     first = next(iter(tf))
     no_gain = r.cv_gain < t.min_cv_gain
     where = (
