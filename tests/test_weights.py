@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from harness.cli import main
+from probes.weights.case import weights_case
 from probes.weights.checkpoint import open_checkpoint
+from probes.weights.result import WeightsResult
 from tests.conftest import case_block, run_isolated
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +58,9 @@ def test_linear_merges_every_tensor_at_the_true_weight(tiny_run: Path, manifest:
 def test_each_merge_family_is_named_and_non_merges_are_not_interpolations(tiny_run: Path, manifest: dict):
     """Acceptance: ties and dare_ties are sparse merges, slerp is slerp; task arithmetic (weights
     summing to 1.2 on the base) is linear with its weights; a fine-tune of parent_a is derived
-    from it, its bf16 re-save a copy; no control is an interpolation."""
+    from it, its bf16 re-save a copy; no control is an interpolation. Models of their own
+    initialisation share no weights with the family (raw weights near-orthogonal: "unrelated"); the
+    sibling shares them but is none of the parents' mixes or fine-tunes: the case reads "sibling"."""
     pm = _evidence(tiny_run)["per_model"]
     members = manifest["members"]
     for name, m in members.items():
@@ -85,6 +89,10 @@ def test_each_merge_family_is_named_and_non_merges_are_not_interpolations(tiny_r
         else:  # the sibling: the parents' base, fine-tuned its own way
             assert got["verdict"] == "not an interpolation", name
             assert all(c > 0.9 for c in got["kin_to"].values()), got["kin_to"]
+            # The case: no merge or fine-tune of a parent, yet the family's weights: a sibling, and only that
+            # (issue 26: it was "original, distilled or sibling" from the weights).
+            case = weights_case("weights", WeightsResult.model_validate(got), 0.95)
+            assert case.supported() == {"sibling"}, case.sentence
     assert {"sibling", "independent", "impostor", "student"} <= set(pm)
 
 

@@ -66,16 +66,30 @@ def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
         )
         sentence = f"Its weights are {r.parent}'s, moved (cos fit {r.cos_fit:.3f}, {r.parent} carries the weight)."
     else:
-        contra = {"merge", "merge_trained", "copy", "derived"}
-        cells = stances(
-            {"original", "distilled", "sibling"},
-            contra,
-            dict.fromkeys(everything, f"cos fit {r.cos_fit:.3f} vs null {r.null_cos:.3f}"),
-        )
+        fit = f"cos fit {r.cos_fit:.3f} vs null {r.null_cos:.3f}"
         sentence = (
             f"Its weights are not an interpolation of the parents': cos fit {r.cos_fit:.3f}, not above "
             f"{r.null_cos:.3f} ({r.null_source}); {100 * r.tensors_cos_below_half:.0f}% of tensors fit with cos < 0.5."
         )
+        words = _family_words(r)
+        if words:
+            # It shares the family's weights (not an own initialisation) but its update from R is none of
+            # the parents': with R the parents' base, that is a sibling (a fine-tune of a parent would fit
+            # with the weight on that parent); with R a parent, a fine-tune of R is one too.
+            supports = {"sibling"} if r.reference not in r.weights else {"sibling", "derived"}
+            cells = stances(supports, everything - supports, dict.fromkeys(everything, f"{fit}; median cosine {words}"))
+            sentence += f" Yet they are the family's (median matrix cosine {words}, above {r.kin_bound:.3f}): " + (
+                "the parents' base, fine-tuned its own way."
+                if r.reference not in r.weights
+                else f"a fine-tune of {r.reference} or of the parents' base, which the fit against {r.reference} "
+                "cannot tell apart."
+            )
+        else:
+            cells = stances(
+                {"original", "distilled", "sibling"},
+                {"merge", "merge_trained", "copy", "derived"},
+                dict.fromkeys(everything, fit),
+            )
     parent = r.parent if r.verdict == "derived" else None
     apart = {pair: c for pair, c in r.parents_cos.items() if math.isfinite(c) and c <= r.kin_bound}
     strangers = (
@@ -103,6 +117,20 @@ def _plain(r: WeightsResult) -> str:
         return f"Its published weights are {r.parent}'s, changed by further training."
     if r.verdict == "unrelated":
         return "Its published weights have nothing in common with the parents': a model of its own initialisation."
+    if _family_words(r):
+        return (
+            "Its published weights come from the parents' family (they started where the parents did) but are no "
+            "mix of theirs: trained its own way from a common ancestor."
+        )
     return (
         "Its published weights are not the parents': a mix of theirs fits it no better than it fits unrelated models."
     )
+
+
+def _family_words(r: WeightsResult) -> str:
+    """The subject's median matrix cosine to R and each parent, in words, where every one lies above
+    the bound separate initialisations stay below (it shares the family's weights); else ""."""
+    kin = {m: c for m, c in r.kin_to.items() if math.isfinite(c)}
+    if not kin or not math.isfinite(r.kin_bound) or any(c <= r.kin_bound for c in kin.values()):
+        return ""
+    return ", ".join(f"{m} {c:.3f}" for m, c in kin.items())
