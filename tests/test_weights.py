@@ -93,6 +93,12 @@ def test_each_merge_family_is_named_and_non_merges_are_not_interpolations(tiny_r
             # (issue 26: it was "original, distilled or sibling" from the weights).
             case = weights_case("weights", WeightsResult.model_validate(got), 0.95)
             assert case.supported() == {"sibling"}, case.sentence
+            # With the poor fit's weight on one parent it could as well be a fine-tune of that parent that
+            # moved farther than the fit allows: both are named.
+            far = WeightsResult.model_validate(got)
+            far.weights["parent_a"].value, far.weights["parent_a"].lo = 0.9, 0.8
+            far.weights["parent_b"].value, far.weights["parent_b"].lo = 0.02, 0.0
+            assert weights_case("weights", far, 0.95).supported() == {"sibling", "derived"}
     assert {"sibling", "independent", "impostor", "student"} <= set(pm)
 
 

@@ -15,7 +15,7 @@ import math
 
 from harness.case import EXPLANATIONS, ProbeCase, stances
 from probes.weights.result import WeightsResult
-from probes.weights.verdict import conversion
+from probes.weights.verdict import INSIDE, conversion
 
 
 def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
@@ -74,15 +74,18 @@ def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
         words = _family_words(r)
         if words:
             # It shares the family's weights (not an own initialisation) but its update from R is none of
-            # the parents': with R the parents' base, that is a sibling (a fine-tune of a parent would fit
-            # with the weight on that parent); with R a parent, a fine-tune of R is one too.
-            supports = {"sibling"} if r.reference not in r.weights else {"sibling", "derived"}
+            # the parents'. With R the parents' base and the poor fit's weight spread over both parents, a
+            # sibling; with the weight on one parent, a fine-tune of it that moved farther than the fit
+            # allows is one too, and with R a parent, so is a fine-tune of R.
+            total = sum(w.value or 0.0 for w in r.weights.values())
+            spread = total > 0 and sum((w.lo or 0.0) / total > INSIDE[0] for w in r.weights.values()) >= 2
+            supports = {"sibling"} if r.reference not in r.weights and spread else {"sibling", "derived"}
             cells = stances(supports, everything - supports, dict.fromkeys(everything, f"{fit}; median cosine {words}"))
             sentence += f" Yet they are the family's (median matrix cosine {words}, above {r.kin_bound:.3f}): " + (
                 "the parents' base, fine-tuned its own way."
-                if r.reference not in r.weights
-                else f"a fine-tune of {r.reference} or of the parents' base, which the fit against {r.reference} "
-                "cannot tell apart."
+                if supports == {"sibling"}
+                else "a sibling from the parents' common ancestor, or a fine-tune of one parent that moved farther "
+                "than the fit allows, which the weights here cannot tell apart."
             )
         else:
             cells = stances(
