@@ -115,15 +115,25 @@ class WeightsAnalysis:
             r = results[s]
             r.parents_cos, r.kin_bound = kin, bound
             r.kin_to = dict(zip(names, an.kinship(stats, [(1 + len(fitted) + j, i) for i in range(len(names))])))
-        strangers = [pair for pair, c in kin.items() if math.isfinite(c) and c <= bound]
-        if strangers:
-            ev.limitations.append(
-                f"{', '.join(strangers)}: median cosine of their weights "
-                + ", ".join(f"{kin[x]:.3f}" for x in strangers)
-                + f", within what separate initialisations give (below {bound:.3f}): these models share no "
-                "weights, so the logit and text probes' unit (the parents' distance) is no unit of kinship, and the "
-                "case sets their lineage words aside"
-            )
+        first = results[subjects[0]] if subjects else None
+        for among_parents, why in (
+            (
+                True,
+                "these parents share no weights, so the logit and text probes' unit (the parents' distance) is no "
+                "unit of kinship, and the case sets their lineage words aside",
+            ),
+            (
+                False,
+                "the given base shares no weights with that parent, so differences from it are not what the parent's "
+                "training moved: give the parents' own base, or none",
+            ),
+        ):
+            apart = first.strangers(among_parents) if first is not None else {}
+            if apart:
+                ev.limitations.append(
+                    ", ".join(f"{pair}: median cosine of their weights {c:.3f}" for pair, c in apart.items())
+                    + f", within what separate initialisations give (at most {bound:.3f}): {why}"
+                )
         self.calibrate(results, cos_of, stats, fitted, ref_name)
         ev.per_model = {s: r.model_dump(mode="json") for s, r in results.items()}
         ev.calibrated = any(suite.model(s).role == "control" for s in results)

@@ -94,7 +94,7 @@ def weights_case(title: str, r: WeightsResult, level: float) -> ProbeCase:
                 dict.fromkeys(everything, fit),
             )
     parent = r.parent if r.verdict == "derived" else None
-    apart = {pair: c for pair, c in r.parents_cos.items() if math.isfinite(c) and c <= r.kin_bound}
+    apart = r.strangers()
     strangers = (
         "The weights show that "
         + ", ".join(f"{pair} share none (median cosine {c:.3f}, below {r.kin_bound:.3f})" for pair, c in apart.items())

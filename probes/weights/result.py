@@ -110,6 +110,13 @@ class WeightsResult(BaseModel):
         description="The cosine separate initialisations stay below (5 null standard deviations, 1/sqrt(numel) each).",
     )
     null_cos: Number = Field(description="The cos fit a non-merge reaches here (controls, or the parents' own).")
+
+    def strangers(self, among_parents: bool = True) -> dict[str, float]:
+        """The pairs of ``parents_cos`` that share no weights (cosine at or below ``kin_bound``):
+        between two parents (``among_parents``), or between the given base and a parent."""
+        apart = {pair: c for pair, c in self.parents_cos.items() if math.isfinite(c) and c <= self.kin_bound}
+        return {p: c for p, c in apart.items() if all(n in self.weights for n in p.split(" ~ ")) == among_parents}
+
     null_source: str
     verdict: str = "inconclusive"
     parent: str | None = None
