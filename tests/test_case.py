@@ -3,7 +3,7 @@ the probes write it: conclusions, conflicts and what the rule refuses to conclud
 
 from __future__ import annotations
 
-from harness.case import conclude
+from harness.case import ProbeCase, conclude, stances
 from probes.identity.case import identity_case
 from probes.logit.case import logit_case
 from probes.logit.result import ControlCalibration, Interval, LogitResult
@@ -197,3 +197,23 @@ def test_without_lineage_verdicts_a_tokenizer_unlike_every_parent_leaves_indepen
     assert c.flags == []  # not a conflict: the only evidence there is
     same = conclude([x for x in (tokenizer_case("tokenizer", tokenizer(284, 284), PARENTS),) if x])
     assert same.explanations == [] and same.text.startswith("not determined")
+
+
+def test_behavioural_lineage_is_set_aside_where_the_weights_show_the_parents_share_none():
+    """Rule 4: the logit probe reads lineage in units of the parents' distance, a unit of strangers
+    when the parents share no weights. A weights case that says so (``strangers``) sets the logit
+    and text cases aside, and the conclusion rests on the weights; without it, the same two cases
+    conflict."""
+    weights = ProbeCase(
+        "weights",
+        "lineage",
+        stances({"original", "distilled"}, {"merge", "merge_trained", "derived", "sibling", "copy"}, {}),
+        "Its weights share nothing with the parents'.",
+    )
+    merge = logit_case("logit (full)", logit("interpolation"), PARENTS, 0.95)
+    assert merge.behavioural
+    assert conclude([merge, weights]).explanations == []  # the usual conflict
+    weights.strangers = "The weights show that a ~ b share none (median cosine 0.001, below 0.052)"
+    c = conclude([merge, weights])
+    assert c.explanations == ["original", "distilled"] and c.set_aside == ["logit (full)"]
+    assert c.notes[0].startswith("The weights show that a ~ b share none") and "set aside" in c.notes[0]
